@@ -1,0 +1,1 @@
+//! cgroup (to be written).

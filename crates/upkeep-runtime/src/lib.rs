@@ -1,0 +1,22 @@
+//! The executor: everything in upkeep that touches processes, files and the
+//! network on behalf of the pure core.
+//!
+//! - [`reaper`]: the one place that waits for children (subreaper, SIGCHLD,
+//!   `waitpid(-1)`), spawning under its lock, pidfds.
+//! - [`cgroup`]: per-service cgroups (v2 for tracking and kill, v1 for limits).
+//! - [`logs`]: per-service log files with size-based rotation.
+//! - [`probe`]: HTTP(S), unix-socket HTTP, TCP and exec probes, and the
+//!   per-process probe worker.
+//! - [`supervisor`]: per-service actors driving `upkeep_core::machine`, the
+//!   reconcile loop, the manifest watcher.
+//! - [`lock`] and [`state`]: the state directory.
+
+#![warn(missing_docs)]
+
+pub mod cgroup;
+pub mod lock;
+pub mod logs;
+pub mod probe;
+pub mod reaper;
+pub mod state;
+pub mod supervisor;

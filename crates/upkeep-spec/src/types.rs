@@ -1,0 +1,265 @@
+//! The resolved service model: what the supervisor runs, after every default,
+//! expansion and lookup has been applied. `upkeep render` prints these.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::duration::{serde_opt_str, serde_str};
+
+/// One supervised process: a host service from the config or one container of
+/// a static Pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    /// Unique name: the config table name, the pod name for a one-container
+    /// pod, or `<pod>/<container>`.
+    pub name: String,
+    /// The file this spec came from (config file or manifest).
+    pub source: PathBuf,
+    /// Whether this is a host service or a static Pod container.
+    pub origin: Origin,
+    /// Exact argv to exec, after `$(VAR)` expansion. `argv[0]` may be a bare
+    /// name, resolved against `PATH` from `env` at spawn time.
+    pub argv: Vec<String>,
+    /// The complete environment of the process (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    /// Working directory (`/` unless set).
+    pub working_dir: PathBuf,
+    /// Numeric uid to run as; `None` keeps upkeep's own.
+    pub uid: Option<u32>,
+    /// Numeric gid to run as; `None` keeps upkeep's own (or the user's primary group).
+    pub gid: Option<u32>,
+    /// When an exited process is started again.
+    pub restart: RestartPolicy,
+    /// Restart delays.
+    pub backoff: BackoffSpec,
+    /// Signal name sent to the process group to stop it, e.g. `"SIGTERM"`.
+    pub stop_signal: String,
+    /// Grace period between the stop signal and SIGKILL.
+    #[serde(with = "serde_str")]
+    pub stop_grace: Duration,
+    /// preStop exec hook, run inside the grace period before the stop signal.
+    pub pre_stop: Option<Vec<String>>,
+    /// Health probes.
+    pub probes: Probes,
+    /// Services that must be ready before this one starts.
+    pub after: Vec<String>,
+    /// Where the output goes.
+    pub log: LogMode,
+    /// hostPath volumes to prepare or check before each start.
+    pub volumes: Vec<HostPathVolume>,
+    /// Resource limits (cgroups) if any.
+    pub resources: Resources,
+    /// Hex content hash of everything above: equal hashes mean nothing to restart.
+    pub hash: String,
+}
+
+/// Where a service came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A `[services.NAME]` table of the config file.
+    HostService,
+    /// A container of a static Pod manifest.
+    StaticPod {
+        /// `metadata.name` as written in the file.
+        pod: String,
+        /// `metadata.namespace` (default `default`).
+        namespace: String,
+        /// The container's name.
+        container: String,
+    },
+}
+
+/// Restart policy (kubelet semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart after any exit, 0 included.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Backoff parameters (design.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BackoffSpec {
+    /// Delay before the second consecutive restart (the first after a healthy run is immediate).
+    #[serde(with = "serde_str")]
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    #[serde(with = "serde_str")]
+    pub max: Duration,
+    /// Growth factor per consecutive failure.
+    pub factor: f64,
+    /// A run at least this long resets the backoff.
+    #[serde(with = "serde_str")]
+    pub reset_after: Duration,
+    /// Relative jitter, 0.0..=1.0 (0.1 = up to +10%).
+    pub jitter: f64,
+}
+
+impl Default for BackoffSpec {
+    fn default() -> Self {
+        BackoffSpec {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            factor: 2.0,
+            reset_after: Duration::from_secs(600),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// The three probe slots of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Probes {
+    /// Failing it kills and restarts the service.
+    pub liveness: Option<Probe>,
+    /// Failing it marks the service not ready.
+    pub readiness: Option<Probe>,
+    /// Until it succeeds, liveness and readiness are not run.
+    pub startup: Option<Probe>,
+}
+
+/// One probe with all defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Probe {
+    /// What to check.
+    pub handler: ProbeHandler,
+    /// Time after the process start before the first probe counts.
+    #[serde(with = "serde_str")]
+    pub initial_delay: Duration,
+    /// Time between probes.
+    #[serde(with = "serde_str")]
+    pub period: Duration,
+    /// Time a probe may take before it counts as a failure.
+    #[serde(with = "serde_str")]
+    pub timeout: Duration,
+    /// Consecutive successes to flip to success.
+    pub success_threshold: u32,
+    /// Consecutive failures to flip to failure.
+    pub failure_threshold: u32,
+    /// Grace used when this probe's failure kills the service (liveness/startup only).
+    #[serde(with = "serde_opt_str")]
+    pub termination_grace: Option<Duration>,
+}
+
+/// HTTP scheme of an HTTP probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS without certificate verification (as the kubelet).
+    Https,
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProbeHandler {
+    /// HTTP(S) GET; 200..=399 is success.
+    Http {
+        /// http or https.
+        scheme: Scheme,
+        /// Host to connect to (IP or name).
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// Path including any query string, starting with `/`.
+        path: String,
+        /// Extra request headers, in order.
+        headers: Vec<(String, String)>,
+    },
+    /// HTTP GET over a unix socket (docker's `/_ping`).
+    HttpUnix {
+        /// Socket path.
+        socket: PathBuf,
+        /// Request path.
+        path: String,
+    },
+    /// TCP connect.
+    Tcp {
+        /// Host to connect to.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Run a command; exit 0 is success. Runs with the service's env, cwd and user.
+    Exec {
+        /// argv (already expanded for manifests, with the kubelet's static rules).
+        argv: Vec<String>,
+    },
+    /// A probe that cannot be run (e.g. an unknown named port). Like the kubelet,
+    /// its results are errors and count neither way.
+    Unresolved {
+        /// Why it cannot run.
+        reason: String,
+    },
+}
+
+/// Where a service's stdout/stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    /// `<log_dir>/<name>.log` with size-based rotation.
+    #[default]
+    File,
+    /// upkeep's own stderr (journald under systemd).
+    Inherit,
+}
+
+/// A hostPath volume whose `mountPath == path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPathVolume {
+    /// Host path.
+    pub path: PathBuf,
+    /// What must exist or be created there.
+    pub kind: HostPathType,
+}
+
+/// Kubernetes hostPath `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HostPathType {
+    /// `""`: no check.
+    Unchecked,
+    /// Create the directory (0755) if missing.
+    DirectoryOrCreate,
+    /// Must be a directory.
+    Directory,
+    /// Create an empty file (0644) if missing.
+    FileOrCreate,
+    /// Must be a file.
+    File,
+    /// Must be a unix socket.
+    Socket,
+    /// Must be a char device.
+    CharDevice,
+    /// Must be a block device.
+    BlockDevice,
+}
+
+/// cgroup limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Resources {
+    /// memory limit in bytes.
+    pub memory_max: Option<u64>,
+    /// CPU limit in millicores.
+    pub cpu_max_millis: Option<u64>,
+}
+
+/// What upkeep does with its services when it exits on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Leave services running, to be adopted by the next upkeep.
+    #[default]
+    Keep,
+    /// Stop every service (reverse dependency order) before exiting.
+    Stop,
+}
