@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod control;
+pub mod crashlog;
 pub mod exit;
 pub mod machine;
 pub mod probe;

@@ -145,6 +145,10 @@ pub struct ServiceState {
     pub ready: bool,
     /// A human-readable note on the last notable event (spawn error, probe kill).
     pub message: String,
+    /// A `Stop` arrived while `Starting`: the process is terminated as soon as
+    /// `Spawned` reports it (or not started at all on `SpawnFailed`). Always
+    /// false outside `Starting`.
+    pub stop_pending: bool,
 }
 
 impl ServiceState {
@@ -162,6 +166,7 @@ impl ServiceState {
             started: false,
             ready: false,
             message: String::new(),
+            stop_pending: false,
         }
     }
 
@@ -197,7 +202,220 @@ impl ServiceState {
 }
 
 /// Applies one event. `jitter` is a sample in `[0, 1)` for the backoff.
+///
+/// Total: every (phase, event) pair is defined, and a pair that makes no sense
+/// (an `Exited` while in backoff, a `Spawned` nobody asked for, a stale
+/// `Timer`) returns the state unchanged with no actions. Never panics.
+///
+/// Invariants the executor can rely on (tested as properties):
+/// - [`Action::Spawn`] is only emitted when entering `Starting` from a phase
+///   with no live process and no spawn outstanding: never two generations.
+/// - [`Action::Terminate`] is only emitted when entering `Stopping`.
+/// - `ready` is false outside `Running`; `started` is false without a pid;
+///   `stop_pending` is false outside `Starting`.
+/// - `since` is `now` whenever the phase kind changed.
 pub fn step(state: ServiceState, event: Event, now: Instant, jitter: f64) -> (ServiceState, Vec<Action>) {
-    let _ = (&state, &event, now, jitter, Duration::ZERO);
-    todo!("state machine")
+    let mut s = state;
+    let mut actions = Vec::new();
+    let before = std::mem::discriminant(&s.phase);
+
+    match (s.phase.clone(), event) {
+        // === operator / manifest intent ===
+        (Phase::Stopped | Phase::Completed { .. }, Event::Start | Event::Restart) => {
+            // A deliberate fresh start forgets the old crash loop.
+            s.failures = 0;
+            begin_start(&mut s, &mut actions);
+        }
+        (Phase::Backoff { .. }, Event::Start | Event::Restart) => {
+            // Skip the wait, but keep the failure count: a crash loop stays one.
+            begin_start(&mut s, &mut actions);
+        }
+        (Phase::Starting, Event::Start | Event::Restart) => s.stop_pending = false,
+        (Phase::Stopping { pid, then: AfterStop::Stay }, Event::Start) => {
+            s.phase = Phase::Stopping { pid, then: AfterStop::RestartNow };
+        }
+        (Phase::Stopping { pid, .. }, Event::Restart) => {
+            s.phase = Phase::Stopping { pid, then: AfterStop::RestartNow };
+        }
+        (Phase::Running { pid }, Event::Restart) => {
+            s.message = "restart requested".into();
+            begin_stop(&mut s, pid, AfterStop::RestartNow, None, &mut actions);
+        }
+        (Phase::Running { pid }, Event::Stop) => {
+            s.message = "stop requested".into();
+            begin_stop(&mut s, pid, AfterStop::Stay, None, &mut actions);
+        }
+        (Phase::Starting, Event::Stop) => s.stop_pending = true,
+        (Phase::Stopping { pid, .. }, Event::Stop) => {
+            s.phase = Phase::Stopping { pid, then: AfterStop::Stay };
+        }
+        (Phase::Backoff { .. } | Phase::Completed { .. }, Event::Stop) => {
+            s.message = "stopped".into();
+            s.phase = Phase::Stopped;
+        }
+
+        // === spawn results ===
+        (Phase::Starting, Event::Spawned { pid }) => {
+            if s.started_at.is_some() {
+                s.restarts = s.restarts.saturating_add(1);
+            }
+            s.started_at = Some(now);
+            s.started = false;
+            s.ready = false;
+            if s.stop_pending {
+                s.message = "stop requested".into();
+                begin_stop(&mut s, pid, AfterStop::Stay, None, &mut actions);
+            } else {
+                s.phase = Phase::Running { pid };
+                actions.push(Action::StartProbes);
+            }
+        }
+        (Phase::Starting, Event::SpawnFailed { error }) => {
+            s.message = error;
+            if s.stop_pending {
+                s.phase = Phase::Stopped;
+            } else {
+                after_run(&mut s, Run::SpawnFailed, now, jitter, &mut actions);
+            }
+        }
+
+        // === exits ===
+        (Phase::Running { .. }, Event::Exited { status }) => {
+            s.last_exit = Some((status, now));
+            actions.push(Action::StopProbes);
+            s.message = status.to_string();
+            after_run(&mut s, Run::Exited(status), now, jitter, &mut actions);
+        }
+        (Phase::Stopping { then, .. }, Event::Exited { status }) => {
+            s.last_exit = Some((status, now));
+            match then {
+                AfterStop::Stay => {
+                    s.message = format!("stopped ({status})");
+                    s.phase = Phase::Stopped;
+                }
+                AfterStop::RestartNow => {
+                    s.message = format!("restarted ({status})");
+                    reset_if_healthy(&mut s, now);
+                    begin_start(&mut s, &mut actions);
+                }
+                AfterStop::Restart => {
+                    // The message names the probe (set by ProbeFailed).
+                    s.message = format!("{}; {status}", s.message);
+                    after_run(&mut s, Run::ProbeKilled, now, jitter, &mut actions);
+                }
+            }
+        }
+
+        // === probes ===
+        (Phase::Running { pid }, Event::ProbeFailed { probe }) => {
+            s.message = match probe {
+                ProbeKill::Liveness => "liveness probe failed",
+                ProbeKill::Startup => "startup probe failed",
+            }
+            .into();
+            begin_stop(&mut s, pid, AfterStop::Restart, Some(probe), &mut actions);
+        }
+        (Phase::Running { .. }, Event::StartupPassed) => s.started = true,
+        (Phase::Running { .. }, Event::Readiness { ready }) => s.ready = ready,
+
+        // === timer ===
+        (Phase::Backoff { until }, Event::Timer) if now >= until => begin_start(&mut s, &mut actions),
+
+        // Everything else is meaningless in this phase: a late or duplicate
+        // report, a stale timer, a request already satisfied. Ignore it.
+        (_, _) => {}
+    }
+
+    if std::mem::discriminant(&s.phase) != before {
+        s.since = now;
+    }
+    if !matches!(s.phase, Phase::Running { .. }) {
+        s.ready = false;
+    }
+    if s.pid().is_none() {
+        s.started = false;
+    }
+    if s.phase != Phase::Starting {
+        s.stop_pending = false;
+    }
+    (s, actions)
+}
+
+/// How a run ended, for the restart decision.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    /// The process exited on its own.
+    Exited(ExitStatus),
+    /// The spawn failed: no process ran.
+    SpawnFailed,
+    /// A liveness/startup probe killed it (kubelet: restarted under OnFailure
+    /// whatever the exit status; not restarted under Never).
+    ProbeKilled,
+}
+
+/// `Starting` + [`Action::Spawn`]. Callers only reach it from pid-less phases.
+fn begin_start(s: &mut ServiceState, actions: &mut Vec<Action>) {
+    s.phase = Phase::Starting;
+    actions.push(Action::Spawn);
+}
+
+/// `Stopping{pid, then}` + (from `Running`) [`Action::StopProbes`] + [`Action::Terminate`].
+fn begin_stop(s: &mut ServiceState, pid: u32, then: AfterStop, probe: Option<ProbeKill>, actions: &mut Vec<Action>) {
+    if matches!(s.phase, Phase::Running { .. }) {
+        actions.push(Action::StopProbes);
+    }
+    s.phase = Phase::Stopping { pid, then };
+    actions.push(Action::Terminate { probe });
+}
+
+/// A run that lasted at least `reset_after` forgets earlier failures.
+fn reset_if_healthy(s: &mut ServiceState, now: Instant) {
+    if let Some(started) = s.started_at {
+        if now.saturating_duration_since(started) >= s.backoff.reset_after {
+            s.failures = 0;
+        }
+    }
+}
+
+/// The restart decision after a run ended (or never began); appends the
+/// outcome to `message`.
+fn after_run(s: &mut ServiceState, run: Run, now: Instant, jitter: f64, actions: &mut Vec<Action>) {
+    let failed = match run {
+        Run::Exited(status) => !status.success(),
+        Run::SpawnFailed | Run::ProbeKilled => true,
+    };
+    let restart = match s.restart {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => failed,
+        RestartPolicy::Never => false,
+    };
+    if !restart {
+        s.message = format!("{}; not restarting (restart policy {:?})", s.message, s.restart);
+        s.phase = Phase::Completed { failed };
+        return;
+    }
+    if !matches!(run, Run::SpawnFailed) {
+        reset_if_healthy(s, now);
+    }
+    let delay = crate::backoff::delay(&s.backoff, s.failures, jitter);
+    s.failures = s.failures.saturating_add(1);
+    if delay.is_zero() {
+        s.message = format!("{}; restarting", s.message);
+        begin_start(s, actions);
+    } else {
+        s.message = format!("{}; restarting in {}", s.message, crate::crashlog::human_duration(delay));
+        s.phase = Phase::Backoff { until: add_saturating(now, delay) };
+    }
+}
+
+/// `now + d`, or the latest representable instant on the way there (a delay
+/// of centuries is as good as forever, and must not panic).
+fn add_saturating(now: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(t) = now.checked_add(d) {
+            return t;
+        }
+        d /= 2;
+    }
 }

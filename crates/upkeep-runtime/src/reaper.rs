@@ -1,15 +1,53 @@
-//! The reaper: the only code in upkeep that calls `wait*` (design.md section 6).
+//! The reaper: the only code in upkeep that calls `wait*` (design.md section 6,
+//! deps.md section 4 "Recommendation").
+//!
+//! upkeep is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so every orphan
+//! below it is re-parented to it and must be reaped by it. A `waitpid(-1)`
+//! loop steals exit statuses from anything else that waits (`tokio::process`,
+//! `Child::wait`, and std's own internal wait after a failed `exec`), so:
+//!
+//! - exactly one task waits: it wakes on `SIGCHLD`, takes the *write* half of a
+//!   gate and drains `waitpid(-1, WNOHANG | __WALL)` until nothing is left,
+//!   routing each status to the channel registered for that pid; statuses of
+//!   unregistered pids are orphans and are only counted;
+//! - every spawn goes through [`Reaper::spawn`], which holds the *read* half of
+//!   the gate across `fork/exec` + `pidfd_open` + registration, so no status can
+//!   be reaped before its channel exists and std's internal wait after a failed
+//!   `exec` cannot lose the race;
+//! - signals go through the pidfd ([`pidfd_signal`]), so a recycled pid is
+//!   never hit.
+//!
+//! The waiting state is process-global (there is only one `waitpid(-1)` per
+//! process that can be correct), so [`Reaper::start`] is idempotent: it
+//! returns the one [`Reaper`] and (re)starts its task on the current runtime
+//! if the runtime that ran it before has gone away.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::process::Command;
-use std::sync::Arc;
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use upkeep_core::ExitStatus;
 
-/// Owns all waiting for children.
+/// Owns all waiting for children. There is one per process; get it with
+/// [`Reaper::start`].
 pub struct Reaper {
-    _private: (),
+    /// Read: a spawn (or adoption) is between fork and registration.
+    /// Write: a drain pass is calling `waitpid(-1)`.
+    gate: RwLock<()>,
+    /// pid -> where its status goes.
+    waiters: Mutex<HashMap<u32, oneshot::Sender<ExitStatus>>>,
+    /// Statuses of pids nobody registered.
+    orphans: AtomicU64,
+    /// Every status reaped, registered or not.
+    reaped: AtomicU64,
+    /// The SIGCHLD task is alive on some runtime.
+    task_alive: AtomicBool,
 }
 
 /// A child spawned through the reaper.
@@ -22,29 +60,383 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitStatus>,
 }
 
+/// The pipes of a child spawned with [`Reaper::spawn_with_pipes`]; each is
+/// `Some` only if the command asked for `Stdio::piped()` there. Wrap them with
+/// `tokio::process::ChildStdout::from_std` and friends for async reads.
+#[derive(Debug, Default)]
+pub struct Pipes {
+    /// The child's stdin.
+    pub stdin: Option<ChildStdin>,
+    /// The child's stdout.
+    pub stdout: Option<ChildStdout>,
+    /// The child's stderr.
+    pub stderr: Option<ChildStderr>,
+}
+
+static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
+
+/// Clears `task_alive` when the SIGCHLD task is dropped (its runtime shut down).
+struct AliveGuard(Arc<Reaper>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.task_alive.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Reaper {
     /// Makes upkeep a child subreaper and starts the SIGCHLD task. Must be called
-    /// inside a tokio runtime.
+    /// inside a tokio runtime (a `current_thread` one is fine) with the signal
+    /// driver enabled.
+    ///
+    /// Idempotent: every call returns the same process-wide reaper. If the task
+    /// died with an earlier runtime, it is restarted on the current one.
     pub fn start() -> io::Result<Arc<Reaper>> {
-        todo!("reaper")
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "Reaper::start must be called inside a tokio runtime",
+            ));
+        }
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| io::Error::new(e.kind(), format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
+        let reaper = REAPER
+            .get_or_init(|| {
+                Arc::new(Reaper {
+                    gate: RwLock::new(()),
+                    waiters: Mutex::new(HashMap::new()),
+                    orphans: AtomicU64::new(0),
+                    reaped: AtomicU64::new(0),
+                    task_alive: AtomicBool::new(false),
+                })
+            })
+            .clone();
+        if reaper
+            .task_alive
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            // Register for SIGCHLD before the first pass so nothing that exits
+            // in between is missed.
+            let mut sigchld = match signal(SignalKind::child()) {
+                Ok(s) => s,
+                Err(e) => {
+                    reaper.task_alive.store(false, Ordering::SeqCst);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen for SIGCHLD: {e}"),
+                    ));
+                }
+            };
+            let guard = AliveGuard(reaper.clone());
+            reaper.drain();
+            tokio::spawn(async move {
+                let guard = guard;
+                while sigchld.recv().await.is_some() {
+                    guard.0.drain();
+                }
+                tracing::error!("SIGCHLD stream ended; the reaper stopped");
+            });
+        }
+        Ok(reaper)
     }
 
     /// Spawns `cmd` under the reaper's lock, opens a pidfd and registers the pid.
     /// Never use `Child::wait`: the returned `Spawned::exit` is the only way to
-    /// learn the status.
+    /// learn the status. Any pipes the command asked for are closed; use
+    /// [`Reaper::spawn_with_pipes`] to keep them.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Spawned> {
-        let _ = cmd;
-        todo!("spawn")
+        self.spawn_with_pipes(cmd).map(|(spawned, _pipes)| spawned)
+    }
+
+    /// Like [`Reaper::spawn`], but also hands back the child's pipes (for exec
+    /// probes that read the output).
+    pub fn spawn_with_pipes(&self, cmd: &mut Command) -> io::Result<(Spawned, Pipes)> {
+        let _read = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        // A failed exec is reaped by std itself, inside spawn(), while we hold
+        // the read gate: the reaper cannot steal that status.
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let pipes = Pipes {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+        };
+        // Dropping a std Child never waits for it; the reaper does.
+        drop(child);
+        let (tx, rx) = oneshot::channel();
+        // Register before anything can fail so the status is routed (and not
+        // counted as an orphan) whatever happens below.
+        self.lock_waiters().insert(pid, tx);
+        let pidfd = match open_pidfd(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Not reaped yet (we hold the gate), so the pid is still ours.
+                // SAFETY: kill(2) with a pid we own and a valid signal.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("pidfd_open({pid}) after spawn failed (child killed): {e}"),
+                ));
+            }
+        };
+        Ok((
+            Spawned {
+                pid,
+                pidfd,
+                exit: rx,
+            },
+            pipes,
+        ))
+    }
+
+    /// Watches a process that upkeep did not spawn in this run (adoption of a
+    /// service started by an earlier upkeep).
+    ///
+    /// If the process is (now) our child, typically an orphan re-parented to
+    /// us as subreaper, its real exit status is routed like a spawned child's.
+    /// Otherwise only its parent can learn the status: `exit` resolves with
+    /// [`ExitStatus::Unknown`] when the pidfd becomes readable (the process
+    /// exited). Must be called inside a tokio runtime.
+    ///
+    /// Errors with `NotFound` if the process is already gone.
+    pub fn watch_pid(&self, pid: u32) -> io::Result<Spawned> {
+        let _read = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        let pidfd = open_pidfd(pid).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                io::Error::new(io::ErrorKind::NotFound, format!("process {pid} is gone"))
+            } else {
+                e
+            }
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let ours = process_stat(pid)
+            .map(|s| s.ppid == std::process::id())
+            .unwrap_or(false);
+        if ours {
+            self.lock_waiters().insert(pid, tx);
+        } else {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                io::Error::other("Reaper::watch_pid must be called inside a tokio runtime")
+            })?;
+            let _entered = handle.enter();
+            let watch = AsyncFd::with_interest(pidfd.try_clone()?, Interest::READABLE)?;
+            handle.spawn(async move {
+                let mut tx = tx;
+                tokio::select! {
+                    r = watch.readable() => {
+                        if r.is_ok() {
+                            let _ = tx.send(ExitStatus::Unknown);
+                        }
+                    }
+                    _ = tx.closed() => {}
+                }
+            });
+        }
+        Ok(Spawned {
+            pid,
+            pidfd,
+            exit: rx,
+        })
     }
 
     /// Number of exit statuses of unregistered pids (orphans) reaped so far.
     pub fn orphans_reaped(&self) -> u64 {
-        todo!()
+        self.orphans.load(Ordering::Relaxed)
+    }
+
+    /// Number of exit statuses reaped so far, registered or not.
+    pub fn total_reaped(&self) -> u64 {
+        self.reaped.load(Ordering::Relaxed)
+    }
+
+    /// Number of pids whose status is still awaited.
+    pub fn pending(&self) -> usize {
+        self.lock_waiters().len()
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<ExitStatus>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One pass: reap everything that has exited.
+    fn drain(&self) {
+        let _write = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut raw: libc::c_int = 0;
+            // SAFETY: plain syscall with a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG | libc::__WALL) };
+            if pid == 0 {
+                return;
+            }
+            if pid < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ECHILD) => return,
+                    _ => {
+                        tracing::warn!("waitpid(-1) failed: {err}");
+                        return;
+                    }
+                }
+            }
+            let Some(status) = decode_wait_status(raw) else {
+                continue;
+            };
+            self.reaped.fetch_add(1, Ordering::Relaxed);
+            let waiter = self.lock_waiters().remove(&(pid as u32));
+            match waiter {
+                Some(tx) => {
+                    // The receiver may be gone (nobody cares any more): fine.
+                    let _ = tx.send(status);
+                }
+                None => {
+                    self.orphans.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(pid, %status, "reaped orphan");
+                }
+            }
+        }
     }
 }
 
+/// Decodes a raw `waitpid` status; `None` for stop/continue notifications.
+pub fn decode_wait_status(raw: i32) -> Option<ExitStatus> {
+    if libc::WIFEXITED(raw) {
+        Some(ExitStatus::Exited(libc::WEXITSTATUS(raw)))
+    } else if libc::WIFSIGNALED(raw) {
+        Some(ExitStatus::Signaled {
+            signal: libc::WTERMSIG(raw),
+            core: libc::WCOREDUMP(raw),
+        })
+    } else {
+        None
+    }
+}
+
+fn open_pidfd(pid: u32) -> io::Result<OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0 has no pidfd"))?;
+    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
+}
+
 /// Sends `signal` through a pidfd; `Ok(false)` when the process is already gone (ESRCH).
+/// `signal` 0 only checks that the process still exists (unreaped).
 pub fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool> {
-    let _ = (pidfd, signal);
-    todo!()
+    let result = match rustix::process::Signal::from_named_raw(signal) {
+        Some(sig) => rustix::process::pidfd_send_signal(pidfd, sig).map_err(io::Error::from),
+        None => {
+            // Signal 0 and real-time signals are not named in rustix.
+            use std::os::fd::AsRawFd;
+            // SAFETY: pidfd_send_signal(2) with a valid fd and NULL info.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("pidfd_send_signal({signal}): {e}"),
+        )),
+    }
+}
+
+/// The few fields of `/proc/PID/stat` upkeep needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: state (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Field 4: parent pid.
+    pub ppid: u32,
+    /// Field 5: process group id.
+    pub pgrp: u32,
+    /// Field 6: session id.
+    pub session: u32,
+    /// Field 22: start time in clock ticks since boot. With the pid, it
+    /// identifies a process across pid reuse.
+    pub start_time: u64,
+}
+
+/// Parses the text of `/proc/PID/stat`. The command name (field 2) may
+/// contain spaces and parentheses, so fields are counted after the last `)`.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // fields[0] is field 3.
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(ProcStat {
+        state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
+        pgrp: field(5)?.parse().ok()?,
+        session: field(6)?.parse().ok()?,
+        start_time: field(22)?.parse().ok()?,
+    })
+}
+
+/// Reads and parses `/proc/PID/stat`.
+pub fn process_stat(pid: u32) -> io::Result<ProcStat> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path)?;
+    parse_proc_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: unexpected format"),
+        )
+    })
+}
+
+/// Start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks since boot).
+pub fn process_start_time(pid: u32) -> io::Result<u64> {
+    process_stat(pid).map(|s| s.start_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_handles_hostile_comm() {
+        let text = "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let s = parse_proc_stat(text).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.pgrp, 1234);
+        assert_eq!(s.session, 1234);
+        assert_eq!(s.start_time, 987654);
+        assert_eq!(parse_proc_stat("garbage"), None);
+        assert_eq!(parse_proc_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn decode_statuses() {
+        assert_eq!(decode_wait_status(3 << 8), Some(ExitStatus::Exited(3)));
+        assert_eq!(
+            decode_wait_status(9),
+            Some(ExitStatus::Signaled {
+                signal: 9,
+                core: false
+            })
+        );
+        assert_eq!(
+            decode_wait_status(11 | 0x80),
+            Some(ExitStatus::Signaled {
+                signal: 11,
+                core: true
+            })
+        );
+        // Stopped by SIGSTOP: not an exit.
+        assert_eq!(decode_wait_status((19 << 8) | 0x7f), None);
+    }
 }

@@ -1,1 +1,1152 @@
-//! supervisor (to be written).
+//! The supervisor: one actor per service driving the pure state machine of
+//! `upkeep_core::machine`, and the reconcile loop that turns the config and the
+//! manifests directory into the set of actors.
+//!
+//! Data flows one way: files -> `ServiceSpec` -> desired set -> reconcile ->
+//! per-service actor -> `machine::step` -> actions -> executor -> events. The
+//! status snapshot is written after every step; `/health` and `/metrics` only
+//! read it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use upkeep_core::control::{ControlReply, ControlRequest};
+use upkeep_core::crashlog::CrashLog;
+use upkeep_core::exit::signal_name;
+use upkeep_core::machine::{self, Action, Event, Phase, ProbeKill, ServiceState};
+use upkeep_core::probe::ProbeResult;
+use upkeep_core::snapshot::{rfc3339, LastExit, ManifestError, ServiceStatus, Shared};
+use upkeep_core::ExitStatus;
+use upkeep_spec::config::{self, Config, Overrides};
+use upkeep_spec::manifest::{self, ManifestTracker};
+use upkeep_spec::{LogMode, OnExit, Origin, Probes, ServiceSpec};
+
+use crate::cgroup::Cgroup;
+use crate::logs::LogFile;
+use crate::probe::{self, ExecContext, ProbeKind, ProbeReport, ProbeWorker};
+use crate::reaper::{self, Reaper};
+use crate::spawn;
+use crate::state::{self, ServiceRecord, StateFile};
+
+/// A control request with its reply channel.
+pub type ControlMsg = (ControlRequest, oneshot::Sender<ControlReply>);
+
+/// Everything the supervisor needs from the binary.
+pub struct Options {
+    /// The loaded config (already validated).
+    pub config: Config,
+    /// Where the config came from and the command-line overrides, for SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides, re-applied on SIGHUP.
+    pub overrides: Overrides,
+    /// Status shared with the HTTP server.
+    pub shared: Arc<Shared>,
+    /// The reaper (started by the caller inside the runtime).
+    pub reaper: Arc<Reaper>,
+    /// Control socket requests.
+    pub control: mpsc::Receiver<ControlMsg>,
+    /// Called once the initial services have been started (sd_notify READY=1).
+    pub on_started: Option<oneshot::Sender<()>>,
+    /// Prefix of the per-service cgroups (`upkeep` in production; tests use a unique one).
+    pub cgroup_prefix: String,
+    /// How often the loop stamps `Shared::heartbeat_ms` (/livez, watchdog).
+    pub heartbeat: Duration,
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Services were stopped.
+    Stopped,
+    /// Services were left running for the next upkeep to adopt.
+    LeftRunning,
+}
+
+/// Commands from the supervisor to a service actor.
+enum Cmd {
+    /// A state machine event (Start, Stop, Restart).
+    Event(Event),
+    /// Operator stop: stop and stay stopped until an operator start.
+    OperatorStop,
+    /// Operator start (clears an operator stop).
+    OperatorStart,
+    /// The spec changed: stop the old process fully, then start with the new spec.
+    Update(Box<ServiceSpec>),
+    /// The service is gone: stop it, then end the actor.
+    Remove,
+    /// upkeep exits: stop the service, then end the actor.
+    Shutdown(oneshot::Sender<()>),
+    /// upkeep exits leaving the service running: end the actor, touch nothing.
+    Detach(oneshot::Sender<()>),
+}
+
+struct ActorHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    hash: String,
+    after: Vec<String>,
+    join: JoinHandle<()>,
+}
+
+/// State shared by all actors.
+struct Ctx {
+    reaper: Arc<Reaper>,
+    shared: Arc<Shared>,
+    log_dir: PathBuf,
+    log_max_size: u64,
+    log_max_files: u32,
+    cgroup_prefix: String,
+    /// Bumped whenever any service's readiness changes (for `after`).
+    ready_tx: watch::Sender<u64>,
+    /// Adoption records by service name; saved by the state saver.
+    records: Mutex<BTreeMap<String, ServiceRecord>>,
+    /// Wakes the state saver.
+    save: tokio::sync::Notify,
+    state_dir: PathBuf,
+}
+
+impl Ctx {
+    fn record(&self, name: &str, rec: Option<ServiceRecord>) {
+        let mut recs = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        match rec {
+            Some(r) => {
+                recs.insert(name.to_string(), r);
+            }
+            None => {
+                recs.remove(name);
+            }
+        }
+        drop(recs);
+        self.save.notify_one();
+    }
+
+    fn bump_ready(&self) {
+        self.ready_tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn dependencies_ready(&self, after: &[String]) -> bool {
+        let snap = self.shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        after.iter().all(|d| snap.services.get(d).is_some_and(|s| s.healthy()))
+    }
+}
+
+/// A small xorshift RNG for backoff jitter (no crate needed for this).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        Jitter(t ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+
+    fn sample(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+type ExitFuture = Pin<Box<dyn Future<Output = ExitStatus> + Send>>;
+
+/// The live process of an actor.
+struct Proc {
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    started_wall: SystemTime,
+    start_time: u64,
+}
+
+/// How an actor begins.
+enum Initial {
+    /// Start it (after its dependencies are ready).
+    Start,
+    /// A process from an earlier upkeep runs it: watch it.
+    Adopt(ServiceRecord),
+}
+
+struct Actor {
+    spec: ServiceSpec,
+    state: ServiceState,
+    ctx: Arc<Ctx>,
+    proc: Option<Proc>,
+    worker: Option<ProbeWorker>,
+    terminate: Option<JoinHandle<()>>,
+    cgroup: Option<Cgroup>,
+    operator_stopped: bool,
+    crashlog: CrashLog,
+    jitter: Jitter,
+    exits: BTreeMap<String, u64>,
+    probe_failures: BTreeMap<String, u64>,
+    probe_durations: BTreeMap<String, upkeep_core::snapshot::Histogram>,
+    live: bool,
+    /// Waiting for dependencies before a start.
+    start_pending: bool,
+    /// Adopted processes keep their probe state from the record.
+    adopted_probe_state: Option<(bool, bool)>,
+}
+
+/// Outcome of an actor's main loop.
+enum ActorEnd {
+    Stopped,
+    Detached,
+}
+
+impl Actor {
+    fn new(spec: ServiceSpec, ctx: Arc<Ctx>) -> Self {
+        let state = ServiceState::new(spec.restart, spec.backoff, Instant::now());
+        Actor {
+            spec,
+            state,
+            ctx,
+            proc: None,
+            worker: None,
+            terminate: None,
+            cgroup: None,
+            operator_stopped: false,
+            crashlog: CrashLog::new(Duration::from_secs(600), Duration::from_secs(60)),
+            jitter: Jitter::new(),
+            exits: BTreeMap::new(),
+            probe_failures: BTreeMap::new(),
+            probe_durations: BTreeMap::new(),
+            live: true,
+            start_pending: false,
+            adopted_probe_state: None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Runs the actor until it is removed, shut down or detached.
+    async fn run(mut self, initial: Initial, mut inbox: mpsc::UnboundedReceiver<Cmd>, wait_for: Option<JoinHandle<()>>) {
+        // Never two generations: a previous actor of the same name must be gone first.
+        if let Some(prev) = wait_for {
+            let _ = prev.await;
+        }
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<ProbeReport>();
+        let mut exit: Option<ExitFuture> = None;
+        let mut ready_rx = self.ctx.ready_tx.subscribe();
+        let mut removing = false;
+        let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
+
+        match initial {
+            Initial::Start => {
+                self.start_pending = true;
+            }
+            Initial::Adopt(rec) => match self.adopt(&rec) {
+                Ok(fut) => {
+                    exit = Some(fut);
+                    let mut q = VecDeque::new();
+                    q.push_back(Action::StartProbes);
+                    self.perform_all(q, &mut exit, &probe_tx);
+                    self.publish();
+                    if rec.spec_hash != self.spec.hash {
+                        info!(service = self.name(), "spec changed while upkeep was away: restarting with the new spec");
+                        self.feed(Event::Restart, &mut exit, &probe_tx);
+                    }
+                }
+                Err(e) => {
+                    warn!(service = self.name(), "cannot adopt pid {}: {e}; starting a new process", rec.pid);
+                    self.start_pending = true;
+                }
+            },
+        }
+        self.publish();
+
+        loop {
+            if self.start_pending && !self.operator_stopped && !removing && shutdown_reply.is_none() {
+                if self.ctx.dependencies_ready(&self.spec.after) {
+                    self.start_pending = false;
+                    self.feed(Event::Start, &mut exit, &probe_tx);
+                } else if self.state.message.is_empty() {
+                    self.state.message = format!("waiting for {} to be ready", self.spec.after.join(", "));
+                    self.publish();
+                }
+            }
+            // Done?
+            if (removing || shutdown_reply.is_some()) && self.proc.is_none() && !matches!(self.state.phase, Phase::Starting) {
+                self.finish(ActorEnd::Stopped);
+                if let Some(r) = shutdown_reply.take() {
+                    let _ = r.send(());
+                }
+                return;
+            }
+            let deadline = self.state.deadline();
+            tokio::select! {
+                cmd = inbox.recv() => {
+                    let Some(cmd) = cmd else {
+                        // The supervisor is gone without a word: leave the process alone.
+                        self.finish(ActorEnd::Detached);
+                        return;
+                    };
+                    match cmd {
+                        Cmd::Event(ev) => self.feed(ev, &mut exit, &probe_tx),
+                        Cmd::OperatorStop => {
+                            self.operator_stopped = true;
+                            self.start_pending = false;
+                            self.state.message = "stopped by operator".into();
+                            self.feed(Event::Stop, &mut exit, &probe_tx);
+                        }
+                        Cmd::OperatorStart => {
+                            self.operator_stopped = false;
+                            self.state.message.clear();
+                            if self.proc.is_none() {
+                                self.start_pending = true;
+                            }
+                        }
+                        Cmd::Update(spec) => self.update(*spec, &mut exit, &probe_tx),
+                        Cmd::Remove => {
+                            removing = true;
+                            self.start_pending = false;
+                            self.feed(Event::Stop, &mut exit, &probe_tx);
+                        }
+                        Cmd::Shutdown(reply) => {
+                            shutdown_reply = Some(reply);
+                            self.start_pending = false;
+                            self.feed(Event::Stop, &mut exit, &probe_tx);
+                        }
+                        Cmd::Detach(reply) => {
+                            self.finish(ActorEnd::Detached);
+                            let _ = reply.send(());
+                            return;
+                        }
+                    }
+                }
+                status = async { match exit.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    exit = None;
+                    self.on_exit(status, &mut exit, &probe_tx).await;
+                }
+                Some(report) = probe_rx.recv() => self.on_probe(report, &mut exit, &probe_tx),
+                _ = sleep_until(deadline), if deadline.is_some() => self.feed(Event::Timer, &mut exit, &probe_tx),
+                _ = ready_rx.changed(), if self.start_pending => {}
+            }
+        }
+    }
+
+    /// Applies an event and performs the resulting actions (which may produce
+    /// further events, e.g. Spawned).
+    fn feed(&mut self, ev: Event, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        let mut events = VecDeque::from([ev]);
+        while let Some(ev) = events.pop_front() {
+            let was_ready = self.state.ready;
+            let sample = self.jitter.sample();
+            let (next, actions) = machine::step(self.state.clone(), ev, Instant::now(), sample);
+            self.state = next;
+            if was_ready != self.state.ready {
+                self.ctx.bump_ready();
+            }
+            for a in actions {
+                if let Some(ev) = self.perform(a, exit, probe_tx) {
+                    events.push_back(ev);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn perform_all(&mut self, actions: VecDeque<Action>, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        for a in actions {
+            if let Some(ev) = self.perform(a, exit, probe_tx) {
+                self.feed(ev, exit, probe_tx);
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) -> Option<Event> {
+        match action {
+            Action::Spawn => Some(match self.spawn() {
+                Ok((proc, fut)) => {
+                    let pid = proc.pid;
+                    self.proc = Some(proc);
+                    *exit = Some(fut);
+                    if self.state.restarts > 0 {
+                        if let Some((status, _)) = &self.state.last_exit {
+                            if let Some(line) = self.crashlog.on_restart(Instant::now(), status) {
+                                warn!(service = self.name(), "{} {line}", self.spec.name);
+                            }
+                        }
+                    }
+                    debug!(service = self.name(), pid, "started");
+                    Event::Spawned { pid }
+                }
+                Err(error) => {
+                    warn!(service = self.name(), "start failed: {error}");
+                    Event::SpawnFailed { error }
+                }
+            }),
+            Action::Terminate { probe } => {
+                self.terminate(probe);
+                None
+            }
+            Action::StartProbes => {
+                self.start_probes(probe_tx);
+                None
+            }
+            Action::StopProbes => {
+                if let Some(w) = self.worker.take() {
+                    w.stop();
+                }
+                self.live = true;
+                None
+            }
+        }
+    }
+
+    /// Starts a new process from the current spec.
+    fn spawn(&mut self) -> Result<(Proc, ExitFuture), String> {
+        spawn::prepare_volumes(&self.spec.volumes)?;
+        if self.cgroup.is_none() {
+            match Cgroup::create(&self.ctx.cgroup_prefix, &self.spec.name) {
+                Ok(cg) => {
+                    if let Err(e) = cg.set_limits(&self.spec.resources) {
+                        warn!(service = self.name(), "resource limits not applied: {e}");
+                    }
+                    self.cgroup = Some(cg);
+                }
+                Err(e) => debug!(service = self.name(), "no cgroup: {e}"),
+            }
+        }
+        let output = match self.spec.log {
+            LogMode::Inherit => None,
+            LogMode::File => match LogFile::open(&self.ctx.log_dir, &self.spec.name, self.ctx.log_max_size, self.ctx.log_max_files) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    warn!(service = self.name(), "log file unavailable, output discarded: {e}");
+                    None
+                }
+            },
+        };
+        let req = spawn::SpawnRequest {
+            argv: &self.spec.argv,
+            env: &self.spec.env,
+            working_dir: &self.spec.working_dir,
+            uid: self.spec.uid,
+            gid: self.spec.gid,
+            output: match (&output, self.spec.log) {
+                (Some(f), _) => spawn::Output::File(f),
+                (None, LogMode::Inherit) => spawn::Output::Inherit,
+                (None, LogMode::File) => spawn::Output::Null,
+            },
+            cgroup: self.cgroup.as_ref(),
+        };
+        let mut cmd = spawn::build_command(&req).map_err(|e| e.to_string())?;
+        let child = self.ctx.reaper.spawn(&mut cmd).map_err(|e| format!("cannot execute {:?}: {e}", self.spec.argv.first().map(String::as_str).unwrap_or("")))?;
+        drop(cmd);
+        let started_wall = SystemTime::now();
+        let start_time = reaper::process_start_time(child.pid).unwrap_or(0);
+        let exit_rx = child.exit;
+        let fut: ExitFuture = Box::pin(async move { exit_rx.await.unwrap_or(ExitStatus::Unknown) });
+        let proc = Proc { pid: child.pid, pidfd: Arc::new(child.pidfd), started_wall, start_time };
+        Ok((proc, fut))
+    }
+
+    /// Takes over a live process left by an earlier upkeep.
+    fn adopt(&mut self, rec: &ServiceRecord) -> Result<ExitFuture, String> {
+        let (pidfd, fut) = self.ctx.reaper.watch_pid(rec.pid).map_err(|e| e.to_string())?;
+        if let Some(cg) = &rec.cgroup {
+            self.cgroup = Cgroup::find_existing(Path::new(cg)).ok();
+        }
+        let age = Duration::from_millis(unix_ms().saturating_sub(rec.started_at_unix_ms));
+        let now = Instant::now();
+        let started_at = now.checked_sub(age).unwrap_or(now);
+        self.state.phase = Phase::Running { pid: rec.pid };
+        self.state.started_at = Some(started_at);
+        self.state.since = started_at;
+        self.state.restarts = rec.restarts;
+        self.state.started = rec.started;
+        self.state.ready = rec.ready;
+        self.state.message = format!("adopted pid {} from a previous upkeep", rec.pid);
+        self.adopted_probe_state = Some((rec.started, rec.ready));
+        self.proc = Some(Proc {
+            pid: rec.pid,
+            pidfd: Arc::new(pidfd),
+            started_wall: SystemTime::UNIX_EPOCH + Duration::from_millis(rec.started_at_unix_ms),
+            start_time: rec.start_time,
+        });
+        info!(service = self.name(), pid = rec.pid, "adopted running process");
+        Ok(fut)
+    }
+
+    fn start_probes(&mut self, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        let Some(proc) = &self.proc else { return };
+        let age = SystemTime::now().duration_since(proc.started_wall).unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        let started_at = now.checked_sub(age).unwrap_or(now);
+        let ctx = ExecContext {
+            reaper: self.ctx.reaper.clone(),
+            env: self.spec.env.clone(),
+            working_dir: self.spec.working_dir.clone(),
+            uid: self.spec.uid,
+            gid: self.spec.gid,
+        };
+        let mut probes: Probes = self.spec.probes.clone();
+        let mut initial = probe::Initial::default();
+        if let Some((started, ready)) = self.adopted_probe_state.take() {
+            if started {
+                probes.startup = None;
+            }
+            initial.ready = ready;
+        }
+        self.worker = Some(probe::spawn_worker(probes, started_at, ctx, initial, probe_tx.clone()));
+    }
+
+    fn on_probe(&mut self, r: ProbeReport, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        if self.worker.is_none() {
+            return; // a report from a worker that was stopped
+        }
+        let kind = match r.kind {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+            ProbeKind::Startup => "startup",
+        };
+        if !r.duration.is_zero() || !matches!(r.result, ProbeResult::Success) {
+            self.probe_durations.entry(kind.into()).or_default().observe(r.duration.as_secs_f64());
+        }
+        if let ProbeResult::Failure(why) = &r.result {
+            *self.probe_failures.entry(kind.into()).or_default() += 1;
+            debug!(service = self.name(), probe = kind, "probe failed: {why}");
+        }
+        match (r.kind, r.flip) {
+            (ProbeKind::Startup, Some(true)) => self.feed(Event::StartupPassed, exit, probe_tx),
+            (ProbeKind::Startup, Some(false)) => {
+                warn!(service = self.name(), "startup probe failed {} times: restarting", self.spec.probes.startup.as_ref().map_or(0, |p| p.failure_threshold));
+                self.feed(Event::ProbeFailed { probe: ProbeKill::Startup }, exit, probe_tx)
+            }
+            (ProbeKind::Liveness, Some(false)) => {
+                self.live = false;
+                let why = match &r.result {
+                    ProbeResult::Failure(w) => w.clone(),
+                    _ => String::new(),
+                };
+                warn!(service = self.name(), "liveness probe failed: {why}; restarting");
+                self.feed(Event::ProbeFailed { probe: ProbeKill::Liveness }, exit, probe_tx);
+                self.state.message = format!("liveness probe failed: {why}");
+            }
+            (ProbeKind::Liveness, Some(true)) => self.live = true,
+            (ProbeKind::Readiness, Some(ready)) => {
+                if !ready {
+                    if let ProbeResult::Failure(w) = &r.result {
+                        self.state.message = format!("readiness probe failed: {w}");
+                    }
+                } else if self.state.message.starts_with("readiness probe failed") {
+                    self.state.message.clear();
+                }
+                self.feed(Event::Readiness { ready }, exit, probe_tx)
+            }
+            _ => {}
+        }
+        self.publish();
+    }
+
+    /// The main process exited: clean up its group, then tell the machine.
+    async fn on_exit(&mut self, status: ExitStatus, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        if let Some(t) = self.terminate.take() {
+            t.abort();
+        }
+        if let Some(proc) = self.proc.take() {
+            // A container ends with its main process: whatever it left behind in
+            // its group (or cgroup) is killed, and the service is stopped only
+            // once nothing of it is left.
+            clear_group(proc.pid, self.cgroup.as_ref()).await;
+        }
+        *self.exits.entry(status.reason()).or_default() += 1;
+        match status {
+            ExitStatus::Exited(0) => info!(service = self.name(), "exited with code 0"),
+            ExitStatus::Unknown => info!(service = self.name(), "adopted process exited (status unknown)"),
+            _ => warn!(service = self.name(), "{status}"),
+        }
+        self.ctx.record(&self.spec.name, None);
+        self.feed(Event::Exited { status }, exit, probe_tx);
+    }
+
+    /// Stops the current process: preStop, stop signal to the group, SIGKILL after the grace.
+    fn terminate(&mut self, probe: Option<ProbeKill>) {
+        let Some(proc) = &self.proc else { return };
+        let mut grace = self.spec.stop_grace;
+        if let Some(kind) = probe {
+            let p = match kind {
+                ProbeKill::Liveness => &self.spec.probes.liveness,
+                ProbeKill::Startup => &self.spec.probes.startup,
+            };
+            if let Some(g) = p.as_ref().and_then(|p| p.termination_grace) {
+                grace = g;
+            }
+        }
+        let is_pod = matches!(self.spec.origin, Origin::StaticPod { .. });
+        let sig = spawn::signal_number(&self.spec.stop_signal).unwrap_or(libc::SIGTERM);
+        let pid = proc.pid;
+        let pidfd = proc.pidfd.clone();
+        let pre_stop = self.spec.pre_stop.clone();
+        let ctx = ExecContext {
+            reaper: self.ctx.reaper.clone(),
+            env: self.spec.env.clone(),
+            working_dir: self.spec.working_dir.clone(),
+            uid: self.spec.uid,
+            gid: self.spec.gid,
+        };
+        let cgroup_kill = self.cgroup.as_ref().map(|c| c.path().to_path_buf());
+        let name = self.spec.name.clone();
+        self.terminate = Some(tokio::spawn(async move {
+            let begin = tokio::time::Instant::now();
+            if let Some(argv) = pre_stop {
+                if !grace.is_zero() {
+                    let handler = upkeep_spec::ProbeHandler::Exec { argv };
+                    let r = probe::run_once(&handler, grace, &ctx).await;
+                    if let ProbeResult::Failure(w) | ProbeResult::Error(w) = r {
+                        warn!(service = %name, "preStop hook failed: {w}");
+                    }
+                }
+            }
+            let mut remaining = grace.saturating_sub(begin.elapsed());
+            if is_pod {
+                remaining = remaining.max(Duration::from_secs(2));
+            }
+            let _ = reaper::pidfd_signal(&pidfd, sig);
+            let _ = spawn::signal_group(pid, sig);
+            tokio::time::sleep(remaining).await;
+            warn!(service = %name, "did not stop within {:?}: sending SIGKILL", grace);
+            let _ = reaper::pidfd_signal(&pidfd, libc::SIGKILL);
+            let _ = spawn::signal_group(pid, libc::SIGKILL);
+            if let Some(p) = cgroup_kill {
+                if let Ok(cg) = Cgroup::find_existing(&p) {
+                    let _ = cg.kill();
+                }
+            }
+        }));
+    }
+
+    fn update(&mut self, spec: ServiceSpec, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        info!(service = self.name(), "spec changed: restarting with the new spec");
+        self.state.restart = spec.restart;
+        self.state.backoff = spec.backoff;
+        self.state.failures = 0;
+        let resources_changed = spec.resources != self.spec.resources;
+        self.spec = spec;
+        if resources_changed {
+            if let Some(cg) = &self.cgroup {
+                if let Err(e) = cg.set_limits(&self.spec.resources) {
+                    warn!(service = self.name(), "resource limits not applied: {e}");
+                }
+            }
+        }
+        if self.operator_stopped {
+            self.publish();
+            return;
+        }
+        if self.start_pending {
+            return;
+        }
+        // Stop the old generation fully, then start the new one (or start now
+        // from backoff/stopped): the machine's Restart does exactly that.
+        self.feed(Event::Restart, exit, probe_tx);
+    }
+
+    fn finish(&mut self, how: ActorEnd) {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+        match how {
+            ActorEnd::Stopped => {
+                if let Some(t) = self.terminate.take() {
+                    t.abort();
+                }
+                if let Some(cg) = self.cgroup.take() {
+                    let _ = cg.remove();
+                }
+                self.ctx.record(&self.spec.name, None);
+                let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+                snap.services.remove(&self.spec.name);
+            }
+            ActorEnd::Detached => {
+                // Leave the process running; the record stays for the next upkeep.
+                if let Some(t) = self.terminate.take() {
+                    t.abort();
+                }
+                self.save_record();
+            }
+        }
+    }
+
+    fn save_record(&self) {
+        let rec = self.proc.as_ref().map(|p| ServiceRecord {
+            name: self.spec.name.clone(),
+            pid: p.pid,
+            start_time: p.start_time,
+            spec_hash: self.spec.hash.clone(),
+            pgid: p.pid,
+            started_at_unix_ms: p.started_wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            restarts: self.state.restarts,
+            ready: self.state.ready,
+            started: self.state.started,
+            cgroup: self.cgroup.as_ref().map(|c| c.path().display().to_string()),
+        });
+        self.ctx.record(&self.spec.name, rec);
+    }
+
+    /// Copies the state into the shared snapshot (and the adoption record).
+    fn publish(&mut self) {
+        let now_i = Instant::now();
+        let now_w = SystemTime::now();
+        let to_wall = |i: Instant| now_w.checked_sub(now_i.saturating_duration_since(i)).unwrap_or(now_w);
+        let mut st = ServiceStatus::new(&self.spec.name, &self.spec.source.display().to_string(), now_w);
+        st.state = self.state.state_name().to_string();
+        if self.start_pending && self.proc.is_none() && !self.operator_stopped {
+            st.state = "starting".into();
+        }
+        st.pid = self.state.pid();
+        st.ready = self.state.ready && matches!(self.state.phase, Phase::Running { .. });
+        st.live = self.live;
+        st.restarts = self.state.restarts;
+        st.since = rfc3339(to_wall(self.state.since));
+        st.last_exit = self.state.last_exit.as_ref().map(|(s, at)| LastExit {
+            code: s.code(),
+            signal: s.signal().map(|n| signal_name(n).to_string()),
+            at: rfc3339(to_wall(*at)),
+        });
+        st.next_start_at = self.state.deadline().map(to_wall);
+        st.message = self.state.message.clone();
+        st.start_time = self.proc.as_ref().map(|p| p.started_wall);
+        st.exits = self.exits.clone();
+        st.probe_failures = self.probe_failures.clone();
+        st.probe_durations = self.probe_durations.clone();
+        {
+            let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            snap.services.insert(self.spec.name.clone(), st);
+        }
+        if self.proc.is_some() {
+            self.save_record();
+        }
+    }
+}
+
+/// Kills what is left of a service's process group and cgroup after its main
+/// process ended, and waits (bounded) until nothing is left.
+async fn clear_group(pgid: u32, cgroup: Option<&Cgroup>) {
+    let mut alive = spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false);
+    if let Some(cg) = cgroup {
+        if cg.populated() {
+            let _ = cg.kill();
+            alive = true;
+        }
+    }
+    if !alive {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut wait = Duration::from_micros(200);
+    loop {
+        let group = spawn::group_alive(pgid);
+        let cg = cgroup.is_some_and(|c| c.populated());
+        if !group && !cg {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(pgid, "processes of the group are still present 5s after SIGKILL");
+            return;
+        }
+        if group {
+            let _ = spawn::signal_group(pgid, libc::SIGKILL);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The reconcile loop and the set of actors.
+pub struct Supervisor {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    ctx: Arc<Ctx>,
+    actors: HashMap<String, ActorHandle>,
+    draining: HashMap<String, JoinHandle<()>>,
+    tracker: ManifestTracker,
+    control: mpsc::Receiver<ControlMsg>,
+    on_started: Option<oneshot::Sender<()>>,
+    heartbeat: Duration,
+}
+
+impl Supervisor {
+    /// Builds the supervisor; call [`Supervisor::run`] inside the runtime.
+    pub fn new(opts: Options) -> Self {
+        let (ready_tx, _) = watch::channel(0u64);
+        let ctx = Arc::new(Ctx {
+            reaper: opts.reaper,
+            shared: opts.shared,
+            log_dir: opts.config.log_dir.clone(),
+            log_max_size: opts.config.log_max_size,
+            log_max_files: opts.config.log_max_files,
+            cgroup_prefix: opts.cgroup_prefix,
+            ready_tx,
+            records: Mutex::new(BTreeMap::new()),
+            save: tokio::sync::Notify::new(),
+            state_dir: opts.config.state_dir.clone(),
+        });
+        Supervisor {
+            cfg: opts.config,
+            config_path: opts.config_path,
+            overrides: opts.overrides,
+            ctx,
+            actors: HashMap::new(),
+            draining: HashMap::new(),
+            tracker: ManifestTracker::new(),
+            control: opts.control,
+            on_started: opts.on_started,
+            heartbeat: opts.heartbeat,
+        }
+    }
+
+    /// Runs until SIGTERM/SIGINT, then stops or leaves the services per `on_exit`.
+    pub async fn run(mut self) -> std::io::Result<Ended> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+
+        // The state saver writes adoption records off the critical path.
+        let saver = tokio::spawn(state_saver(self.ctx.clone()));
+
+        // Adoption records left by an earlier upkeep.
+        let mut records = match state::load(&self.cfg.state_dir) {
+            Ok(Some(f)) => f.services,
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                warn!("ignoring the state file: {e}");
+                BTreeMap::new()
+            }
+        };
+
+        // Initial desired set.
+        let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
+        let mut watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
+        let desired = self.rescan().await;
+        self.apply(desired, &mut records);
+        // Records of services that are no longer wanted: stop their processes.
+        for (name, rec) in std::mem::take(&mut records) {
+            if rec.still_alive() {
+                warn!(service = %name, pid = rec.pid, "process from a previous upkeep is no longer configured: stopping it");
+                let grace = self.cfg.default_stop_timeout;
+                tokio::spawn(async move {
+                    let _ = spawn::signal_group(rec.pgid, libc::SIGTERM);
+                    let deadline = tokio::time::Instant::now() + grace;
+                    while spawn::group_alive(rec.pgid) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = spawn::signal_group(rec.pgid, libc::SIGKILL);
+                });
+            }
+        }
+        if let Some(tx) = self.on_started.take() {
+            let _ = tx.send(());
+        }
+        info!(services = self.actors.len(), "supervising");
+
+        let mut relist = tokio::time::interval(self.cfg.relist_period);
+        relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        relist.reset();
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut log_check = tokio::time::interval(Duration::from_secs(60));
+        log_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        log_check.reset();
+        let mut rescan_at: Option<tokio::time::Instant> = None;
+
+        let ended = loop {
+            tokio::select! {
+                _ = sigterm.recv() => break self.shutdown("SIGTERM").await,
+                _ = sigint.recv() => break self.shutdown("SIGINT").await,
+                _ = sighup.recv() => {
+                    self.reload().await;
+                    watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
+                }
+                Some(()) = watch_rx.recv() => {
+                    if rescan_at.is_none() {
+                        rescan_at = Some(tokio::time::Instant::now() + self.cfg.debounce);
+                    }
+                }
+                _ = async { match rescan_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                    rescan_at = None;
+                    let desired = self.rescan().await;
+                    self.apply(desired, &mut BTreeMap::new());
+                }
+                _ = relist.tick() => {
+                    if !watcher.is_active() {
+                        watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
+                    }
+                    let desired = self.rescan().await;
+                    self.apply(desired, &mut BTreeMap::new());
+                }
+                Some((req, reply)) = self.control.recv() => {
+                    let r = self.control_request(req);
+                    let _ = reply.send(r);
+                }
+                _ = heartbeat.tick() => {
+                    self.ctx.shared.heartbeat_ms.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+                    self.draining.retain(|_, j| !j.is_finished());
+                }
+                _ = log_check.tick() => self.rotate_logs(),
+            }
+        };
+        drop(watcher);
+        // Final state write.
+        self.ctx.save.notify_one();
+        tokio::task::yield_now().await;
+        saver.abort();
+        write_state(&self.ctx);
+        Ok(ended)
+    }
+
+    /// Loads the manifests (in a blocking task) and returns the desired set.
+    async fn rescan(&mut self) -> Vec<ServiceSpec> {
+        let cfg = self.cfg.clone();
+        let scan = tokio::task::spawn_blocking(move || manifest::scan(&cfg)).await.unwrap_or_default();
+        let desired = self.tracker.update(scan, &self.cfg.services);
+        for w in &desired.warnings {
+            debug!("{w}");
+        }
+        let errors: Vec<ManifestError> = desired
+            .errors
+            .iter()
+            .map(|d| ManifestError {
+                file: d.file.display().to_string(),
+                error: match &d.field {
+                    Some(f) => format!("{f}: {}", d.message),
+                    None => d.message.clone(),
+                },
+            })
+            .collect();
+        {
+            let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            if snap.manifest_errors != errors {
+                for e in &errors {
+                    if !snap.manifest_errors.contains(e) {
+                        error!("manifest {}: {} (the last good version, if any, keeps running)", e.file, e.error);
+                    }
+                }
+                snap.manifest_errors = errors;
+            }
+        }
+        let mut all = self.cfg.services.clone();
+        all.extend(desired.services);
+        all
+    }
+
+    /// Diffs the desired set against the actors.
+    fn apply(&mut self, desired: Vec<ServiceSpec>, records: &mut BTreeMap<String, ServiceRecord>) {
+        let mut wanted: HashMap<String, ServiceSpec> = HashMap::new();
+        for s in desired {
+            wanted.insert(s.name.clone(), s);
+        }
+        let gone: Vec<String> = self.actors.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+        for name in gone {
+            if let Some(h) = self.actors.remove(&name) {
+                info!(service = %name, "removed: stopping");
+                let _ = h.tx.send(Cmd::Remove);
+                self.draining.insert(name, h.join);
+            }
+        }
+        let mut names: Vec<&String> = wanted.keys().collect();
+        names.sort();
+        for name in names {
+            let spec = &wanted[name];
+            match self.actors.get_mut(name) {
+                Some(h) if h.hash == spec.hash => {}
+                Some(h) => {
+                    h.hash = spec.hash.clone();
+                    h.after = spec.after.clone();
+                    let _ = h.tx.send(Cmd::Update(Box::new(spec.clone())));
+                }
+                None => {
+                    let initial = match records.remove(name) {
+                        Some(rec) if rec.still_alive() => Initial::Adopt(rec),
+                        _ => Initial::Start,
+                    };
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let actor = Actor::new(spec.clone(), self.ctx.clone());
+                    let wait_for = self.draining.remove(name);
+                    let join = tokio::spawn(actor.run(initial, rx, wait_for));
+                    self.actors.insert(name.clone(), ActorHandle { tx, hash: spec.hash.clone(), after: spec.after.clone(), join });
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        info!("SIGHUP: reloading the configuration");
+        let (cfg, diags) = config::load(self.config_path.as_deref(), &self.overrides);
+        for d in &diags {
+            warn!("{d}");
+        }
+        match cfg {
+            Some(mut cfg) => {
+                // The listener, state dir and log dir are fixed for the daemon's lifetime.
+                cfg.listen = self.cfg.listen.clone();
+                cfg.state_dir = self.cfg.state_dir.clone();
+                self.cfg = cfg;
+                let desired = self.rescan().await;
+                self.apply(desired, &mut BTreeMap::new());
+            }
+            None => error!("the new configuration is invalid: keeping the running one"),
+        }
+    }
+
+    fn control_request(&mut self, req: ControlRequest) -> ControlReply {
+        let (name, cmd, verb) = match req {
+            ControlRequest::Restart(n) => (n, Cmd::Event(Event::Restart), "restarting"),
+            ControlRequest::Stop(n) => (n, Cmd::OperatorStop, "stopping"),
+            ControlRequest::Start(n) => (n, Cmd::OperatorStart, "starting"),
+        };
+        match self.actors.get(&name) {
+            Some(h) => {
+                info!(service = %name, "control: {verb}");
+                let _ = h.tx.send(cmd);
+                ControlReply { ok: true, message: format!("{name}: {verb}") }
+            }
+            None => ControlReply { ok: false, message: format!("no service named {name:?}") },
+        }
+    }
+
+    fn rotate_logs(&self) {
+        for name in self.actors.keys() {
+            let path = crate::logs::log_path(&self.ctx.log_dir, name);
+            if let Err(e) = crate::logs::truncate_rotate_if_needed(&path, self.ctx.log_max_size, self.ctx.log_max_files) {
+                debug!(service = %name, "log rotation: {e}");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, why: &str) -> Ended {
+        match self.cfg.on_exit {
+            OnExit::Keep => {
+                info!("{why}: exiting and leaving {} service(s) running (on_exit = \"keep\")", self.actors.len());
+                let mut waits = Vec::new();
+                for h in self.actors.values() {
+                    let (tx, rx) = oneshot::channel();
+                    if h.tx.send(Cmd::Detach(tx)).is_ok() {
+                        waits.push(rx);
+                    }
+                }
+                for w in waits {
+                    let _ = w.await;
+                }
+                Ended::LeftRunning
+            }
+            OnExit::Stop => {
+                info!("{why}: stopping {} service(s) in reverse dependency order", self.actors.len());
+                let mut remaining: Vec<String> = self.actors.keys().cloned().collect();
+                while !remaining.is_empty() {
+                    let mut batch: Vec<String> = remaining
+                        .iter()
+                        .filter(|n| !remaining.iter().any(|o| self.actors.get(o).is_some_and(|h| h.after.contains(n))))
+                        .cloned()
+                        .collect();
+                    if batch.is_empty() {
+                        batch = remaining.clone();
+                    }
+                    let mut waits = Vec::new();
+                    for n in &batch {
+                        if let Some(h) = self.actors.get(n) {
+                            let (tx, rx) = oneshot::channel();
+                            if h.tx.send(Cmd::Shutdown(tx)).is_ok() {
+                                waits.push(rx);
+                            }
+                        }
+                    }
+                    for w in waits {
+                        let _ = w.await;
+                    }
+                    remaining.retain(|n| !batch.contains(n));
+                }
+                for (_, j) in self.draining.drain() {
+                    let _ = j.await;
+                }
+                Ended::Stopped
+            }
+        }
+    }
+}
+
+async fn state_saver(ctx: Arc<Ctx>) {
+    loop {
+        ctx.save.notified().await;
+        // Coalesce bursts (a restart storm) into one write.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ctx2 = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || write_state(&ctx2)).await;
+    }
+}
+
+fn write_state(ctx: &Ctx) {
+    let services = ctx.records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let file = StateFile::new(services);
+    if let Err(e) = state::save(&ctx.state_dir, &file) {
+        warn!("cannot write the state file: {e}");
+    }
+}
+
+/// Watches the manifests directory with inotify (the notify crate) and sends
+/// a unit message for every relevant event; the supervisor debounces.
+struct ManifestWatcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl ManifestWatcher {
+    fn new(path: &Path, tx: mpsc::UnboundedSender<()>) -> Self {
+        use notify::Watcher;
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(path).ok().map(|m| m.ino());
+        let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if ev.kind.is_access() {
+                    return;
+                }
+                let _ = tx.send(());
+            }
+        };
+        let watcher = match notify::recommended_watcher(handler) {
+            Ok(mut w) => match w.watch(path, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    debug!("cannot watch {}: {e} (will retry at the next re-list)", path.display());
+                    None
+                }
+            },
+            Err(e) => {
+                warn!("inotify unavailable: {e}; relying on the periodic re-list");
+                None
+            }
+        };
+        ManifestWatcher { watcher, path: path.to_path_buf(), ino }
+    }
+
+    /// False when the watch could not be placed or the directory was replaced.
+    fn is_active(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.watcher.is_some() && std::fs::metadata(&self.path).ok().map(|m| m.ino()) == self.ino
+    }
+}

@@ -1,1 +1,0 @@
-//! probe (to be written).

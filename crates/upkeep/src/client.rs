@@ -1,0 +1,107 @@
+//! Client commands that talk to a running daemon: `status` (over HTTP),
+//! `restart|stop|start` (over the control socket) and `logs` (from the files).
+
+use upkeep_core::control::ControlRequest;
+
+use crate::cli::{Output, Paths};
+use crate::load::config_only;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// `upkeep status [NAME]`.
+pub fn status(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
+    let cfg = match config_only(paths) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => {
+            eprintln!("upkeep: {e:#}");
+            return 2;
+        }
+    };
+    let result = runtime().block_on(upkeep_api::client::fetch_health(&cfg.listen, name));
+    match result {
+        Ok((code, body)) => {
+            if code == 404 {
+                eprintln!("upkeep: no service named {:?}", name.unwrap_or_default());
+                return 1;
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
+                Output::Text => {
+                    let table_input = if name.is_some() {
+                        serde_json::json!({ "services": [body], "manifest_errors": [] })
+                    } else {
+                        body
+                    };
+                    print!("{}", upkeep_api::client::format_table(&table_input));
+                }
+            }
+            // With NAME: 0 only if that service is running and ready. Without: 0 if
+            // the daemon answered (degraded is shown, not an error of the command)...
+            // unless it is degraded, which scripts want to see too.
+            i32::from(code != 200)
+        }
+        Err(e) => {
+            eprintln!("upkeep: {e}");
+            2
+        }
+    }
+}
+
+/// `upkeep restart|stop|start NAME`.
+pub fn control(paths: &Paths, req: ControlRequest) -> i32 {
+    let cfg = match config_only(paths) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => {
+            eprintln!("upkeep: {e:#}");
+            return 2;
+        }
+    };
+    let socket = cfg.state_dir.join("upkeep.sock");
+    match runtime().block_on(upkeep_api::control::control_request(&socket, &req)) {
+        Ok(reply) => {
+            if reply.ok {
+                println!("{}", reply.message);
+                0
+            } else {
+                eprintln!("upkeep: {}", reply.message);
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("upkeep: {e}");
+            2
+        }
+    }
+}
+
+/// `upkeep logs NAME [-f] [-n N]`.
+pub fn logs(paths: &Paths, name: &str, follow: bool, lines: usize) -> i32 {
+    let cfg = match config_only(paths) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => {
+            eprintln!("upkeep: {e:#}");
+            return 2;
+        }
+    };
+    let path = upkeep_runtime::logs::log_path(&cfg.log_dir, name);
+    match upkeep_runtime::logs::tail(&path, lines) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        Err(e) => {
+            eprintln!("upkeep: cannot read {}: {e}", path.display());
+            return 1;
+        }
+    }
+    if follow {
+        if let Err(e) = upkeep_runtime::logs::follow(&path, &mut std::io::stdout()) {
+            eprintln!("upkeep: following {}: {e}", path.display());
+            return 1;
+        }
+    }
+    0
+}

@@ -1,0 +1,135 @@
+//! `upkeep run`: wires the loader, the supervisor, the HTTP server, the control
+//! socket and systemd notification together on one single-threaded runtime.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+use upkeep_core::snapshot::Shared;
+use upkeep_runtime::lock::StateLock;
+use upkeep_runtime::reaper::Reaper;
+use upkeep_runtime::supervisor::{Ended, Options, Supervisor};
+
+use crate::cli::Paths;
+use crate::load::{config_only, overrides};
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(paths: &Paths) -> anyhow::Result<()> {
+    let (cfg, diags) = config_only(paths)?;
+    for d in &diags {
+        warn!("{d}");
+    }
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
+    let _lock = StateLock::acquire(&cfg.state_dir)?;
+    if let Err(e) = std::fs::create_dir_all(&cfg.log_dir) {
+        warn!("cannot create the log directory {}: {e}; service output will be discarded", cfg.log_dir.display());
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let reaper = Reaper::start().context("starting the reaper (child subreaper + SIGCHLD)")?;
+        let shared = Arc::new(Shared::default());
+        shared.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
+
+        let addr: std::net::SocketAddr = cfg.listen.parse().with_context(|| format!("listen address {:?}", cfg.listen))?;
+        if !addr.ip().is_loopback() {
+            warn!("listening on {addr}, which is not a loopback address: /health and /metrics are reachable from the network");
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let http_shared = shared.clone();
+        let mut http_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = http_stop.wait_for(|v| *v).await;
+            };
+            upkeep_api::serve_http(listener, http_shared, env!("CARGO_PKG_VERSION"), shutdown).await;
+        });
+
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let socket = cfg.state_dir.join("upkeep.sock");
+        let mut control_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = control_stop.wait_for(|v| *v).await;
+            };
+            if let Err(e) = upkeep_api::control::serve_control(&socket, control_tx, shutdown).await {
+                warn!("control socket {}: {e}", socket.display());
+            }
+        });
+
+        let watchdog = sd_notify::watchdog_enabled();
+        let heartbeat = watchdog.map(|w| (w / 4).min(Duration::from_secs(5))).unwrap_or(Duration::from_secs(5));
+        let (started_tx, started_rx) = oneshot::channel();
+        tokio::spawn(notifier(shared.clone(), started_rx, watchdog));
+
+        let supervisor = Supervisor::new(Options {
+            config: cfg.clone(),
+            config_path: paths.config.clone(),
+            overrides: overrides(paths),
+            shared: shared.clone(),
+            reaper,
+            control: control_rx,
+            on_started: Some(started_tx),
+            cgroup_prefix: "upkeep".into(),
+            heartbeat,
+        });
+        info!(listen = %addr, manifests = %cfg.manifests.display(), state_dir = %cfg.state_dir.display(), "upkeep {} starting", env!("CARGO_PKG_VERSION"));
+        let ended = supervisor.run().await.context("supervisor")?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+        match ended {
+            Ended::Stopped => info!("all services stopped; exiting"),
+            Ended::LeftRunning => info!("services left running for the next upkeep; exiting"),
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Tells systemd READY=1 once the initial services are started, keeps STATUS=
+/// current, and pings the watchdog only while the supervision loop is alive.
+async fn notifier(shared: Arc<Shared>, started: oneshot::Receiver<()>, watchdog: Option<Duration>) {
+    if started.await.is_err() {
+        return;
+    }
+    let status = |shared: &Shared| {
+        let snap = shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        let n = snap.services.len();
+        let ready = snap.services.values().filter(|s| s.healthy()).count();
+        let mut s = format!("{n} services, {ready} ready");
+        if !snap.manifest_errors.is_empty() {
+            s.push_str(&format!(", {} manifest error(s)", snap.manifest_errors.len()));
+        }
+        s
+    };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status(&shared))]);
+    let Some(wd) = watchdog else {
+        return;
+    };
+    let period = wd / 2;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = String::new();
+    loop {
+        tick.tick().await;
+        let age = unix_ms().saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
+        if u128::from(age) > period.as_millis() {
+            warn!("supervision loop heartbeat is {age} ms old: withholding the watchdog ping");
+            continue;
+        }
+        let s = status(&shared);
+        if s != last_status {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&s)]);
+            last_status = s;
+        } else {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
