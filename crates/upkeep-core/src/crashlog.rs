@@ -196,7 +196,8 @@ mod tests {
             log.on_restart(at(base, i), &CODE1);
         }
         assert_eq!(log.count(at(base, 10)), 5);
-        assert_eq!(log.count(at(base, 604)), 1);
+        assert_eq!(log.count(at(base, 603)), 1);
+        assert_eq!(log.count(at(base, 604)), 0);
         assert_eq!(log.count(at(base, 3600)), 0);
         assert_eq!(log.on_restart(at(base, 3600), &CODE1).as_deref(), Some("restarted 1 time in 10m, last exit code 1"));
     }

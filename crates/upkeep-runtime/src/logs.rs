@@ -1,1 +1,414 @@
-//! logs (to be written).
+//! Per-service log files with size-based rotation, and reading them back
+//! (`upkeep logs -n`, `upkeep logs -f`).
+//!
+//! Services write **directly** to `<dir>/<name>.log` (opened `O_APPEND`,
+//! mode 0640): never through a pipe to upkeep, because services must survive
+//! upkeep's exit and a broken pipe would SIGPIPE them.
+//!
+//! Rotation comes in two kinds:
+//! - [`LogFile::rotate_if_needed`] at each spawn: rename `name.log` to
+//!   `name.log.1` (and `.1` to `.2`, ...) when over the size limit; the new
+//!   process gets a fresh file.
+//! - [`LogFile::truncate_rotate`] for long-running processes, from a
+//!   low-frequency timer: copy the live file to `.1`, then truncate it.
+//!   `O_APPEND` writers keep going at offset 0. Lines written between the
+//!   copy and the truncation are lost (the usual copytruncate trade-off).
+//!
+//! A full disk or an unwritable log directory never stops supervision:
+//! [`ServiceLog::output`] falls back to `/dev/null` and returns the reason
+//! for the caller to log.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Maps a service name to its log file name: `pod/container` becomes
+/// `pod_container.log`; characters other than `[A-Za-z0-9._:@-]` become `_`
+/// and a leading `.` is escaped, so the name never leaves the log directory.
+pub fn log_file_name(service: &str) -> String {
+    let mut name: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name.truncate(200);
+    name.push_str(".log");
+    name
+}
+
+/// An open service log file.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: File,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl LogFile {
+    /// Opens (creating 0640 if missing) `<dir>/<name>.log` for appending.
+    /// `max_size` is the rotation threshold in bytes (0 = never rotate);
+    /// `max_files` is how many rotated files (`.1` .. `.max_files`) are kept
+    /// (0 = none: rotation just empties the live file).
+    pub fn open(dir: &Path, service: &str, max_size: u64, max_files: u32) -> io::Result<LogFile> {
+        let path = dir.join(log_file_name(service));
+        let file = open_append(&path)?;
+        Ok(LogFile {
+            path,
+            file,
+            max_size,
+            max_files,
+        })
+    }
+
+    /// The live file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new descriptor of the log file for a child's stdout/stderr.
+    pub fn fd(&self) -> io::Result<OwnedFd> {
+        Ok(OwnedFd::from(self.file.try_clone()?))
+    }
+
+    /// Current size of the live file.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Called before each spawn: if the live file is over `max_size`, shifts
+    /// `name.log.N` to `.N+1` (dropping the oldest), renames the live file to
+    /// `.1` and opens a fresh one. Also reopens the file if it was deleted or
+    /// replaced behind our back. Returns whether it rotated.
+    pub fn rotate_if_needed(&mut self) -> io::Result<bool> {
+        let on_disk = fs::metadata(&self.path).ok();
+        let ours = self.file.metadata()?;
+        let replaced = match &on_disk {
+            Some(m) => m.ino() != ours.ino() || m.dev() != ours.dev(),
+            None => true,
+        };
+        if replaced {
+            self.file = open_append(&self.path)?;
+        }
+        if self.max_size == 0 || self.size()? <= self.max_size {
+            return Ok(false);
+        }
+        if self.max_files == 0 {
+            self.file.set_len(0)?;
+            return Ok(true);
+        }
+        self.shift_rotated()?;
+        fs::rename(&self.path, self.rotated(1))?;
+        self.file = open_append(&self.path)?;
+        Ok(true)
+    }
+
+    /// For a process that runs for a long time: if the live file is over
+    /// `max_size`, copies it to `.1` (after shifting older files) and
+    /// truncates it in place, so the running process keeps its descriptor.
+    /// Returns whether it rotated. On failure (full disk) nothing is
+    /// truncated and a partial `.1` is removed.
+    pub fn truncate_rotate(&mut self) -> io::Result<bool> {
+        if self.max_size == 0 || self.size()? <= self.max_size {
+            return Ok(false);
+        }
+        if self.max_files > 0 {
+            self.shift_rotated()?;
+            let dest = self.rotated(1);
+            let copy = (|| -> io::Result<()> {
+                let mut src = File::open(&self.path)?;
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o640)
+                    .open(&dest)?;
+                io::copy(&mut src, &mut out)?;
+                out.sync_data()
+            })();
+            if let Err(e) = copy {
+                let _ = fs::remove_file(&dest);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("copying {} to {}: {e}", self.path.display(), dest.display()),
+                ));
+            }
+        }
+        self.file.set_len(0)?;
+        Ok(true)
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    /// `.N-1` -> `.N`, ..., `.1` -> `.2`; the file at `.max_files` is dropped.
+    fn shift_rotated(&self) -> io::Result<()> {
+        for n in (1..self.max_files).rev() {
+            match fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))
+}
+
+/// The stdout/stderr descriptor for a spawn, and why it is `/dev/null` if it is.
+#[derive(Debug)]
+pub struct SpawnOutput {
+    /// The log file, to hand to the child as stdout and stderr; `None` means
+    /// `/dev/null`.
+    pub fd: Option<OwnedFd>,
+    /// Set when something went wrong (the caller logs it at warning level).
+    pub warning: Option<String>,
+}
+
+impl SpawnOutput {
+    /// As a [`crate::spawn::Output`] for a [`crate::spawn::SpawnRequest`].
+    pub fn as_output(&self) -> crate::spawn::Output<'_> {
+        match &self.fd {
+            Some(fd) => crate::spawn::Output::Fd(std::os::fd::AsFd::as_fd(fd)),
+            None => crate::spawn::Output::Null,
+        }
+    }
+}
+
+/// A service's log as the supervisor holds it: never fails, retries opening
+/// the file at each spawn.
+#[derive(Debug)]
+pub struct ServiceLog {
+    dir: PathBuf,
+    service: String,
+    max_size: u64,
+    max_files: u32,
+    file: Option<LogFile>,
+}
+
+impl ServiceLog {
+    /// Remembers where the log goes; nothing is opened yet.
+    pub fn new(dir: &Path, service: &str, max_size: u64, max_files: u32) -> ServiceLog {
+        ServiceLog {
+            dir: dir.to_path_buf(),
+            service: service.to_string(),
+            max_size,
+            max_files,
+            file: None,
+        }
+    }
+
+    /// The live file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(log_file_name(&self.service))
+    }
+
+    /// For a spawn: opens the file if needed, rotates it if over the limit
+    /// and returns a descriptor for it. Any failure yields `/dev/null` plus a
+    /// warning; a rotation failure alone keeps the (oversized) file.
+    pub fn output(&mut self) -> SpawnOutput {
+        let mut warning = None;
+        if self.file.is_none() {
+            match LogFile::open(&self.dir, &self.service, self.max_size, self.max_files) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => warning = Some(format!("{e}; output goes to /dev/null")),
+            }
+        }
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.rotate_if_needed() {
+                warning = Some(format!("rotating {}: {e}", file.path().display()));
+            }
+            match file.fd() {
+                Ok(fd) => {
+                    return SpawnOutput {
+                        fd: Some(fd),
+                        warning,
+                    }
+                }
+                Err(e) => {
+                    warning = Some(format!("log file {}: {e}; output goes to /dev/null", file.path().display()));
+                    self.file = None;
+                }
+            }
+        }
+        SpawnOutput { fd: None, warning }
+    }
+
+    /// [`LogFile::truncate_rotate`] on the open file (no-op if none is open).
+    pub fn truncate_rotate(&mut self) -> io::Result<bool> {
+        match &mut self.file {
+            Some(f) => f.truncate_rotate(),
+            None => Ok(false),
+        }
+    }
+}
+
+/// `/dev/null` opened for writing.
+pub fn null_output() -> io::Result<OwnedFd> {
+    Ok(OwnedFd::from(OpenOptions::new().write(true).open("/dev/null")?))
+}
+
+/// The last `n` lines of `path` (without their newlines; invalid UTF-8
+/// replaced). Reads backwards from the end, so a huge file costs little.
+pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if n == 0 || len == 0 {
+        return Ok(Vec::new());
+    }
+    const CHUNK: u64 = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = len;
+    loop {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        pos = start;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if pos == 0 || body.iter().filter(|&&b| b == b'\n').count() >= n {
+            break;
+        }
+    }
+    let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    let mut lines: Vec<String> = body
+        .rsplit(|&b| b == b'\n')
+        .take(n)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    // With at least n newlines in `body`, the last n pieces are whole lines.
+    lines.reverse();
+    Ok(lines)
+}
+
+/// Follows a log file like `tail -F`: [`Follower::poll`] returns the complete
+/// lines appended since the last call, starting over when the file is
+/// truncated and switching to the new file when it is rotated (inode change)
+/// after draining the old one.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    file: Option<File>,
+    ino: u64,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl Follower {
+    /// Starts at the current end of the file (a missing file is waited for).
+    pub fn from_end(path: &Path) -> io::Result<Follower> {
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            file: None,
+            ino: 0,
+            pos: 0,
+            partial: Vec::new(),
+        };
+        if let Ok(file) = File::open(path) {
+            let meta = file.metadata()?;
+            f.ino = meta.ino();
+            f.pos = meta.len();
+            f.file = Some(file);
+        }
+        Ok(f)
+    }
+
+    /// Starts at the beginning of the file.
+    pub fn from_start(path: &Path) -> io::Result<Follower> {
+        let mut f = Self::from_end(path)?;
+        f.pos = 0;
+        Ok(f)
+    }
+
+    /// New complete lines since the last call. Call it periodically (the CLI
+    /// polls every 200 ms or so).
+    pub fn poll(&mut self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        if self.file.is_some() {
+            self.read_new(&mut out)?;
+        }
+        // Rotated away (new inode at the path) or deleted and recreated?
+        if let Ok(meta) = fs::metadata(&self.path) {
+            if self.file.is_none() || meta.ino() != self.ino {
+                if let Ok(file) = File::open(&self.path) {
+                    // The old file is drained above; a partial line from it
+                    // is finished by nothing, so flush it.
+                    if !self.partial.is_empty() {
+                        out.push(String::from_utf8_lossy(&self.partial).into_owned());
+                        self.partial.clear();
+                    }
+                    self.ino = file.metadata()?.ino();
+                    self.pos = 0;
+                    self.file = Some(file);
+                    self.read_new(&mut out)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_new(&mut self, out: &mut Vec<String>) -> io::Result<()> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let len = file.metadata()?.len();
+        if len < self.pos {
+            // Truncated (copytruncate rotation): start over.
+            self.pos = 0;
+            self.partial.clear();
+        }
+        if len == self.pos {
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(self.pos))?;
+        let mut data = Vec::new();
+        file.take(len - self.pos).read_to_end(&mut data)?;
+        self.pos += data.len() as u64;
+        self.partial.extend_from_slice(&data);
+        if let Some(last_nl) = self.partial.iter().rposition(|&b| b == b'\n') {
+            let rest = self.partial.split_off(last_nl + 1);
+            for line in self.partial[..last_nl].split(|&b| b == b'\n') {
+                out.push(String::from_utf8_lossy(line).into_owned());
+            }
+            self.partial = rest;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_in_the_directory() {
+        assert_eq!(log_file_name("etcd-node1/etcd"), "etcd-node1_etcd.log");
+        assert_eq!(log_file_name("kubelet"), "kubelet.log");
+        assert_eq!(log_file_name("../../etc/passwd"), "_.._.._etc_passwd.log");
+        assert_eq!(log_file_name(".hidden"), "_.hidden.log");
+        assert_eq!(log_file_name(""), "_.log");
+    }
+}

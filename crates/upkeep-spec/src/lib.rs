@@ -13,7 +13,10 @@ pub mod config;
 pub mod diag;
 pub mod duration;
 pub mod expand;
+pub mod hash;
 pub mod manifest;
+mod node;
+pub mod quantity;
 pub mod types;
 
 pub use diag::{Diagnostic, Severity};

@@ -29,7 +29,7 @@ use upkeep_spec::ProbeHandler;
 
 use crate::reaper::Reaper;
 
-pub use worker::{spawn_worker, ProbeKind, ProbeReport, ProbeWorker};
+pub use worker::{spawn_worker, Initial, ProbeKind, ProbeReport, ProbeWorker};
 
 /// `User-Agent` sent by HTTP probes unless the probe sets its own, in the
 /// kubelet's `kube-probe/<major>.<minor>` form.

@@ -1,0 +1,456 @@
+//! Building the `std::process::Command` for a service: clean environment,
+//! program resolved against the service's own `PATH`, own session and process
+//! group, default signal state, optional uid/gid drop, cgroup joined before
+//! `exec`, stdin from `/dev/null`, stdout/stderr straight to the log file.
+//!
+//! Spawning itself goes through [`crate::reaper::Reaper`]; see
+//! [`SpawnRequest::spawn`]. Services never get `PR_SET_PDEATHSIG`: they must
+//! outlive upkeep (design.md section 6).
+//!
+//! Also here: process-group signalling ([`signal_group`], [`group_alive`]) and
+//! hostPath volume preparation ([`prepare_volumes`]).
+
+use crate::cgroup::Cgroup;
+use crate::reaper::{Reaper, Spawned};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use upkeep_spec::{HostPathType, HostPathVolume};
+
+/// `PATH` used to resolve a bare program name when the service's environment
+/// has none (the value container runtimes default to).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a service's stdout or stderr goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// upkeep's own stdout/stderr (journald under systemd).
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A file descriptor (normally the service's log file, opened `O_APPEND`);
+    /// it is duplicated for the child.
+    Fd(BorrowedFd<'a>),
+}
+
+impl Output<'_> {
+    fn stdio(&self) -> io::Result<Stdio> {
+        Ok(match self {
+            Output::Inherit => Stdio::inherit(),
+            Output::Null => Stdio::null(),
+            Output::Fd(fd) => Stdio::from(fd.try_clone_to_owned()?),
+        })
+    }
+}
+
+/// Everything needed to start one service process.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest<'a> {
+    /// Program and arguments; `argv[0]` without a `/` is looked up in the
+    /// `PATH` of `env` (not upkeep's own).
+    pub argv: &'a [String],
+    /// The complete environment of the child (upkeep's own is not inherited).
+    pub env: &'a BTreeMap<String, String>,
+    /// Working directory; `None` keeps upkeep's.
+    pub working_dir: Option<&'a Path>,
+    /// Run as this uid (needs root).
+    pub uid: Option<u32>,
+    /// Run as this gid; with only `uid` set, the user's primary group from
+    /// the passwd database (or 0) is used.
+    pub gid: Option<u32>,
+    /// Where stdout goes.
+    pub stdout: Output<'a>,
+    /// Where stderr goes.
+    pub stderr: Output<'a>,
+    /// cgroup to join before `exec`.
+    pub cgroup: Option<&'a Cgroup>,
+}
+
+impl<'a> SpawnRequest<'a> {
+    /// A request with no uid/gid change, upkeep's working directory, output to
+    /// `/dev/null` and no cgroup.
+    pub fn new(argv: &'a [String], env: &'a BTreeMap<String, String>) -> Self {
+        SpawnRequest {
+            argv,
+            env,
+            working_dir: None,
+            uid: None,
+            gid: None,
+            stdout: Output::Null,
+            stderr: Output::Null,
+            cgroup: None,
+        }
+    }
+
+    /// The program name for messages.
+    fn program(&self) -> &str {
+        self.argv.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Builds the command. Fails if `argv` is empty, the program is not found
+    /// in the service's `PATH`, or an fd cannot be duplicated.
+    pub fn build(&self) -> io::Result<Command> {
+        let program = self.argv.first().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "empty command line")
+        })?;
+        let resolved = resolve_program(program, self.env)?;
+        let mut cmd = Command::new(&resolved);
+        cmd.arg0(program)
+            .args(&self.argv[1..])
+            .env_clear()
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(self.stdout.stdio()?)
+            .stderr(self.stderr.stdio()?);
+        if let Some(dir) = self.working_dir {
+            cmd.current_dir(dir);
+        }
+        let ids = match (self.uid, self.gid) {
+            (None, None) => None,
+            (uid, Some(gid)) => Some((uid, gid)),
+            (Some(uid), None) => Some((Some(uid), primary_gid(uid))),
+        };
+        // Opened now (CLOEXEC), written in the child: the service is in its
+        // cgroup before its first instruction, and a failure is not fatal.
+        let cgroup_fds: Vec<OwnedFd> = match self.cgroup {
+            Some(cg) => cg.join_fds(),
+            None => Vec::new(),
+        };
+        // SAFETY: the closure only makes async-signal-safe syscalls and does
+        // not allocate.
+        unsafe {
+            cmd.pre_exec(move || child_setup(&cgroup_fds, ids));
+        }
+        Ok(cmd)
+    }
+
+    /// Builds the command and spawns it through the reaper. Errors name the
+    /// program and say why (missing binary, not executable, bad `#!`
+    /// interpreter, missing working directory). If the child could not join
+    /// the cgroup, a move after the spawn is attempted and a warning logged.
+    pub fn spawn(&self, reaper: &Reaper) -> io::Result<Spawned> {
+        let mut cmd = self.build().map_err(|e| self.explain(e, None))?;
+        let resolved = PathBuf::from(cmd.get_program());
+        let spawned = reaper
+            .spawn(&mut cmd)
+            .map_err(|e| self.explain(e, Some(&resolved)))?;
+        if let Some(cg) = self.cgroup {
+            if !cg.contains(spawned.pid) {
+                if let Err(e) = cg.add_pid(spawned.pid) {
+                    tracing::warn!(
+                        pid = spawned.pid,
+                        "{}: running outside its cgroup: {e}",
+                        self.program()
+                    );
+                }
+            }
+        }
+        Ok(spawned)
+    }
+
+    /// Turns a spawn error into one that names the program and the cause.
+    fn explain(&self, err: io::Error, resolved: Option<&Path>) -> io::Error {
+        let prog = self.program();
+        let kind = err.kind();
+        if let Some(dir) = self.working_dir {
+            if err.raw_os_error().is_some() && !dir.is_dir() {
+                return io::Error::new(
+                    kind,
+                    format!(
+                        "cannot start {prog:?}: working directory {} does not exist or is not a directory",
+                        dir.display()
+                    ),
+                );
+            }
+        }
+        let Some(path) = resolved else {
+            return io::Error::new(kind, format!("cannot start {prog:?}: {err}"));
+        };
+        let shown = path.display();
+        let why = match err.raw_os_error() {
+            Some(libc::ENOENT) if path.exists() => match interpreter(path) {
+                Some(interp) => format!("bad interpreter {interp:?} in its #! line: {err}"),
+                None => format!("{err} (a shared library or loader it needs is missing?)"),
+            },
+            Some(libc::ENOENT) => format!("{shown} does not exist"),
+            Some(libc::EACCES) => format!(
+                "permission denied: {shown} is not executable or a directory on its path is not searchable"
+            ),
+            Some(libc::ENOEXEC) => {
+                format!("exec format error: {shown} is neither a binary for this machine nor a #! script")
+            }
+            Some(libc::ENOTDIR) => format!("a component of {shown} is not a directory"),
+            _ => err.to_string(),
+        };
+        io::Error::new(kind, format!("cannot start {prog:?}: {why}"))
+    }
+}
+
+/// The interpreter named in a file's `#!` line, if it has one.
+fn interpreter(path: &Path) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let n = fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    let head = &buf[..n];
+    let line = head.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_owned)
+}
+
+/// Primary gid of `uid` from the passwd database, or 0 (what container
+/// runtimes do for a uid without a passwd entry).
+fn primary_gid(uid: u32) -> u32 {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.gid.as_raw())
+        .unwrap_or(0)
+}
+
+/// Resolves `program` like `execvp` would, but against the `PATH` in `env`
+/// (or [`DEFAULT_PATH`]). Names containing `/` are returned unchanged.
+pub fn resolve_program(program: &str, env: &BTreeMap<String, String>) -> io::Result<PathBuf> {
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty program name",
+        ));
+    }
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path_var = env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+    let mut not_executable = None;
+    for dir in path_var.split(':') {
+        // An empty PATH element means the current directory.
+        let candidate = Path::new(if dir.is_empty() { "." } else { dir }).join(program);
+        if let Ok(meta) = fs::metadata(&candidate) {
+            if !meta.is_file() {
+                continue;
+            }
+            if meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+            not_executable.get_or_insert(candidate);
+        }
+    }
+    // Let exec report EACCES on the first non-executable match, as execvp does.
+    not_executable.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot start {program:?}: not found in PATH={path_var}"),
+        )
+    })
+}
+
+/// Runs in the child between fork and exec. Async-signal-safe only.
+fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::Result<()> {
+    // SAFETY (whole function): raw syscalls on valid arguments; nothing here
+    // allocates or takes locks.
+    unsafe {
+        for fd in cgroup_fds {
+            // "0" = the writing process. A failure leaves the service outside
+            // the cgroup; the parent notices and retries (see SpawnRequest::spawn).
+            let _ = libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1);
+        }
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // 64 = the highest signal number on Linux (NSIG - 1).
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // EINVAL for the libc-reserved real-time signals is fine.
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        if let Some((uid, gid)) = ids {
+            let groups = [gid as libc::gid_t];
+            if libc::setgroups(1, groups.as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgid(gid) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(uid) = uid {
+                if libc::setuid(uid) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `sig` to every process in process group `pgid`; `Ok(false)` if the
+/// group is empty (ESRCH). Refuses `pgid` 0 and 1 (our own group / init).
+pub fn signal_group(pgid: u32, sig: i32) -> io::Result<bool> {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}"),
+        ));
+    }
+    // SAFETY: kill(2) with a negative pid = a process group.
+    if unsafe { libc::kill(-(pgid as libc::pid_t), sig) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(io::Error::new(
+            err.kind(),
+            format!("kill(-{pgid}, {sig}): {err}"),
+        ))
+    }
+}
+
+/// True while process group `pgid` has a member (zombies count until reaped).
+pub fn group_alive(pgid: u32) -> bool {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    if unsafe { libc::kill(-(pgid as libc::pid_t), 0) } == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Prepares hostPath volumes like the kubelet: creates `DirectoryOrCreate`
+/// (0755) and `FileOrCreate` (parents 0755, empty file 0644) paths and checks
+/// that typed paths exist with that type. All problems are reported, one per
+/// line, each naming the path and why.
+pub fn prepare_volumes(volumes: &[HostPathVolume]) -> Result<(), String> {
+    let problems: Vec<String> = volumes
+        .iter()
+        .filter_map(|v| prepare_volume(v).err())
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn prepare_volume(v: &HostPathVolume) -> Result<(), String> {
+    let path = &v.path;
+    let shown = path.display();
+    let meta = fs::metadata(path);
+    let must_be = |what: &str, ok: fn(&fs::FileType) -> bool| -> Result<(), String> {
+        match &meta {
+            Ok(m) if ok(&m.file_type()) => Ok(()),
+            Ok(_) => Err(format!("hostPath {shown}: exists but is not a {what}")),
+            Err(e) => Err(format!("hostPath {shown}: must be an existing {what}: {e}")),
+        }
+    };
+    match v.kind {
+        HostPathType::Unchecked => Ok(()),
+        HostPathType::DirectoryOrCreate => match &meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(format!("hostPath {shown}: exists but is not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(path)
+                .map_err(|e| format!("hostPath {shown}: cannot create directory: {e}")),
+            Err(e) => Err(format!("hostPath {shown}: {e}")),
+        },
+        HostPathType::FileOrCreate => match &meta {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(format!("hostPath {shown}: exists but is not a regular file")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_file(path)
+                .map_err(|e| format!("hostPath {shown}: cannot create file: {e}")),
+            Err(e) => Err(format!("hostPath {shown}: {e}")),
+        },
+        HostPathType::Directory => must_be("directory", |t| t.is_dir()),
+        HostPathType::File => must_be("regular file", |t| t.is_file()),
+        HostPathType::Socket => must_be("unix socket", |t| t.is_socket()),
+        HostPathType::CharDevice => must_be("character device", |t| t.is_char_device()),
+        HostPathType::BlockDevice => must_be("block device", |t| t.is_block_device()),
+    }
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)?;
+    // The umask may have narrowed the mode of the last component.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
+
+fn create_file(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.is_dir() {
+            create_dir(parent)?;
+        }
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+    {
+        Ok(f) => f.set_permissions(fs::Permissions::from_mode(0o644)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_against_the_given_path_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("only-here");
+        fs::write(&bin, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("PATH".into(), format!("/nonexistent:{}", dir.path().display()));
+        assert_eq!(resolve_program("only-here", &env).unwrap(), bin);
+        // `sh` is in upkeep's PATH but not in the service's.
+        let err = resolve_program("sh", &env).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("\"sh\""), "{err}");
+        assert_eq!(resolve_program("./x", &env).unwrap(), PathBuf::from("./x"));
+        assert!(resolve_program("", &env).is_err());
+        // Non-executable match is returned so exec reports EACCES.
+        let plain = dir.path().join("plain");
+        fs::write(&plain, "x").unwrap();
+        fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(resolve_program("plain", &env).unwrap(), plain);
+    }
+
+    #[test]
+    fn default_path_when_env_has_none() {
+        let env = BTreeMap::new();
+        let sh = resolve_program("sh", &env).unwrap();
+        assert!(sh.is_absolute(), "{}", sh.display());
+    }
+
+    #[test]
+    fn interpreter_of_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        fs::write(&p, "#! /no/such/interp -x\necho\n").unwrap();
+        assert_eq!(interpreter(&p).as_deref(), Some("/no/such/interp"));
+        fs::write(&p, "\x7fELF").unwrap();
+        assert_eq!(interpreter(&p), None);
+    }
+
+    #[test]
+    fn group_signalling_refuses_dangerous_targets() {
+        assert!(signal_group(0, 0).is_err());
+        assert!(signal_group(1, 0).is_err());
+        assert!(!group_alive(0));
+        assert!(!group_alive(1));
+    }
+}

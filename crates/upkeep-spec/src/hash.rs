@@ -1,0 +1,38 @@
+//! Stable content hashes (FNV-1a 128, as the kubelet uses for static pod UIDs).
+
+use crate::types::ServiceSpec;
+
+const FNV128_OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+const FNV128_PRIME: u128 = 0x0000000001000000000000000000013B;
+
+/// FNV-1a 128 of `bytes`, as 32 lower-case hex digits.
+pub fn fnv1a_128_hex(bytes: &[u8]) -> String {
+    let mut h = FNV128_OFFSET;
+    for b in bytes {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(FNV128_PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// The content hash of a resolved spec: FNV-1a 128 over its JSON form with
+/// `hash` blanked. Equal hashes mean nothing to restart.
+pub fn spec_hash(spec: &ServiceSpec) -> String {
+    let mut blank = spec.clone();
+    blank.hash = String::new();
+    // Serializing plain data (maps are BTreeMaps) cannot fail; fall back to Debug anyway.
+    let text = serde_json::to_string(&blank).unwrap_or_else(|_| format!("{blank:?}"));
+    fnv1a_128_hex(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        // Reference values of FNV-1a 128.
+        assert_eq!(fnv1a_128_hex(b""), "6c62272e07bb014262b821756295c58d");
+        assert_eq!(fnv1a_128_hex(b"a"), "d228cb696f1a8caf78912b704e4a8964");
+    }
+}

@@ -1,0 +1,113 @@
+//! `upkeep check`, `upkeep render`, `--version`, man page and completions.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn kubeadm_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for c in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        let dst = dir.path().join(format!("{c}.yaml"));
+        std::fs::copy(fixtures().join(format!("kubeadm-v1.29-{c}.yaml")), &dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+fn empty_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("upkeep.toml");
+    std::fs::write(&p, "").unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_the_kubeadm_manifests() {
+    let dir = kubeadm_dir();
+    let cfg = empty_config(dir.path());
+    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
+    for c in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        assert!(stdout.contains(c), "summary lacks {c}: {stdout}");
+    }
+    // kube-apiserver is not installed here: a warning, not an error.
+    assert!(stderr.contains("warning") && stderr.contains("kube-apiserver"), "{stderr}");
+}
+
+#[test]
+fn check_rejects_the_broken_olddocs_scheduler_naming_file_and_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dst = dir.path().join("kube-scheduler.yaml");
+    std::fs::copy(fixtures().join("olddocs-ha-kube-scheduler.yaml"), &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A second bad file: all problems of all files in one run.
+    let bad = dir.path().join("deploy.yaml");
+    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = empty_config(dir.path());
+    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kube-scheduler.yaml") && stderr.contains("default-token-s8ejd"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("volume"), "{stderr}");
+    assert!(stderr.contains("deploy.yaml") && stderr.contains("Deployment"), "{stderr}");
+}
+
+#[test]
+fn check_reports_config_errors_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("upkeep.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:9900\"\n\n[services.a]\ncommand = [\"/bin/true\"]\nafter = [\"b\"]\n\n[services.b]\ncommand = [\"/bin/true\"]\nafter = [\"a\"]\nbogus_key = 1\n").unwrap();
+    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path().join("none")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("upkeep.toml"), "{stderr}");
+    assert!(stderr.contains("bogus_key"), "{stderr}");
+}
+
+#[test]
+fn render_json_has_the_stable_fields_and_expanded_argv() {
+    let dir = kubeadm_dir();
+    let cfg = empty_config(dir.path());
+    let out = Command::new(bin()).args(["render", "etcd", "-o", "json", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let etcd = &v.as_array().unwrap()[0];
+    for k in ["name", "source", "argv", "env", "working_dir", "probes"] {
+        assert!(etcd.get(k).is_some(), "missing {k}: {etcd}");
+    }
+    assert_eq!(etcd["name"], "etcd");
+    assert_eq!(etcd["argv"][0], "etcd");
+    assert!(etcd["argv"].as_array().unwrap().iter().any(|a| a == "--data-dir=/var/lib/etcd"));
+    assert_eq!(etcd["working_dir"], "/");
+    let text = Command::new(bin()).args(["render", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.contains("kube-apiserver") && t.contains("kube-scheduler"), "{t}");
+}
+
+#[test]
+fn version_man_and_completions() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("upkeep "));
+    let man = Command::new(bin()).arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH"));
+    for sh in ["bash", "zsh", "fish"] {
+        let c = Command::new(bin()).args(["completions", sh]).output().unwrap();
+        assert!(c.status.success() && !c.stdout.is_empty(), "{sh}");
+    }
+}
+
+#[test]
+fn status_fails_when_upkeep_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("upkeep.toml");
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:{}\"\n", free_port())).unwrap();
+    let out = Command::new(bin()).args(["status", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+}

@@ -1,0 +1,331 @@
+//! Black-box test harness: runs the real `upkeep` binary in a temp dir with a
+//! free port, talks to it over HTTP, and kills everything it started by pid.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_upkeep")
+}
+
+/// The shared fixtures directory (`../shared/fixtures/manifests` beside the repo).
+pub fn fixtures() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/manifests");
+    assert!(p.is_dir(), "fixtures missing at {} (CI clones the repo with shared/ beside it)", p.display());
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP GET; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // Chunked bodies: keep it simple by decoding if needed.
+    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    Some((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n..];
+        rest = rest.strip_prefix("\r\n").unwrap_or(rest);
+    }
+    out
+}
+
+/// A running upkeep in a temp dir.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub manifests: PathBuf,
+    pub state: PathBuf,
+    pub logs: PathBuf,
+    seen_pids: std::collections::BTreeSet<u32>,
+}
+
+impl Daemon {
+    /// Lays out a temp dir with `extra_config` appended to the base config and
+    /// the given manifests, but does not start upkeep.
+    pub fn prepare(extra_config: &str, manifests: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let manifests_dir = dir.path().join("manifests");
+        std::fs::create_dir(&manifests_dir).unwrap();
+        std::fs::set_permissions(&manifests_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let state = dir.path().join("state");
+        let logs = dir.path().join("log");
+        let config = dir.path().join("upkeep.toml");
+        let base = format!(
+            "manifests = {:?}\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nlog_dir = {:?}\nnode_name = \"test-node\"\non_exit = \"stop\"\ndebounce = \"50ms\"\nrelist_period = \"1s\"\n",
+            manifests_dir, state, logs
+        );
+        // Tables in `extra_config` must come after the top-level keys.
+        std::fs::write(&config, format!("{base}{extra_config}")).unwrap();
+        let d = Daemon { dir, port, child: None, config, manifests: manifests_dir, state, logs, seen_pids: Default::default() };
+        for (name, text) in manifests {
+            d.write_manifest(name, text);
+        }
+        d
+    }
+
+    /// Prepares and starts, waiting until /health answers.
+    pub fn start(extra_config: &str, manifests: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::prepare(extra_config, manifests);
+        d.spawn();
+        d
+    }
+
+    /// Starts the binary and waits for /health to answer.
+    pub fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap()))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("upkeep to answer /health", Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("upkeep exited early: {st}\n{}", self.stderr());
+                }
+            }
+            http_get(port, "/health")
+        });
+    }
+
+    /// upkeep's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("upkeep.stderr")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        let p = self.manifests.join(name);
+        // Write + rename, as editors and kubeadm do.
+        let tmp = self.manifests.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+
+    /// GET /health as JSON.
+    pub fn health(&mut self) -> (u16, Value) {
+        let (code, body) = http_get(self.port, "/health").expect("/health answers");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /health JSON {e}: {body}"));
+        for s in v["services"].as_array().into_iter().flatten() {
+            if let Some(p) = s["pid"].as_u64() {
+                self.seen_pids.insert(p as u32);
+            }
+        }
+        (code, v)
+    }
+
+    /// The /health object of one service, if listed.
+    pub fn service(&mut self, name: &str) -> Option<Value> {
+        let (_, v) = self.health();
+        v["services"].as_array()?.iter().find(|s| s["name"] == name).cloned()
+    }
+
+    /// Waits until `name` has a pid that satisfies `pred`, returns it.
+    pub fn wait_pid(&mut self, name: &str, timeout: Duration, pred: impl Fn(u32) -> bool) -> u32 {
+        let what = format!("{name} to have a matching pid");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.service(name).and_then(|s| s["pid"].as_u64()).map(|p| p as u32) {
+                if pred(p) && pid_alive(p) {
+                    return p;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; health: {}\nstderr:\n{}", self.health().1, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `name`'s /health object satisfies `pred`.
+    pub fn wait_service(&mut self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.service(name);
+            if let Some(s) = &s {
+                if pred(s) {
+                    return s.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {name}: {what}; last: {s:?}\nstderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to upkeep itself.
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Waits for upkeep to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                panic!("upkeep did not exit within {timeout:?}\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs an upkeep client subcommand against this daemon.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).arg("--config").arg(&self.config).output().unwrap()
+    }
+
+    /// Remembers a pid to kill at the end.
+    pub fn track(&mut self, pid: u32) {
+        self.seen_pids.insert(pid);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+        // Kill every service process group we saw, so nothing outlives the test.
+        for p in &self.seen_pids {
+            unsafe {
+                libc::kill(-(*p as i32), libc::SIGKILL);
+                libc::kill(*p as i32, libc::SIGKILL);
+            }
+        }
+        // And anything else still running from this test's dir (by marker in argv).
+        let marker = self.dir.path().to_string_lossy().to_string();
+        for p in pids_with_arg(&marker) {
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// True if the pid exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Pids whose argv contains `needle`.
+pub fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == me {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) && pid_alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Zombie children of `parent`.
+pub fn zombies_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some((_, r)) = s.rsplit_once(')') {
+                let f: Vec<&str> = r.split_whitespace().collect();
+                if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Number of open fds of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Writes an executable script into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Asserts we run as root (tests that need it fail loudly otherwise).
+pub fn require_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (run the suite as root: sudo bash scripts/test.sh)");
+}
