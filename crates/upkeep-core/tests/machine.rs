@@ -423,8 +423,8 @@ fn always_policy_restarts_clean_exits_with_backoff() {
 #[test]
 fn liveness_kill_goes_through_stop_then_backoff() {
     let mut sim = Sim::new(RestartPolicy::Always);
-    sim.s.failures = 2;
     sim.run(10);
+    sim.s.failures = 2; // set after the run: a start from Stopped forgets failures
     sim.ev(Event::StartupPassed);
     sim.ev(Event::Readiness { ready: true });
     assert_eq!(sim.s.state_name(), "running");
@@ -498,8 +498,8 @@ fn operator_stop_and_start_while_running() {
 #[test]
 fn operator_restart_while_running_counts_no_failure() {
     let mut sim = Sim::new(RestartPolicy::Always);
-    sim.s.failures = 3;
     sim.run(1);
+    sim.s.failures = 3;
     sim.advance(secs(5));
     assert_eq!(sim.ev(Event::Restart), vec![Action::StopProbes, Action::Terminate { probe: None }]);
     sim.advance(secs(1));
@@ -554,8 +554,8 @@ fn start_while_stopping_restarts_once_gone() {
 #[test]
 fn operator_actions_during_backoff() {
     let mut sim = Sim::new(RestartPolicy::Always);
-    sim.s.failures = 4;
     sim.run(1);
+    sim.s.failures = 4;
     sim.advance(secs(1));
     sim.exit(ExitStatus::Exited(1));
     assert_eq!(sim.s.state_name(), "backoff");
@@ -607,8 +607,8 @@ fn since_tracks_phase_changes_only() {
 fn huge_backoff_does_not_overflow_the_clock() {
     let mut sim = Sim::new(RestartPolicy::Always);
     sim.s.backoff = BackoffSpec { initial: Duration::MAX, max: Duration::MAX, ..backoff() };
-    sim.s.failures = 1;
     sim.run(1);
+    sim.s.failures = 1;
     sim.exit(ExitStatus::Exited(1));
     let until = sim.s.deadline().expect("backoff");
     assert!(until > sim.now + secs(86_400 * 365 * 100));
@@ -622,10 +622,10 @@ async fn backoff_deadline_with_tokio_paused_clock() {
     use tokio::time::{advance, sleep_until, Instant as TokioInstant};
 
     let now = || TokioInstant::now().into_std();
-    let mut s = ServiceState::new(RestartPolicy::Always, backoff(), now());
-    s.failures = 3;
+    let s = ServiceState::new(RestartPolicy::Always, backoff(), now());
     let (s1, _) = step(s, Event::Start, now(), 0.0);
-    let (s2, _) = step(s1, Event::Spawned { pid: 1 }, now(), 0.0);
+    let (mut s2, _) = step(s1, Event::Spawned { pid: 1 }, now(), 0.0);
+    s2.failures = 3;
     advance(secs(1)).await;
     let (mut s, a) = step(s2, Event::Exited { status: ExitStatus::Exited(1) }, now(), 0.0);
     assert_eq!(a, vec![Action::StopProbes]);
