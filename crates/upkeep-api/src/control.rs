@@ -87,7 +87,7 @@ pub enum ServeError {
     },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ServeError + 'a {
     move |source| ServeError::Io { action, path: path.to_path_buf(), source }
 }
 

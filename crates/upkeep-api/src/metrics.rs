@@ -514,7 +514,7 @@ mod tests {
         let m = histogram(&[("service", "a"), ("probe", "liveness")], &h);
         let ph = m.get_histogram();
         let counts: Vec<u64> = ph.get_bucket().iter().map(Bucket::cumulative_count).collect();
-        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5]);
+        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 5]);
         assert!(ph.get_bucket().last().unwrap().upper_bound().is_infinite());
         assert_eq!(ph.get_sample_count(), 5);
     }

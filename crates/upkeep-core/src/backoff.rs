@@ -39,7 +39,8 @@ pub fn delay(spec: &BackoffSpec, failures: u32, jitter_sample: f64) -> Duration 
     }
     // `capped` and the fraction are finite and non-negative, so the product is
     // too (at most 2^64 s, which `try_from_secs_f64` rejects: saturate).
-    let extra = Duration::try_from_secs_f64(capped.as_secs_f64() * extra_fraction).unwrap_or(Duration::MAX);
+    let extra =
+        Duration::try_from_secs_f64(capped.as_secs_f64() * extra_fraction).unwrap_or(Duration::MAX);
     capped.saturating_add(extra)
 }
 
@@ -63,7 +64,9 @@ fn base(spec: &BackoffSpec, failures: u32) -> Duration {
         return max;
     }
     // The float may round a hair below `initial`; the true value is >= initial.
-    Duration::try_from_secs_f64(secs).unwrap_or(max).clamp(initial, max)
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(max)
+        .clamp(initial, max)
 }
 
 /// Clamps to `[0, 1]`; NaN becomes 0.
@@ -81,7 +84,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn spec(initial: Duration, max: Duration, factor: f64, jitter: f64) -> BackoffSpec {
-        BackoffSpec { initial, max, factor, reset_after: Duration::from_secs(600), jitter }
+        BackoffSpec {
+            initial,
+            max,
+            factor,
+            reset_after: Duration::from_secs(600),
+            jitter,
+        }
     }
 
     fn secs(s: u64) -> Duration {

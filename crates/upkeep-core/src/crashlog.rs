@@ -41,7 +41,13 @@ impl Default for CrashLog {
 impl CrashLog {
     /// Counts restarts over `window` and returns at most one line per `min_interval`.
     pub fn new(window: Duration, min_interval: Duration) -> Self {
-        CrashLog { window, min_interval, recent: VecDeque::new(), overflowed: false, last_line: None }
+        CrashLog {
+            window,
+            min_interval,
+            recent: VecDeque::new(),
+            overflowed: false,
+            last_line: None,
+        }
     }
 
     /// Records a restart at `now` after `last_exit`. Returns the line to log,
@@ -56,14 +62,26 @@ impl CrashLog {
         self.recent.push_back(now);
         if let Some(last) = self.last_line {
             // A `now` earlier than the last line (a caller bug) also stays quiet.
-            if last.checked_add(self.min_interval).is_none_or(|next| now < next) {
+            if last
+                .checked_add(self.min_interval)
+                .is_none_or(|next| now < next)
+            {
                 return None;
             }
         }
         self.last_line = Some(now);
         let n = self.recent.len();
-        let count = if self.overflowed { format!("{n}+ times") } else if n == 1 { "1 time".into() } else { format!("{n} times") };
-        Some(format!("restarted {count} in {}, last {last_exit}", human_duration(self.window)))
+        let count = if self.overflowed {
+            format!("{n}+ times")
+        } else if n == 1 {
+            "1 time".into()
+        } else {
+            format!("{n} times")
+        };
+        Some(format!(
+            "restarted {count} in {}, last {last_exit}",
+            human_duration(self.window)
+        ))
     }
 
     /// Restarts recorded within the window ending at `now` (capped at [`MAX_TRACKED`]).
@@ -102,7 +120,11 @@ pub(crate) fn human_duration(d: Duration) -> String {
             return format!("{secs}s");
         }
         let tenths = (u64::from(nanos) / 100_000_000).min(9);
-        return if tenths == 0 { format!("{secs}s") } else { format!("{secs}.{tenths}s") };
+        return if tenths == 0 {
+            format!("{secs}s")
+        } else {
+            format!("{secs}.{tenths}s")
+        };
     }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     let mut out = String::new();
@@ -132,11 +154,17 @@ mod tests {
     fn first_restart_is_logged_then_quiet_for_a_minute() {
         let base = Instant::now();
         let mut log = CrashLog::default();
-        assert_eq!(log.on_restart(base, &CODE1).as_deref(), Some("restarted 1 time in 10m, last exit code 1"));
+        assert_eq!(
+            log.on_restart(base, &CODE1).as_deref(),
+            Some("restarted 1 time in 10m, last exit code 1")
+        );
         for s in [1, 2, 4, 8, 16, 32, 59] {
             assert_eq!(log.on_restart(at(base, s), &CODE1), None, "at {s}s");
         }
-        assert_eq!(log.on_restart(at(base, 60), &CODE1).as_deref(), Some("restarted 9 times in 10m, last exit code 1"));
+        assert_eq!(
+            log.on_restart(at(base, 60), &CODE1).as_deref(),
+            Some("restarted 9 times in 10m, last exit code 1")
+        );
         assert_eq!(log.count(at(base, 60)), 9);
     }
 
@@ -165,7 +193,9 @@ mod tests {
         // A restart every second for 10 minutes: 10 lines, not 600.
         let base = Instant::now();
         let mut log = CrashLog::default();
-        let lines: Vec<String> = (0..600).filter_map(|i| log.on_restart(at(base, i), &CODE1)).collect();
+        let lines: Vec<String> = (0..600)
+            .filter_map(|i| log.on_restart(at(base, i), &CODE1))
+            .collect();
         assert_eq!(lines.len(), 10);
         assert_eq!(lines[1], "restarted 61 times in 10m, last exit code 1");
         assert_eq!(lines[9], "restarted 541 times in 10m, last exit code 1");
@@ -175,9 +205,18 @@ mod tests {
     fn signal_and_unknown_exits_read_well() {
         let base = Instant::now();
         let mut log = CrashLog::new(Duration::from_secs(3600), Duration::ZERO);
-        let kill = ExitStatus::Signaled { signal: 9, core: false };
-        assert_eq!(log.on_restart(base, &kill).as_deref(), Some("restarted 1 time in 1h, last killed by SIGKILL"));
-        let segv = ExitStatus::Signaled { signal: 11, core: true };
+        let kill = ExitStatus::Signaled {
+            signal: 9,
+            core: false,
+        };
+        assert_eq!(
+            log.on_restart(base, &kill).as_deref(),
+            Some("restarted 1 time in 1h, last killed by SIGKILL")
+        );
+        let segv = ExitStatus::Signaled {
+            signal: 11,
+            core: true,
+        };
         assert_eq!(
             log.on_restart(base, &segv).as_deref(),
             Some("restarted 2 times in 1h, last killed by SIGSEGV (core dumped)")
@@ -199,7 +238,10 @@ mod tests {
         assert_eq!(log.count(at(base, 603)), 1);
         assert_eq!(log.count(at(base, 604)), 0);
         assert_eq!(log.count(at(base, 3600)), 0);
-        assert_eq!(log.on_restart(at(base, 3600), &CODE1).as_deref(), Some("restarted 1 time in 10m, last exit code 1"));
+        assert_eq!(
+            log.on_restart(at(base, 3600), &CODE1).as_deref(),
+            Some("restarted 1 time in 10m, last exit code 1")
+        );
     }
 
     #[test]
@@ -211,9 +253,17 @@ mod tests {
         }
         assert_eq!(log.recent.len(), MAX_TRACKED);
         let line = log.on_restart(at(base, 600), &CODE1);
-        assert_eq!(line, Some(format!("restarted {MAX_TRACKED}+ times in 10m, last exit code 1")));
+        assert_eq!(
+            line,
+            Some(format!(
+                "restarted {MAX_TRACKED}+ times in 10m, last exit code 1"
+            ))
+        );
         // Once everything has aged out, the count is exact again.
-        assert_eq!(log.on_restart(at(base, 5000), &CODE1).as_deref(), Some("restarted 1 time in 10m, last exit code 1"));
+        assert_eq!(
+            log.on_restart(at(base, 5000), &CODE1).as_deref(),
+            Some("restarted 1 time in 10m, last exit code 1")
+        );
         assert_eq!(log.count(at(base, 5000)), 1);
     }
 

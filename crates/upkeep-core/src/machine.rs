@@ -213,8 +213,13 @@ impl ServiceState {
 /// - [`Action::Terminate`] is only emitted when entering `Stopping`.
 /// - `ready` is false outside `Running`; `started` is false without a pid;
 ///   `stop_pending` is false outside `Starting`.
-/// - `since` is `now` whenever the phase kind changed.
-pub fn step(state: ServiceState, event: Event, now: Instant, jitter: f64) -> (ServiceState, Vec<Action>) {
+/// - `since` is `now` whenever the phase kind changed or a Spawn was emitted.
+pub fn step(
+    state: ServiceState,
+    event: Event,
+    now: Instant,
+    jitter: f64,
+) -> (ServiceState, Vec<Action>) {
     let mut s = state;
     let mut actions = Vec::new();
     let before = std::mem::discriminant(&s.phase);
@@ -231,11 +236,23 @@ pub fn step(state: ServiceState, event: Event, now: Instant, jitter: f64) -> (Se
             begin_start(&mut s, &mut actions);
         }
         (Phase::Starting, Event::Start | Event::Restart) => s.stop_pending = false,
-        (Phase::Stopping { pid, then: AfterStop::Stay }, Event::Start) => {
-            s.phase = Phase::Stopping { pid, then: AfterStop::RestartNow };
+        (
+            Phase::Stopping {
+                pid,
+                then: AfterStop::Stay,
+            },
+            Event::Start,
+        ) => {
+            s.phase = Phase::Stopping {
+                pid,
+                then: AfterStop::RestartNow,
+            };
         }
         (Phase::Stopping { pid, .. }, Event::Restart) => {
-            s.phase = Phase::Stopping { pid, then: AfterStop::RestartNow };
+            s.phase = Phase::Stopping {
+                pid,
+                then: AfterStop::RestartNow,
+            };
         }
         (Phase::Running { pid }, Event::Restart) => {
             s.message = "restart requested".into();
@@ -247,7 +264,10 @@ pub fn step(state: ServiceState, event: Event, now: Instant, jitter: f64) -> (Se
         }
         (Phase::Starting, Event::Stop) => s.stop_pending = true,
         (Phase::Stopping { pid, .. }, Event::Stop) => {
-            s.phase = Phase::Stopping { pid, then: AfterStop::Stay };
+            s.phase = Phase::Stopping {
+                pid,
+                then: AfterStop::Stay,
+            };
         }
         (Phase::Backoff { .. } | Phase::Completed { .. }, Event::Stop) => {
             s.message = "stopped".into();
@@ -319,14 +339,17 @@ pub fn step(state: ServiceState, event: Event, now: Instant, jitter: f64) -> (Se
         (Phase::Running { .. }, Event::Readiness { ready }) => s.ready = ready,
 
         // === timer ===
-        (Phase::Backoff { until }, Event::Timer) if now >= until => begin_start(&mut s, &mut actions),
+        (Phase::Backoff { until }, Event::Timer) if now >= until => {
+            begin_start(&mut s, &mut actions)
+        }
 
         // Everything else is meaningless in this phase: a late or duplicate
         // report, a stale timer, a request already satisfied. Ignore it.
         (_, _) => {}
     }
 
-    if std::mem::discriminant(&s.phase) != before {
+    // A new spawn attempt is a new `Starting`, even straight after a failed one.
+    if std::mem::discriminant(&s.phase) != before || actions.contains(&Action::Spawn) {
         s.since = now;
     }
     if !matches!(s.phase, Phase::Running { .. }) {
@@ -360,7 +383,13 @@ fn begin_start(s: &mut ServiceState, actions: &mut Vec<Action>) {
 }
 
 /// `Stopping{pid, then}` + (from `Running`) [`Action::StopProbes`] + [`Action::Terminate`].
-fn begin_stop(s: &mut ServiceState, pid: u32, then: AfterStop, probe: Option<ProbeKill>, actions: &mut Vec<Action>) {
+fn begin_stop(
+    s: &mut ServiceState,
+    pid: u32,
+    then: AfterStop,
+    probe: Option<ProbeKill>,
+    actions: &mut Vec<Action>,
+) {
     if matches!(s.phase, Phase::Running { .. }) {
         actions.push(Action::StopProbes);
     }
@@ -390,7 +419,10 @@ fn after_run(s: &mut ServiceState, run: Run, now: Instant, jitter: f64, actions:
         RestartPolicy::Never => false,
     };
     if !restart {
-        s.message = format!("{}; not restarting (restart policy {:?})", s.message, s.restart);
+        s.message = format!(
+            "{}; not restarting (restart policy {:?})",
+            s.message, s.restart
+        );
         s.phase = Phase::Completed { failed };
         return;
     }
@@ -403,8 +435,14 @@ fn after_run(s: &mut ServiceState, run: Run, now: Instant, jitter: f64, actions:
         s.message = format!("{}; restarting", s.message);
         begin_start(s, actions);
     } else {
-        s.message = format!("{}; restarting in {}", s.message, crate::crashlog::human_duration(delay));
-        s.phase = Phase::Backoff { until: add_saturating(now, delay) };
+        s.message = format!(
+            "{}; restarting in {}",
+            s.message,
+            crate::crashlog::human_duration(delay)
+        );
+        s.phase = Phase::Backoff {
+            until: add_saturating(now, delay),
+        };
     }
 }
 

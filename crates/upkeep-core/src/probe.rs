@@ -53,7 +53,11 @@ impl ProbeTracker {
             self.last = Some(ok);
             self.run = 1;
         }
-        let threshold = if ok { self.success_threshold } else { self.failure_threshold };
+        let threshold = if ok {
+            self.success_threshold
+        } else {
+            self.failure_threshold
+        };
         if self.run >= threshold && self.current != Some(ok) {
             self.current = Some(ok);
             return Some(ok);

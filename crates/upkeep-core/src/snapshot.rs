@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// Upper bounds (seconds) of the probe duration histogram buckets.
-pub const PROBE_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0];
+pub const PROBE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0,
+];
 
 /// A fixed-bucket histogram of durations in seconds.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

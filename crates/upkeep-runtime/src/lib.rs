@@ -9,6 +9,8 @@
 //!   per-process probe worker.
 //! - [`supervisor`]: per-service actors driving `upkeep_core::machine`, the
 //!   reconcile loop, the manifest watcher.
+//! - [`spawn`]: building service commands (env, PATH, session, uid/gid,
+//!   cgroup), process-group signals, hostPath volumes.
 //! - [`lock`] and [`state`]: the state directory.
 
 #![warn(missing_docs)]
@@ -18,5 +20,6 @@ pub mod lock;
 pub mod logs;
 pub mod probe;
 pub mod reaper;
+pub mod spawn;
 pub mod state;
 pub mod supervisor;

@@ -1,1 +1,156 @@
-//! state (to be written).
+//! The state file: what the next upkeep needs to adopt running services
+//! instead of starting duplicates (design.md section 6).
+//!
+//! Written after a spawn, never before it (design.md section 10). Saved
+//! atomically (temporary file, fsync, rename, fsync of the directory). A file
+//! that is corrupt or from another version is reported as an error to log and
+//! ignore; nothing in it is trusted without checking the live process
+//! ([`ServiceRecord::still_alive`]).
+
+use crate::reaper::process_stat;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use upkeep_core::ExitStatus;
+
+/// Version written by this upkeep; any other is refused.
+pub const STATE_VERSION: u32 = 1;
+
+/// File name inside the state directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// A state file bigger than this is refused rather than read.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// One running service as the previous upkeep left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Service name (`pod/container` or a host service name).
+    pub name: String,
+    /// Main process pid.
+    pub pid: u32,
+    /// Its start time (field 22 of `/proc/PID/stat`), to detect pid reuse.
+    pub start_time: u64,
+    /// Hash of the spec it was started from; a different hash means restart.
+    pub spec_hash: String,
+    /// Its process group (= pid: services are session leaders).
+    pub pgid: u32,
+    /// When it was started, unix milliseconds.
+    pub started_at_unix_ms: u64,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// Ready at the time of writing.
+    pub ready: bool,
+    /// Startup probe passed (or none) at the time of writing.
+    pub started: bool,
+    /// Exit status of the previous run, if any.
+    pub last_exit: Option<ExitStatus>,
+    /// Its cgroup, relative to the cgroup2 root (`/upkeep.slice/etcd`).
+    pub cgroup: Option<String>,
+}
+
+impl ServiceRecord {
+    /// True if a process with this pid exists, is not a zombie, and started
+    /// at the recorded time (so it is the same process, not a reused pid).
+    pub fn still_alive(&self) -> bool {
+        match process_stat(self.pid) {
+            Ok(stat) => stat.start_time == self.start_time && stat.state != 'Z',
+            Err(_) => false,
+        }
+    }
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    /// Records by service name.
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+impl Default for StateFile {
+    fn default() -> Self {
+        StateFile {
+            version: STATE_VERSION,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// Writes `<dir>/state.json` atomically (0600).
+pub fn save(dir: &Path, state: &StateFile) -> io::Result<()> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let ctx = |what: &str, p: &Path, e: io::Error| {
+        io::Error::new(e.kind(), format!("state file: {what} {}: {e}", p.display()))
+    };
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("state file: {e}")))?;
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&json)?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(ctx("write", &tmp, e));
+    }
+    fs::rename(&tmp, &path).map_err(|e| ctx("rename to", &path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ctx("sync directory", dir, e))
+}
+
+/// Reads `<dir>/state.json`: `Ok(None)` if there is none; `Err` (to log,
+/// then start from scratch) if it is unreadable, too big, not JSON, not our
+/// format, or from another version.
+pub fn load(dir: &Path) -> Result<Option<StateFile>, String> {
+    let path = dir.join(STATE_FILE);
+    let shown = path.display();
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("state file {shown}: {e}")),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("state file {shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(format!(
+            "state file {shown}: larger than {MAX_STATE_BYTES} bytes; ignored"
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("state file {shown}: not valid JSON ({e}); ignored"))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(STATE_VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "state file {shown}: version {v}, this upkeep reads version {STATE_VERSION}; ignored"
+            ))
+        }
+        None => return Err(format!("state file {shown}: no version field; ignored")),
+    }
+    let state: StateFile = serde_json::from_value(value)
+        .map_err(|e| format!("state file {shown}: unexpected content ({e}); ignored"))?;
+    for (key, rec) in &state.services {
+        if *key != rec.name {
+            return Err(format!(
+                "state file {shown}: record {key:?} names service {:?}; ignored",
+                rec.name
+            ));
+        }
+    }
+    Ok(Some(state))
+}
