@@ -5,6 +5,20 @@
 //! running) -> backoff -> start. The first start and every restart are the same
 //! code. The executor performs the [`Action`]s and feeds back [`Event`]s; it
 //! sleeps until [`ServiceState::deadline`] and then sends [`Event::Timer`].
+//!
+//! This module owns the decisions only: no clock, no processes, no I/O.
+//! The state diagram and the full (phase, event) table are in
+//! `docs/architecture.md` ("Supervision state machine"); `tests/machine.rs`
+//! checks the code against the same table.
+//!
+//! Notes for the executor:
+//! - Adopting a live process from an earlier upkeep is `Start` followed by
+//!   `Spawned { pid }` without actually spawning (it is not counted as a restart).
+//! - `Start`/`Restart` on a `Stopped` or `Completed` service is a fresh start
+//!   (the failure count is forgotten), so do not send `Start` on a manifest
+//!   re-list to a service that completed under `Never`/`OnFailure`.
+//! - `Spawned` must only be sent for a requested `Spawn`: in any other phase it
+//!   is ignored, and the process it names would be untracked.
 
 use std::time::{Duration, Instant};
 use upkeep_spec::{BackoffSpec, RestartPolicy};
