@@ -205,7 +205,7 @@ fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
 
 fn histogram(pairs: &[(&str, &str)], h: &ProbeHistogram) -> Metric {
     let mut cumulative = 0u64;
-    let mut buckets: Vec<Bucket> = PROBE_BUCKETS
+    let buckets: Vec<Bucket> = PROBE_BUCKETS
         .iter()
         .zip(h.counts.iter())
         .map(|(bound, n)| {
@@ -216,12 +216,9 @@ fn histogram(pairs: &[(&str, &str)], h: &ProbeHistogram) -> Metric {
             b
         })
         .collect();
-    // The +Inf bucket must be >= every finite bucket and equal to _count.
+    // The encoder writes the +Inf bucket from _count, which must be >= every
+    // finite bucket (it is, unless the writer's counts disagree).
     let count = h.count.max(cumulative.saturating_add(h.overflow));
-    let mut inf = Bucket::default();
-    inf.set_upper_bound(f64::INFINITY);
-    inf.set_cumulative_count(count);
-    buckets.push(inf);
     let mut ph = Histogram::default();
     ph.set_bucket(buckets);
     ph.set_sample_count(count);
@@ -514,8 +511,8 @@ mod tests {
         let m = histogram(&[("service", "a"), ("probe", "liveness")], &h);
         let ph = m.get_histogram();
         let counts: Vec<u64> = ph.get_bucket().iter().map(Bucket::cumulative_count).collect();
-        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 5]);
-        assert!(ph.get_bucket().last().unwrap().upper_bound().is_infinite());
+        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4]);
+        // The overflow only shows in _count (the encoder's +Inf bucket).
         assert_eq!(ph.get_sample_count(), 5);
     }
 

@@ -158,6 +158,10 @@ pub struct ServiceState {
     /// Readiness (true when there is no readiness probe, once started).
     pub ready: bool,
     /// A human-readable note on the last notable event (spawn error, probe kill).
+    /// `step` writes it only for events nobody asked for (exits, spawn
+    /// failures, probe kills, `Completed`), appending the restart decision
+    /// (`"exit code 1; restarting in 4s"`); requested stops and restarts leave
+    /// it to the caller.
     pub message: String,
     /// A `Stop` arrived while `Starting`: the process is terminated as soon as
     /// `Spawned` reports it (or not started at all on `SpawnFailed`). Always
@@ -269,11 +273,9 @@ pub fn step(
             };
         }
         (Phase::Running { pid }, Event::Restart) => {
-            s.message = "restart requested".into();
             begin_stop(&mut s, pid, AfterStop::RestartNow, None, &mut actions);
         }
         (Phase::Running { pid }, Event::Stop) => {
-            s.message = "stop requested".into();
             begin_stop(&mut s, pid, AfterStop::Stay, None, &mut actions);
         }
         (Phase::Starting, Event::Stop) => s.stop_pending = true,
@@ -284,7 +286,6 @@ pub fn step(
             };
         }
         (Phase::Backoff { .. } | Phase::Completed { .. }, Event::Stop) => {
-            s.message = "stopped".into();
             s.phase = Phase::Stopped;
         }
 
@@ -297,7 +298,6 @@ pub fn step(
             s.started = false;
             s.ready = false;
             if s.stop_pending {
-                s.message = "stop requested".into();
                 begin_stop(&mut s, pid, AfterStop::Stay, None, &mut actions);
             } else {
                 s.phase = Phase::Running { pid };
@@ -323,12 +323,10 @@ pub fn step(
         (Phase::Stopping { then, .. }, Event::Exited { status }) => {
             s.last_exit = Some((status, now));
             match then {
-                AfterStop::Stay => {
-                    s.message = format!("stopped ({status})");
-                    s.phase = Phase::Stopped;
-                }
+                // Requested stops: the requester (operator, file removal,
+                // shutdown) owns `message`; the status is in `last_exit`.
+                AfterStop::Stay => s.phase = Phase::Stopped,
                 AfterStop::RestartNow => {
-                    s.message = format!("restarted ({status})");
                     reset_if_healthy(&mut s, now);
                     begin_start(&mut s, &mut actions);
                 }

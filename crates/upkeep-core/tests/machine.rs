@@ -805,6 +805,7 @@ fn operator_stop_and_start_while_running() {
     sim.ev(Event::Readiness { ready: true });
     assert!(sim.s.ready && sim.s.started);
     sim.advance(secs(5));
+    sim.s.message = "stopped by operator".into(); // the requester annotates
     assert_eq!(
         sim.ev(Event::Stop),
         vec![Action::StopProbes, Action::Terminate { probe: None }]
@@ -822,6 +823,10 @@ fn operator_stop_and_start_while_running() {
     );
     assert_eq!(sim.s.phase, Phase::Stopped);
     assert_eq!(sim.s.failures, 0, "an operator stop is not a failure");
+    assert_eq!(
+        sim.s.message, "stopped by operator",
+        "a requested stop keeps the caller's message"
+    );
     assert!(!sim.s.started);
     // A late duplicate exit is ignored.
     assert_eq!(sim.exit(SIGKILL), vec![]);

@@ -91,8 +91,10 @@ impl CgroupLayout {
                 "cgroup2" => v2_all.push(mount_point),
                 "cgroup" => {
                     let opts = post.get(2).copied().unwrap_or("");
+                    // Super options mix controllers with flags (xattr,
+                    // noprefix, release_agent=...): keep known controllers.
                     for opt in opts.split(',') {
-                        if matches!(opt, "rw" | "ro") || opt.contains('=') || opt.is_empty() {
+                        if !V1_CONTROLLERS.contains(&opt) {
                             continue;
                         }
                         layout
@@ -114,6 +116,12 @@ impl CgroupLayout {
         layout
     }
 }
+
+/// cgroup v1 controller names (other super options are flags).
+const V1_CONTROLLERS: [&str; 14] = [
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio", "perf_event",
+    "net_prio", "hugetlb", "pids", "rdma", "misc",
+];
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
 fn unescape_mountinfo(s: &str) -> String {
@@ -308,32 +316,25 @@ pub struct Cgroup {
     root: CgroupRoot,
     name: String,
     v2: PathBuf,
-    /// (controller, directory) for v1 hierarchies this cgroup uses for limits.
-    v1: Vec<(String, PathBuf)>,
 }
 
 impl Cgroup {
     /// Creates (or reuses) the cgroup for `service`.
     pub fn create(root: &CgroupRoot, service: &str) -> Result<Cgroup, CgroupError> {
-        let mut cg = Self::at(root, service);
+        let cg = Self::at(root, service);
         match fs::create_dir(&cg.v2) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err("create", &cg.v2, e)),
         }
-        cg.v1 = cg.existing_v1();
         Ok(cg)
     }
 
     /// Re-attaches to the cgroup of `service` left by an earlier upkeep, if
     /// it exists.
     pub fn find_existing(root: &CgroupRoot, service: &str) -> Option<Cgroup> {
-        let mut cg = Self::at(root, service);
-        if !cg.v2.is_dir() {
-            return None;
-        }
-        cg.v1 = cg.existing_v1();
-        Some(cg)
+        let cg = Self::at(root, service);
+        cg.v2.is_dir().then_some(cg)
     }
 
     fn at(root: &CgroupRoot, service: &str) -> Cgroup {
@@ -342,11 +343,13 @@ impl Cgroup {
             root: root.clone(),
             name: service.to_string(),
             v2: root.inner.v2.join(&dir),
-            v1: Vec::new(),
         }
     }
 
-    fn existing_v1(&self) -> Vec<(String, PathBuf)> {
+    /// The v1 directories this cgroup uses for limits, as (controller, path).
+    /// Looked up on disk each time (two `stat`s), so limits set by an earlier
+    /// upkeep are found too.
+    pub fn v1_dirs(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for c in ["memory", "cpu"] {
             if let Some(dir) = self.v1_dir(c) {
@@ -394,7 +397,7 @@ impl Cgroup {
     /// `cpu.cfs_quota_us`. `None` removes a limit. Processes already in the
     /// cgroup are moved into newly created v1 groups. Errors are warnings:
     /// the service still runs, without that limit.
-    pub fn set_limits(&mut self, res: &Resources) -> Result<(), CgroupError> {
+    pub fn set_limits(&self, res: &Resources) -> Result<(), CgroupError> {
         let v2c = self.root.v2_controllers();
         let mut problems = Vec::new();
         let mut record = |r: Result<(), CgroupError>| {
@@ -447,7 +450,7 @@ impl Cgroup {
     /// Sets a v1 limit: creates the v1 group when `wanted` (and moves the
     /// current processes in), or resets it if it already exists.
     fn v1_limit(
-        &mut self,
+        &self,
         controller: &str,
         wanted: bool,
         apply: impl Fn(&Path) -> Result<(), CgroupError>,
@@ -461,15 +464,15 @@ impl Cgroup {
                 Ok(())
             };
         };
-        if !dir.is_dir() {
+        let existed = dir.is_dir();
+        if !existed {
             if !wanted {
                 return Ok(());
             }
             fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
         }
         apply(&dir)?;
-        if !self.v1.iter().any(|(c, _)| c == controller) {
-            self.v1.push((controller.to_string(), dir.clone()));
+        if !existed {
             for pid in self.procs() {
                 // A process that exits meanwhile is fine.
                 let _ = write_file(&dir.join("cgroup.procs"), &pid.to_string());
@@ -497,8 +500,8 @@ impl Cgroup {
     }
 
     fn procs_files(&self) -> Vec<PathBuf> {
-        std::iter::once(&self.v2)
-            .chain(self.v1.iter().map(|(_, d)| d))
+        std::iter::once(self.v2.clone())
+            .chain(self.v1_dirs().into_iter().map(|(_, d)| d))
             .map(|d| d.join("cgroup.procs"))
             .collect()
     }
@@ -558,11 +561,11 @@ impl Cgroup {
 
     /// Removes the cgroup directories. Fails (EBUSY) while processes remain.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        for (_, dir) in &self.v1 {
-            match fs::remove_dir(dir) {
+        for (_, dir) in self.v1_dirs() {
+            match fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", dir, e)),
+                Err(e) => return Err(io_err("remove", &dir, e)),
             }
         }
         match fs::remove_dir(&self.v2) {
@@ -570,11 +573,6 @@ impl Cgroup {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &self.v2, e)),
         }
-    }
-
-    /// The v1 directories used for limits, as (controller, path).
-    pub fn v1_dirs(&self) -> &[(String, PathBuf)] {
-        &self.v1
     }
 }
 

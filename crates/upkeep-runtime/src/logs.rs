@@ -46,6 +46,28 @@ pub fn log_file_name(service: &str) -> String {
     name
 }
 
+/// `<dir>/<log_file_name(service)>`.
+pub fn log_path(dir: &Path, service: &str) -> PathBuf {
+    dir.join(log_file_name(service))
+}
+
+/// [`LogFile::truncate_rotate`] on the file at `path` (for a periodic timer
+/// that holds no [`LogFile`]); `Ok(false)` if it does not exist or is small.
+pub fn truncate_rotate_if_needed(path: &Path, max_size: u64, max_files: u32) -> io::Result<bool> {
+    let file = match OpenOptions::new().append(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    LogFile {
+        path: path.to_path_buf(),
+        file,
+        max_size,
+        max_files,
+    }
+    .truncate_rotate()
+}
+
 /// An open service log file.
 #[derive(Debug)]
 pub struct LogFile {
@@ -61,7 +83,7 @@ impl LogFile {
     /// `max_files` is how many rotated files (`.1` .. `.max_files`) are kept
     /// (0 = none: rotation just empties the live file).
     pub fn open(dir: &Path, service: &str, max_size: u64, max_files: u32) -> io::Result<LogFile> {
-        let path = dir.join(log_file_name(service));
+        let path = log_path(dir, service);
         let file = open_append(&path)?;
         Ok(LogFile {
             path,

@@ -23,6 +23,7 @@
 //! if the runtime that ran it before has gone away.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
@@ -190,16 +191,23 @@ impl Reaper {
     }
 
     /// Watches a process that upkeep did not spawn in this run (adoption of a
-    /// service started by an earlier upkeep).
+    /// service started by an earlier upkeep). Returns a pidfd for signalling
+    /// it and a future that resolves when it exits.
     ///
     /// If the process is (now) our child, typically an orphan re-parented to
     /// us as subreaper, its real exit status is routed like a spawned child's.
-    /// Otherwise only its parent can learn the status: `exit` resolves with
-    /// [`ExitStatus::Unknown`] when the pidfd becomes readable (the process
-    /// exited). Must be called inside a tokio runtime.
+    /// Otherwise only its parent can learn the status: the future resolves
+    /// with [`ExitStatus::Unknown`] when the pidfd becomes readable (the
+    /// process exited). Must be called inside a tokio runtime.
     ///
     /// Errors with `NotFound` if the process is already gone.
-    pub fn watch_pid(&self, pid: u32) -> io::Result<Spawned> {
+    pub fn watch_pid(
+        &self,
+        pid: u32,
+    ) -> io::Result<(OwnedFd, impl Future<Output = ExitStatus> + Send + 'static)> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            io::Error::other("Reaper::watch_pid must be called inside a tokio runtime")
+        })?;
         let _read = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let pidfd = open_pidfd(pid).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
@@ -215,11 +223,12 @@ impl Reaper {
         if ours {
             self.lock_waiters().insert(pid, tx);
         } else {
-            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-                io::Error::other("Reaper::watch_pid must be called inside a tokio runtime")
-            })?;
             let _entered = handle.enter();
-            let watch = AsyncFd::with_interest(pidfd.try_clone()?, Interest::READABLE)?;
+            // SAFETY: the AsyncFd owns this duplicate for its whole lifetime.
+            let watch = unsafe {
+                AsyncFd::register_with_interest(pidfd.try_clone()?, Interest::READABLE)
+                    .map_err(|e| e.into_parts().1)?
+            };
             handle.spawn(async move {
                 let mut tx = tx;
                 tokio::select! {
@@ -232,11 +241,7 @@ impl Reaper {
                 }
             });
         }
-        Ok(Spawned {
-            pid,
-            pidfd,
-            exit: rx,
-        })
+        Ok((pidfd, async move { rx.await.unwrap_or(ExitStatus::Unknown) }))
     }
 
     /// Number of exit statuses of unregistered pids (orphans) reaped so far.

@@ -11,6 +11,7 @@
 //! hostPath volume preparation ([`prepare_volumes`]).
 
 use crate::cgroup::Cgroup;
+use crate::logs::LogFile;
 use crate::reaper::{Reaper, Spawned};
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,6 +37,8 @@ pub enum Output<'a> {
     /// A file descriptor (normally the service's log file, opened `O_APPEND`);
     /// it is duplicated for the child.
     Fd(BorrowedFd<'a>),
+    /// A service log file.
+    File(&'a LogFile),
 }
 
 impl Output<'_> {
@@ -44,6 +47,7 @@ impl Output<'_> {
             Output::Inherit => Stdio::inherit(),
             Output::Null => Stdio::null(),
             Output::Fd(fd) => Stdio::from(fd.try_clone_to_owned()?),
+            Output::File(f) => Stdio::from(f.fd()?),
         })
     }
 }
@@ -189,6 +193,39 @@ impl<'a> SpawnRequest<'a> {
         };
         io::Error::new(kind, format!("cannot start {prog:?}: {why}"))
     }
+}
+
+/// Same as [`SpawnRequest::build`].
+pub fn build_command(req: &SpawnRequest<'_>) -> io::Result<Command> {
+    req.build()
+}
+
+/// Signal number for a name (`SIGTERM`, `TERM`, `sigterm`, `SIGRTMIN+3`) or a
+/// number (`15`); `None` if unknown or out of range.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+')?.parse().ok()? };
+        let n = libc::SIGRTMIN() + off;
+        return (n <= libc::SIGRTMAX()).then_some(n);
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-')?.parse().ok()? };
+        let n = libc::SIGRTMAX() - off;
+        return (n >= libc::SIGRTMIN()).then_some(n);
+    }
+    let n = match bare {
+        "IOT" => libc::SIGABRT,
+        "POLL" => libc::SIGIO,
+        "CLD" => libc::SIGCHLD,
+        _ => (1..32).find(|&n| upkeep_core::exit::signal_name(n) == format!("SIG{bare}"))?,
+    };
+    Some(n)
 }
 
 /// The interpreter named in a file's `#!` line, if it has one.
@@ -444,6 +481,23 @@ mod tests {
         assert_eq!(interpreter(&p).as_deref(), Some("/no/such/interp"));
         fs::write(&p, "\x7fELF").unwrap();
         assert_eq!(interpreter(&p), None);
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("term"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("SIGKILL"), Some(9));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("SIGWINCH"), Some(libc::SIGWINCH));
+        assert_eq!(signal_number("SIGRTMIN+2"), Some(libc::SIGRTMIN() + 2));
+        assert_eq!(signal_number("SIGRTMAX"), Some(libc::SIGRTMAX()));
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("0"), None);
+        assert_eq!(signal_number("99"), None);
+        assert_eq!(signal_number("SIG0"), None);
+        assert_eq!(signal_number("SIGRTMIN+99"), None);
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub struct StateFile {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
+impl StateFile {
+    /// A file of the current version with these records.
+    pub fn new(services: BTreeMap<String, ServiceRecord>) -> StateFile {
+        StateFile {
+            version: STATE_VERSION,
+            services,
+        }
+    }
+}
+
 impl Default for StateFile {
     fn default() -> Self {
         StateFile {

@@ -372,11 +372,9 @@ impl Actor {
                     let pid = proc.pid;
                     self.proc = Some(proc);
                     *exit = Some(fut);
-                    if self.state.restarts > 0 {
-                        if let Some((status, _)) = &self.state.last_exit {
-                            if let Some(line) = self.crashlog.on_restart(Instant::now(), status) {
-                                warn!(service = self.name(), "{} {line}", self.spec.name);
-                            }
+                    if let Some((status, _)) = &self.state.last_exit {
+                        if let Some(line) = self.crashlog.on_restart(Instant::now(), status) {
+                            warn!(service = self.name(), "{} {line}", self.spec.name);
                         }
                     }
                     debug!(service = self.name(), pid, "started");

@@ -174,7 +174,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> (Option<Config>, Vec<
         }
         Err(e) => (
             None,
-            vec![Diagnostic::error(file, None, format!("cannot read config file: {e}"))],
+            vec![Diagnostic::error(
+                file,
+                None,
+                format!("cannot read config file: {e}"),
+            )],
         ),
     }
 }
@@ -195,7 +199,9 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     f.take(cap + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > cap {
-        return Err(std::io::Error::other(format!("file grew past the {cap}-byte limit")));
+        return Err(std::io::Error::other(format!(
+            "file grew past the {cap}-byte limit"
+        )));
     }
     Ok(buf)
 }
@@ -208,7 +214,8 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> (Option<Config>,
             let diags = errors
                 .into_iter()
                 .map(|e| {
-                    Diagnostic::error(path, None, format!("invalid TOML: {}", e.message)).at_line(e.line)
+                    Diagnostic::error(path, None, format!("invalid TOML: {}", e.message))
+                        .at_line(e.line)
                 })
                 .collect();
             return (None, diags);
@@ -230,20 +237,28 @@ fn check_listen(ctx: &mut Ctx<'_>, root: &Node, listen: &str) {
         ctx.error(
             at,
             "listen",
-            format!("invalid listen address {listen:?}: expected IP:PORT such as \"127.0.0.1:9900\""),
+            format!(
+                "invalid listen address {listen:?}: expected IP:PORT such as \"127.0.0.1:9900\""
+            ),
         );
     }
 }
 
 fn field_node<'n>(root: &'n Node, key: &str) -> Option<&'n Node> {
     match &root.kind {
-        Kind::Map(entries) => entries.iter().rev().find(|e| e.key == key).map(|e| &e.value),
+        Kind::Map(entries) => entries
+            .iter()
+            .rev()
+            .find(|e| e.key == key)
+            .map(|e| &e.value),
         _ => None,
     }
 }
 
 fn read_root(ctx: &mut Ctx<'_>, root: &Node, cfg: &mut Config) {
-    let Some(mut f) = ctx.fields(root, "") else { return };
+    let Some(mut f) = ctx.fields(root, "") else {
+        return;
+    };
     if let Some(n) = f.get("manifests") {
         if let Some(p) = path_value(ctx, n, "manifests") {
             cfg.manifests = p;
@@ -286,7 +301,11 @@ fn read_root(ctx: &mut Ctx<'_>, root: &Node, cfg: &mut Config) {
         match ctx.string(n, "on_exit").as_deref() {
             Some("keep") => cfg.on_exit = OnExit::Keep,
             Some("stop") => cfg.on_exit = OnExit::Stop,
-            Some(other) => ctx.error(n, "on_exit", format!("{other:?}: expected \"keep\" or \"stop\"")),
+            Some(other) => ctx.error(
+                n,
+                "on_exit",
+                format!("{other:?}: expected \"keep\" or \"stop\""),
+            ),
             None => {}
         }
     }
@@ -334,7 +353,9 @@ fn path_value(ctx: &mut Ctx<'_>, n: &Node, field: &str) -> Option<PathBuf> {
 }
 
 fn read_logs(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
-    let Some(mut f) = ctx.fields(n, "logs") else { return };
+    let Some(mut f) = ctx.fields(n, "logs") else {
+        return;
+    };
     if let Some(v) = f.get("max_size") {
         let size = match &v.kind {
             Kind::Int(i) => u64::try_from(*i).ok(),
@@ -349,7 +370,10 @@ fn read_logs(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
                 ctx.error(
                     v,
                     "logs.max_size",
-                    format!("expected a byte count or a size such as \"10MiB\", found {}", other.describe()),
+                    format!(
+                        "expected a byte count or a size such as \"10MiB\", found {}",
+                        other.describe()
+                    ),
                 );
                 return;
             }
@@ -386,13 +410,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "Gi" | "GiB" => 1 << 30,
         "T" | "TB" => 1_000_000_000_000,
         "Ti" | "TiB" => 1 << 40,
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
+            ))
+        }
     };
-    num.checked_mul(mult).ok_or_else(|| format!("invalid size {s:?}: too large"))
+    num.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
-    let Some(mut f) = ctx.fields(n, "defaults") else { return };
+    let Some(mut f) = ctx.fields(n, "defaults") else {
+        return;
+    };
     if let Some(v) = f.get("stop_timeout") {
         if let Some(d) = ctx.duration(v, "defaults.stop_timeout") {
             cfg.default_stop_timeout = d;
@@ -418,12 +449,18 @@ fn read_backoff(ctx: &mut Ctx<'_>, n: &Node, path: &str, base: BackoffSpec) -> O
         b.max = ctx.duration(v, &f.sub("max")).unwrap_or(b.max);
     }
     if let Some(v) = f.get("reset_after") {
-        b.reset_after = ctx.duration(v, &f.sub("reset_after")).unwrap_or(b.reset_after);
+        b.reset_after = ctx
+            .duration(v, &f.sub("reset_after"))
+            .unwrap_or(b.reset_after);
     }
     if let Some(v) = f.get("factor") {
         if let Some(x) = ctx.float(v, &f.sub("factor")) {
             if !x.is_finite() || x < 1.0 {
-                ctx.error(v, &f.sub("factor"), format!("must be a number >= 1.0, found {x}"));
+                ctx.error(
+                    v,
+                    &f.sub("factor"),
+                    format!("must be a number >= 1.0, found {x}"),
+                );
             } else {
                 b.factor = x;
             }
@@ -432,7 +469,11 @@ fn read_backoff(ctx: &mut Ctx<'_>, n: &Node, path: &str, base: BackoffSpec) -> O
     if let Some(v) = f.get("jitter") {
         if let Some(x) = ctx.float(v, &f.sub("jitter")) {
             if !(0.0..=1.0).contains(&x) {
-                ctx.error(v, &f.sub("jitter"), format!("must be between 0.0 and 1.0, found {x}"));
+                ctx.error(
+                    v,
+                    &f.sub("jitter"),
+                    format!("must be between 0.0 and 1.0, found {x}"),
+                );
             } else {
                 b.jitter = x;
             }
@@ -454,7 +495,9 @@ fn read_backoff(ctx: &mut Ctx<'_>, n: &Node, path: &str, base: BackoffSpec) -> O
 }
 
 fn read_images(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
-    let Some(mut f) = ctx.fields(n, "images") else { return };
+    let Some(mut f) = ctx.fields(n, "images") else {
+        return;
+    };
     for e in f.all() {
         let path = format!("images.{:?}", e.key);
         if let Some(argv) = ctx.string_list(&e.value, &path) {
@@ -471,12 +514,19 @@ fn read_images(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
 fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 fn read_services(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
-    let Some(mut f) = ctx.fields(n, "services") else { return };
+    let Some(mut f) = ctx.fields(n, "services") else {
+        return;
+    };
     let entries = f.all();
     let mut specs = Vec::new();
     let mut after_nodes: Vec<(String, Vec<(String, Node)>)> = Vec::new();
@@ -513,7 +563,11 @@ fn read_services(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
         .collect();
     for cycle in find_cycles(&graph) {
         let first = &cycle[0];
-        let at = entries.iter().find(|e| &e.key == first).map(|e| &e.value).unwrap_or(n);
+        let at = entries
+            .iter()
+            .find(|e| &e.key == first)
+            .map(|e| &e.value)
+            .unwrap_or(n);
         ctx.error(
             at,
             &format!("services.{first}.after"),
@@ -528,7 +582,11 @@ fn read_services(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
 
 /// Every dependency cycle (each reported once), as `a -> b -> a`.
 fn find_cycles(graph: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
-    let index: BTreeMap<&str, usize> = graph.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = graph
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.as_str(), i))
+        .collect();
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut color = vec![0u8; graph.len()];
     let mut cycles = Vec::new();
@@ -544,7 +602,9 @@ fn find_cycles(graph: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
             if *edge < deps.len() {
                 let target = &deps[*edge];
                 *edge += 1;
-                let Some(&t) = index.get(target.as_str()) else { continue };
+                let Some(&t) = index.get(target.as_str()) else {
+                    continue;
+                };
                 match color[t] {
                     0 => {
                         color[t] = 1;
@@ -552,7 +612,10 @@ fn find_cycles(graph: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
                     }
                     1 => {
                         let pos = stack.iter().position(|(n, _)| *n == t).unwrap_or(0);
-                        let mut cycle: Vec<String> = stack[pos..].iter().map(|(n, _)| graph[*n].0.clone()).collect();
+                        let mut cycle: Vec<String> = stack[pos..]
+                            .iter()
+                            .map(|(n, _)| graph[*n].0.clone())
+                            .collect();
                         cycle.push(graph[t].0.clone());
                         cycles.push(cycle);
                     }
@@ -581,16 +644,21 @@ pub(crate) fn resolve_user(spec: &Kind) -> Result<(u32, Option<u32>), String> {
             Ok(uid) => by_number(uid),
             Err(_) => Err(format!("uid {i} is out of range")),
         },
-        Kind::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => match s.parse::<u32>() {
-            Ok(uid) => by_number(uid),
-            Err(_) => Err(format!("uid {s} is out of range")),
-        },
+        Kind::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => {
+            match s.parse::<u32>() {
+                Ok(uid) => by_number(uid),
+                Err(_) => Err(format!("uid {s} is out of range")),
+            }
+        }
         Kind::Str(s) => match nix::unistd::User::from_name(s) {
             Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
             Ok(None) => Err(format!("unknown user {s:?}")),
             Err(e) => Err(format!("cannot look up user {s:?}: {e}")),
         },
-        other => Err(format!("expected a user name or number, found {}", other.describe())),
+        other => Err(format!(
+            "expected a user name or number, found {}",
+            other.describe()
+        )),
     }
 }
 
@@ -598,15 +666,18 @@ pub(crate) fn resolve_user(spec: &Kind) -> Result<(u32, Option<u32>), String> {
 pub(crate) fn resolve_group(spec: &Kind) -> Result<u32, String> {
     match spec {
         Kind::Int(i) => u32::try_from(*i).map_err(|_| format!("gid {i} is out of range")),
-        Kind::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => {
-            s.parse::<u32>().map_err(|_| format!("gid {s} is out of range"))
-        }
+        Kind::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => s
+            .parse::<u32>()
+            .map_err(|_| format!("gid {s} is out of range")),
         Kind::Str(s) => match nix::unistd::Group::from_name(s) {
             Ok(Some(g)) => Ok(g.gid.as_raw()),
             Ok(None) => Err(format!("unknown group {s:?}")),
             Err(e) => Err(format!("cannot look up group {s:?}: {e}")),
         },
-        other => Err(format!("expected a group name or number, found {}", other.describe())),
+        other => Err(format!(
+            "expected a group name or number, found {}",
+            other.describe()
+        )),
     }
 }
 
@@ -614,7 +685,11 @@ pub(crate) fn resolve_group(spec: &Kind) -> Result<u32, String> {
 /// `"SIGTERM"` all give `"SIGTERM"`.
 pub fn normalize_signal(name: &str) -> Result<String, String> {
     let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     full.parse::<nix::sys::signal::Signal>()
         .map(|s| s.as_str().to_string())
         .map_err(|_| format!("unknown signal {name:?} (write e.g. \"SIGTERM\")"))
@@ -631,11 +706,19 @@ fn read_service(
     let mut f = ctx.fields(n, path)?;
     let mut argv = Vec::new();
     match f.get("command") {
-        None => ctx.error(n, &f.sub("command"), "missing: every service needs a command (a list: [\"/path/to/bin\", \"arg\"])"),
+        None => ctx.error(
+            n,
+            &f.sub("command"),
+            "missing: every service needs a command (a list: [\"/path/to/bin\", \"arg\"])",
+        ),
         Some(v) => {
             if let Some(cmd) = ctx.string_list(v, &f.sub("command")) {
                 if cmd.is_empty() || cmd[0].is_empty() {
-                    ctx.error(v, &f.sub("command"), "must be a non-empty list whose first element is the program");
+                    ctx.error(
+                        v,
+                        &f.sub("command"),
+                        "must be a non-empty list whose first element is the program",
+                    );
                 }
                 argv = cmd;
             }
@@ -664,7 +747,8 @@ fn read_service(
             }
         }
     }
-    env.entry("PATH".to_string()).or_insert_with(|| DEFAULT_PATH.to_string());
+    env.entry("PATH".to_string())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
     let mut working_dir = PathBuf::from("/");
     if let Some(v) = f.get("working_dir") {
         if let Some(s) = ctx.string(v, &f.sub("working_dir")) {
@@ -710,7 +794,11 @@ fn read_service(
             for (i, item) in items.iter().enumerate() {
                 if let Some(s) = ctx.string(item, &format!("{}[{i}]", f.sub("after"))) {
                     if s == name {
-                        ctx.error(item, &f.sub("after"), format!("dependency cycle: {name} -> {name}"));
+                        ctx.error(
+                            item,
+                            &f.sub("after"),
+                            format!("dependency cycle: {name} -> {name}"),
+                        );
                     } else if afters.iter().all(|(a, _): &(String, Node)| a != &s) {
                         afters.push((s, item.clone()));
                     }
@@ -744,7 +832,11 @@ fn read_service(
         match ctx.string(v, &f.sub("log")).as_deref() {
             Some("file") => log = LogMode::File,
             Some("inherit") => log = LogMode::Inherit,
-            Some(other) => ctx.error(v, &f.sub("log"), format!("{other:?}: expected \"file\" or \"inherit\"")),
+            Some(other) => ctx.error(
+                v,
+                &f.sub("log"),
+                format!("{other:?}: expected \"file\" or \"inherit\""),
+            ),
             None => {}
         }
     }
@@ -788,20 +880,31 @@ fn read_service(
 
 /// Reads a host-service probe table: exactly one of `http`, `http_unix`,
 /// `tcp`, `exec`, plus timing keys with kubelet defaults.
-fn read_host_probe(ctx: &mut Ctx<'_>, n: &Node, path: &str, must_succeed_once: bool) -> Option<Probe> {
+fn read_host_probe(
+    ctx: &mut Ctx<'_>,
+    n: &Node,
+    path: &str,
+    must_succeed_once: bool,
+) -> Option<Probe> {
     let before = ctx.diags.len();
     let mut f = ctx.fields(n, path)?;
     let mut handlers = Vec::new();
     if let Some(v) = f.get("http") {
         if let Some(url) = ctx.string(v, &f.sub("http")) {
             match parse_http_url(&url) {
-                Ok((scheme, host, port, p)) => {
-                    handlers.push(ProbeHandler::Http { scheme, host, port, path: p, headers: Vec::new() })
-                }
+                Ok((scheme, host, port, p)) => handlers.push(ProbeHandler::Http {
+                    scheme,
+                    host,
+                    port,
+                    path: p,
+                    headers: Vec::new(),
+                }),
                 Err(e) => ctx.error(v, &f.sub("http"), e),
             }
         } else {
-            handlers.push(ProbeHandler::Unresolved { reason: String::new() });
+            handlers.push(ProbeHandler::Unresolved {
+                reason: String::new(),
+            });
         }
     }
     if let Some(v) = f.get("http_unix") {
@@ -817,7 +920,11 @@ fn read_host_probe(ctx: &mut Ctx<'_>, n: &Node, path: &str, must_succeed_once: b
             let mut req_path = "/".to_string();
             if let Some(p) = hf.get("path") {
                 if let Some(p) = ctx.string(p, &hf.sub("path")) {
-                    req_path = if p.starts_with('/') { p } else { format!("/{p}") };
+                    req_path = if p.starts_with('/') {
+                        p
+                    } else {
+                        format!("/{p}")
+                    };
                 }
             }
             hf.finish(ctx, Severity::Error);
@@ -825,28 +932,43 @@ fn read_host_probe(ctx: &mut Ctx<'_>, n: &Node, path: &str, must_succeed_once: b
                 if !socket.starts_with('/') {
                     ctx.error(v, &format!("{sub}.socket"), "must be an absolute path");
                 }
-                handlers.push(ProbeHandler::HttpUnix { socket: PathBuf::from(socket), path: req_path });
+                handlers.push(ProbeHandler::HttpUnix {
+                    socket: PathBuf::from(socket),
+                    path: req_path,
+                });
             }
         }
     }
     if let Some(v) = f.get("tcp") {
         if let Some(addr) = ctx.string(v, &f.sub("tcp")) {
             match split_host_port(&addr) {
-                Some((host, port)) if !host.is_empty() => handlers.push(ProbeHandler::Tcp { host, port }),
-                _ => ctx.error(v, &f.sub("tcp"), format!("{addr:?}: expected HOST:PORT such as \"127.0.0.1:2379\"")),
+                Some((host, port)) if !host.is_empty() => {
+                    handlers.push(ProbeHandler::Tcp { host, port })
+                }
+                _ => ctx.error(
+                    v,
+                    &f.sub("tcp"),
+                    format!("{addr:?}: expected HOST:PORT such as \"127.0.0.1:2379\""),
+                ),
             }
         }
     }
     if let Some(v) = f.get("exec") {
         if let Some(argv) = ctx.string_list(v, &f.sub("exec")) {
             if argv.is_empty() || argv[0].is_empty() {
-                ctx.error(v, &f.sub("exec"), "must be a non-empty list whose first element is the program");
+                ctx.error(
+                    v,
+                    &f.sub("exec"),
+                    "must be a non-empty list whose first element is the program",
+                );
             }
             handlers.push(ProbeHandler::Exec { argv });
         }
     }
     let mut probe = Probe {
-        handler: ProbeHandler::Unresolved { reason: String::new() },
+        handler: ProbeHandler::Unresolved {
+            reason: String::new(),
+        },
         initial_delay: Duration::ZERO,
         period: Duration::from_secs(10),
         timeout: Duration::from_secs(1),
@@ -883,7 +1005,11 @@ fn read_host_probe(ctx: &mut Ctx<'_>, n: &Node, path: &str, must_succeed_once: b
     if let Some(v) = f.get("success_threshold") {
         if let Some(i) = ctx.int_in(v, &f.sub("success_threshold"), 1, i32::MAX.into()) {
             if must_succeed_once && i != 1 {
-                ctx.error(v, &f.sub("success_threshold"), "must be 1 for liveness and startup probes");
+                ctx.error(
+                    v,
+                    &f.sub("success_threshold"),
+                    "must be 1 for liveness and startup probes",
+                );
             }
             probe.success_threshold = i as u32;
         }
@@ -922,7 +1048,9 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// 80/443) and path including the query (default `/`).
 pub fn parse_http_url(url: &str) -> Result<(Scheme, String, u16, String), String> {
     let bad = |why: &str| format!("invalid probe URL {url:?}: {why}");
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected http://HOST[:PORT]/PATH"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected http://HOST[:PORT]/PATH"))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -941,7 +1069,11 @@ pub fn parse_http_url(url: &str) -> Result<(Scheme, String, u16, String), String
                 let host = &authority[1..end];
                 let after = &authority[end + 1..];
                 let port = match after.strip_prefix(':') {
-                    Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("invalid port"))?,
+                    Some(p) => p
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad("invalid port"))?,
                     None if after.is_empty() => default_port,
                     None => return Err(bad("invalid host")),
                 };
@@ -953,7 +1085,10 @@ pub fn parse_http_url(url: &str) -> Result<(Scheme, String, u16, String), String
         match authority.split_once(':') {
             Some((h, p)) => (
                 h.to_string(),
-                p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("invalid port"))?,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("invalid port"))?,
             ),
             None => (authority.to_string(), default_port),
         }

@@ -34,18 +34,44 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error about `file`.
-    pub fn error(file: impl Into<PathBuf>, field: Option<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, file: file.into(), line: None, field, message: message.into() }
+    pub fn error(
+        file: impl Into<PathBuf>,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.into(),
+            line: None,
+            field,
+            message: message.into(),
+        }
     }
 
     /// A warning about `file`.
-    pub fn warning(file: impl Into<PathBuf>, field: Option<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, file: file.into(), line: None, field, message: message.into() }
+    pub fn warning(
+        file: impl Into<PathBuf>,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            file: file.into(),
+            line: None,
+            field,
+            message: message.into(),
+        }
     }
 
     /// A note about `file`.
     pub fn note(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Note, file: file.into(), line: None, field: None, message: message.into() }
+        Diagnostic {
+            severity: Severity::Note,
+            file: file.into(),
+            line: None,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// Sets the line.

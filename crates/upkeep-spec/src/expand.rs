@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn static_lookup_last_wins() {
-        let pairs = vec![("A".to_string(), "1".to_string()), ("A".to_string(), "2".to_string())];
+        let pairs = vec![
+            ("A".to_string(), "1".to_string()),
+            ("A".to_string(), "2".to_string()),
+        ];
         assert_eq!(expand("$(A)", static_lookup(&pairs)), "2");
         assert_eq!(expand("$(B)", static_lookup(&pairs)), "$(B)");
     }

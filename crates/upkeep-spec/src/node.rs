@@ -88,8 +88,13 @@ impl Node {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<Kind>::deserialize(d)?;
-        let line = usize::try_from(spanned.referenced.line()).ok().filter(|l| *l > 0);
-        Ok(Node { kind: spanned.value, line })
+        let line = usize::try_from(spanned.referenced.line())
+            .ok()
+            .filter(|l| *l > 0);
+        Ok(Node {
+            kind: spanned.value,
+            line,
+        })
     }
 }
 
@@ -120,7 +125,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Int(v))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Kind, E> {
-        Ok(i128::try_from(v).map(Kind::Int).unwrap_or(Kind::Float(v as f64)))
+        Ok(i128::try_from(v)
+            .map(Kind::Int)
+            .unwrap_or(Kind::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Kind, E> {
         Ok(Kind::Float(v))
@@ -196,7 +203,10 @@ pub(crate) fn parse_yaml(text: &str) -> Result<(Option<Node>, bool), ParseError>
                 .location()
                 .and_then(|l| usize::try_from(l.line()).ok())
                 .filter(|l| *l > 0);
-            return Err(ParseError { message: yaml_message(&e), line });
+            return Err(ParseError {
+                message: yaml_message(&e),
+                line,
+            });
         }
     };
     // Only the first document counts (as the kubelet); note whether there is more.
@@ -245,7 +255,10 @@ pub(crate) fn parse_toml(text: &str) -> Result<Node, Vec<ParseError>> {
             .collect());
     }
     let line = Some(lines.line(table.span().start));
-    Ok(Node { kind: toml_table(table.get_ref(), &lines), line })
+    Ok(Node {
+        kind: toml_table(table.get_ref(), &lines),
+        line,
+    })
 }
 
 fn toml_table(table: &toml::de::DeTable<'_>, lines: &Lines) -> Kind {
@@ -317,10 +330,19 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(file: &'a Path) -> Self {
-        Ctx { file, diags: Vec::new() }
+        Ctx {
+            file,
+            diags: Vec::new(),
+        }
     }
 
-    pub fn push(&mut self, sev: Severity, line: Option<usize>, field: &str, msg: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        sev: Severity,
+        line: Option<usize>,
+        field: &str,
+        msg: impl Into<String>,
+    ) {
         self.diags.push(Diagnostic {
             severity: sev,
             file: self.file.to_path_buf(),
@@ -336,10 +358,6 @@ impl<'a> Ctx<'a> {
 
     pub fn warn(&mut self, node: &Node, field: &str, msg: impl Into<String>) {
         self.push(Severity::Warning, node.line, field, msg);
-    }
-
-    pub fn note(&mut self, node: &Node, field: &str, msg: impl Into<String>) {
-        self.push(Severity::Note, node.line, field, msg);
     }
 
     pub fn has_errors(&self) -> bool {
@@ -365,7 +383,12 @@ impl<'a> Ctx<'a> {
                 entries,
                 used: vec![false; entries.len()],
             }),
-            Kind::Null => Some(Fields { node, path: path.to_string(), entries: &[], used: vec![] }),
+            Kind::Null => Some(Fields {
+                node,
+                path: path.to_string(),
+                entries: &[],
+                used: vec![],
+            }),
             _ => {
                 self.type_error(node, path, "a mapping");
                 None
@@ -383,14 +406,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A string, where `null` means absent.
-    pub fn opt_string(&mut self, node: &Node, path: &str) -> Option<String> {
-        match &node.kind {
-            Kind::Null => None,
-            _ => self.string(node, path),
-        }
-    }
-
     pub fn int(&mut self, node: &Node, path: &str) -> Option<i128> {
         match &node.kind {
             Kind::Int(i) => Some(*i),
@@ -405,7 +420,11 @@ impl<'a> Ctx<'a> {
     pub fn int_in(&mut self, node: &Node, path: &str, lo: i128, hi: i128) -> Option<i128> {
         let v = self.int(node, path)?;
         if v < lo || v > hi {
-            self.error(node, path, format!("must be between {lo} and {hi}, found {v}"));
+            self.error(
+                node,
+                path,
+                format!("must be between {lo} and {hi}, found {v}"),
+            );
             return None;
         }
         Some(v)
@@ -552,7 +571,11 @@ impl<'n> Fields<'n> {
     pub fn finish(self, ctx: &mut Ctx<'_>, sev: Severity) {
         for (e, used) in self.entries.iter().zip(&self.used) {
             if !used {
-                let what = if sev == Severity::Error { "unknown key" } else { "unknown field, ignored" };
+                let what = if sev == Severity::Error {
+                    "unknown key"
+                } else {
+                    "unknown field, ignored"
+                };
                 let line = e.value.line.or(self.node.line);
                 ctx.push(sev, line, &self.sub(&e.key), what);
             }
@@ -569,11 +592,15 @@ mod tests {
         let (node, more) = parse_yaml("a: 1\nb:\n  - \"2\"\n  - x\nc: 1.5\nd: yes\n").unwrap();
         let node = node.unwrap();
         assert!(!more);
-        let Kind::Map(entries) = &node.kind else { panic!("not a map") };
+        let Kind::Map(entries) = &node.kind else {
+            panic!("not a map")
+        };
         assert_eq!(entries[0].key, "a");
         assert_eq!(entries[0].value.kind, Kind::Int(1));
         assert_eq!(entries[0].value.line, Some(1));
-        let Kind::Seq(items) = &entries[1].value.kind else { panic!("not a seq") };
+        let Kind::Seq(items) = &entries[1].value.kind else {
+            panic!("not a seq")
+        };
         assert_eq!(items[0].kind, Kind::Str("2".into()));
         assert_eq!(items[1].line, Some(4));
         assert_eq!(entries[2].value.kind, Kind::Float(1.5));
@@ -590,16 +617,24 @@ mod tests {
     #[test]
     fn yaml_duplicate_keys_are_an_error() {
         let err = parse_yaml("a: 1\na: 2\n").unwrap_err();
-        assert!(err.message.to_lowercase().contains("duplicate"), "{}", err.message);
+        assert!(
+            err.message.to_lowercase().contains("duplicate"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn toml_lines() {
         let node = parse_toml("x = 1\n\n[t]\ny = \"s\"\n").unwrap();
-        let Kind::Map(entries) = &node.kind else { panic!("not a map") };
+        let Kind::Map(entries) = &node.kind else {
+            panic!("not a map")
+        };
         assert_eq!(entries[0].key, "x");
         assert_eq!(entries[1].key, "t");
-        let Kind::Map(inner) = &entries[1].value.kind else { panic!("not a map") };
+        let Kind::Map(inner) = &entries[1].value.kind else {
+            panic!("not a map")
+        };
         assert_eq!(inner[0].value.line, Some(4));
         let errs = parse_toml("x = \n").unwrap_err();
         assert_eq!(errs[0].line, Some(1));

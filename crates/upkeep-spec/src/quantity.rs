@@ -34,7 +34,11 @@ impl Quantity {
         if digits.len() > 36 {
             return Err(format!("invalid quantity {s:?}: too many digits"));
         }
-        let mantissa: u128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| bad())? };
+        let mantissa: u128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| bad())?
+        };
         let frac_len = i32::try_from(frac_part.len()).map_err(|_| bad())?;
         let (exp10, exp2): (i32, u32) = match suffix {
             "" => (0, 0),
@@ -65,7 +69,11 @@ impl Quantity {
                 (exp, 0)
             }
         };
-        Ok(Quantity { mantissa, exp10: exp10 - frac_len, exp2 })
+        Ok(Quantity {
+            mantissa,
+            exp10: exp10 - frac_len,
+            exp2,
+        })
     }
 
     /// `ceil(self * scale)` as an integer, `None` on overflow.
@@ -134,7 +142,9 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for s in ["", "Mi", "1.2.3", "-1", "1Qi", "1e", "1e1000", "abc", "1 Mi", "."] {
+        for s in [
+            "", "Mi", "1.2.3", "-1", "1Qi", "1e", "1e1000", "abc", "1 Mi", ".",
+        ] {
             assert!(Quantity::parse(s).is_err(), "{s:?} should fail");
         }
         assert_eq!(Quantity::parse("1000Ei").unwrap().value(), None);
