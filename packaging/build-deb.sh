@@ -61,6 +61,13 @@ else
 fi
 [ -x "$bin" ] || die "no executable at $bin"
 
+# Reproducible output: dpkg-deb clamps file times to SOURCE_DATE_EPOCH; the
+# default is the time of the last commit.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
+fi
+export SOURCE_DATE_EPOCH
+
 stage=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-deb.XXXXXX")
 trap 'rm -rf -- "$stage"' EXIT
 chmod 0755 "$stage"
@@ -108,7 +115,7 @@ upkeep ($deb_version) unstable; urgency=medium
 
   * Release $cargo_version; see the project history for the changes.
 
- -- upkeep maintainers <upkeep@example.invalid>  $(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}")
+ -- upkeep maintainers <upkeep@example.invalid>  $(date -R -u -d "@$SOURCE_DATE_EPOCH")
 EOF
 chmod 0644 "$doc"/*.gz
 
@@ -159,7 +166,8 @@ Description: supervisor for Kubernetes control-plane nodes
  reports on http://127.0.0.1:9900/health and /metrics (Prometheus).
  .
  The service is installed but neither enabled nor started: hand the
- manifests over from the kubelet first (see operations.md).
+ manifests over from the kubelet first: see
+ /usr/share/doc/upkeep/operations.md.gz.
 EOF
 chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/conffiles" "$stage/DEBIAN/md5sums"
 

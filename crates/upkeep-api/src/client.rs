@@ -98,7 +98,10 @@ pub enum ClientError {
 /// trailing `/` are tolerated.
 pub fn connect_target(listen: &str) -> Result<String, ClientError> {
     let trimmed = listen.trim();
-    let trimmed = trimmed.strip_prefix("http://").unwrap_or(trimmed).trim_end_matches('/');
+    let trimmed = trimmed
+        .strip_prefix("http://")
+        .unwrap_or(trimmed)
+        .trim_end_matches('/');
     if let Ok(mut addr) = trimmed.parse::<SocketAddr>() {
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr.ip() {
@@ -109,10 +112,14 @@ pub fn connect_target(listen: &str) -> Result<String, ClientError> {
         return Ok(addr.to_string());
     }
     match trimmed.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() => {
+        Some((host, port))
+            if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() =>
+        {
             Ok(trimmed.to_string())
         }
-        _ => Err(ClientError::InvalidAddress { addr: listen.to_string() }),
+        _ => Err(ClientError::InvalidAddress {
+            addr: listen.to_string(),
+        }),
     }
 }
 
@@ -142,9 +149,17 @@ pub async fn fetch_health(listen: &str, name: Option<&str>) -> Result<(u16, Valu
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(&addr)
             .await
-            .map_err(|source| ClientError::Unreachable { addr: addr.clone(), source })?;
-        let http_err = |source| ClientError::Http { addr: addr.clone(), source };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http_err)?;
+            .map_err(|source| ClientError::Unreachable {
+                addr: addr.clone(),
+                source,
+            })?;
+        let http_err = |source| ClientError::Http {
+            addr: addr.clone(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_err)?;
         let driver = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("status client: connection: {e}");
@@ -154,19 +169,26 @@ pub async fn fetch_health(listen: &str, name: Option<&str>) -> Result<(u16, Valu
             .header(HOST, addr.as_str())
             .header(USER_AGENT, concat!("upkeep/", env!("CARGO_PKG_VERSION")))
             .body(Empty::<Bytes>::new())
-            .map_err(|e| ClientError::BadResponse { what: "building the request".into(), detail: e.to_string() })?;
+            .map_err(|e| ClientError::BadResponse {
+                what: "building the request".into(),
+                detail: e.to_string(),
+            })?;
         let result = async {
             let resp = sender.send_request(req).await.map_err(http_err)?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| ClientError::BadResponse { what: format!("GET {path} from {addr}"), detail: e.to_string() })?
+                .map_err(|e| ClientError::BadResponse {
+                    what: format!("GET {path} from {addr}"),
+                    detail: e.to_string(),
+                })?
                 .to_bytes();
-            let json: Value = serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-                what: format!("GET {path} from {addr} (HTTP {status})"),
-                detail: format!("not JSON: {e}"),
-            })?;
+            let json: Value =
+                serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+                    what: format!("GET {path} from {addr} (HTTP {status})"),
+                    detail: format!("not JSON: {e}"),
+                })?;
             Ok((status, json))
         }
         .await;
@@ -175,7 +197,10 @@ pub async fn fetch_health(listen: &str, name: Option<&str>) -> Result<(u16, Valu
     };
     tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
-        .map_err(|_| ClientError::Timeout { what: format!("GET {path} from {addr}"), after: FETCH_TIMEOUT })?
+        .map_err(|_| ClientError::Timeout {
+            what: format!("GET {path} from {addr}"),
+            after: FETCH_TIMEOUT,
+        })?
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -207,7 +232,14 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     if !sep_ok {
         return None;
     }
-    let (y, mo, d, h, mi, se) = (num(0, 4)?, num(5, 7)?, num(8, 10)?, num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0, 4)?,
+        num(5, 7)?,
+        num(8, 10)?,
+        num(11, 13)?,
+        num(14, 16)?,
+        num(17, 19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -268,7 +300,9 @@ pub fn human_duration(d: Duration) -> String {
 
 /// Replaces control characters (terminal escapes) with `?`.
 fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn cell_str(v: &Value) -> String {
@@ -315,7 +349,16 @@ pub fn format_table_at(health: &Value, now: SystemTime) -> String {
         }
         None => &[],
     };
-    let mut rows: Vec<[String; 7]> = vec![["NAME", "STATE", "PID", "RESTARTS", "AGE", "READY", "LAST-EXIT"].map(String::from)];
+    let mut rows: Vec<[String; 7]> = vec![[
+        "NAME",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "AGE",
+        "READY",
+        "LAST-EXIT",
+    ]
+    .map(String::from)];
     for s in services {
         let field = |k: &str| s.get(k).unwrap_or(&Value::Null);
         rows.push([
@@ -351,13 +394,22 @@ pub fn format_table_at(health: &Value, now: SystemTime) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    if let Some(errors) = health.get("manifest_errors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
+    if let Some(errors) = health
+        .get("manifest_errors")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+    {
         out.push_str("\nMANIFEST ERRORS (the last good version keeps running)\n");
         for e in errors {
             let file = e.get("file").and_then(Value::as_str).unwrap_or("?");
             let error = e.get("error").and_then(Value::as_str).unwrap_or("?");
             let mut lines = error.lines().map(printable);
-            let _ = writeln!(out, "{}: {}", printable(file), lines.next().unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "{}: {}",
+                printable(file),
+                lines.next().unwrap_or_default()
+            );
             for more in lines {
                 let _ = writeln!(out, "    {more}");
             }
@@ -381,7 +433,15 @@ mod tests {
         let z = parse_rfc3339("2026-11-23T20:11:55Z").unwrap();
         assert_eq!(parse_rfc3339("2026-11-23T21:11:55+01:00"), Some(z));
         assert_eq!(parse_rfc3339("2026-11-23T19:41:55-00:30"), Some(z));
-        for bad in ["", "2026-11-23", "2026-13-01T00:00:00Z", "2026-11-23T20:11:55", "2026-11-23T20:11:55.Z", "x026-11-23T20:11:55Z", "2026-11-23T20:11:55+0100"] {
+        for bad in [
+            "",
+            "2026-11-23",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T20:11:55",
+            "2026-11-23T20:11:55.Z",
+            "x026-11-23T20:11:55Z",
+            "2026-11-23T20:11:55+0100",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -423,19 +483,61 @@ mod tests {
         });
         let out = format_table_at(&health, now);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "STATE", "PID", "RESTARTS", "AGE", "READY", "LAST-EXIT"]);
-        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["etcd", "running", "1234", "0", "5m3s", "yes", "-"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "NAME",
+                "STATE",
+                "PID",
+                "RESTARTS",
+                "AGE",
+                "READY",
+                "LAST-EXIT"
+            ]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["etcd", "running", "1234", "0", "5m3s", "yes", "-"]
+        );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["kube-system-pod/sidecar", "backoff", "-", "37", "2h", "no", "code", "1"]
+            [
+                "kube-system-pod/sidecar",
+                "backoff",
+                "-",
+                "37",
+                "2h",
+                "no",
+                "code",
+                "1"
+            ]
         );
-        assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["kube-scheduler", "starting", "99", "2", "-", "no", "SIGKILL"]);
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            [
+                "kube-scheduler",
+                "starting",
+                "99",
+                "2",
+                "-",
+                "no",
+                "SIGKILL"
+            ]
+        );
         // Every column starts at the same offset on every row.
         for col in ["STATE", "PID", "RESTARTS", "AGE", "READY", "LAST-EXIT"] {
             let at = lines[0].find(col).unwrap();
             for row in &lines[1..4] {
-                assert_ne!(row.as_bytes()[at], b' ', "column {col} misaligned in {row:?}");
-                assert_eq!(row.as_bytes()[at - 1], b' ', "column {col} misaligned in {row:?}");
+                assert_ne!(
+                    row.as_bytes()[at],
+                    b' ',
+                    "column {col} misaligned in {row:?}"
+                );
+                assert_eq!(
+                    row.as_bytes()[at - 1],
+                    b' ',
+                    "column {col} misaligned in {row:?}"
+                );
             }
         }
         assert!(out.contains("MANIFEST ERRORS"));
@@ -459,9 +561,21 @@ mod tests {
         assert_eq!(connect_target("127.0.0.1:9900").unwrap(), "127.0.0.1:9900");
         assert_eq!(connect_target("0.0.0.0:9900").unwrap(), "127.0.0.1:9900");
         assert_eq!(connect_target("[::]:9900").unwrap(), "[::1]:9900");
-        assert_eq!(connect_target("http://localhost:9900/").unwrap(), "localhost:9900");
-        assert!(matches!(connect_target("9900"), Err(ClientError::InvalidAddress { .. })));
-        assert!(matches!(connect_target("host:notaport"), Err(ClientError::InvalidAddress { .. })));
-        assert_eq!(encode_segment("kube-system-pod/c x"), "kube-system-pod%2Fc%20x");
+        assert_eq!(
+            connect_target("http://localhost:9900/").unwrap(),
+            "localhost:9900"
+        );
+        assert!(matches!(
+            connect_target("9900"),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        assert!(matches!(
+            connect_target("host:notaport"),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        assert_eq!(
+            encode_segment("kube-system-pod/c x"),
+            "kube-system-pod%2Fc%20x"
+        );
     }
 }

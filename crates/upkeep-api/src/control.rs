@@ -88,7 +88,11 @@ pub enum ServeError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ServeError + 'a {
-    move |source| ServeError::Io { action, path: path.to_path_buf(), source }
+    move |source| ServeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Removes a stale socket at `path` (nobody answers on it). Refuses when a
@@ -100,10 +104,14 @@ fn clear_stale(path: &Path) -> Result<(), ServeError> {
         Err(e) => return Err(io_err("inspecting", path)(e)),
     };
     if !meta.file_type().is_socket() {
-        return Err(ServeError::NotASocket { path: path.to_path_buf() });
+        return Err(ServeError::NotASocket {
+            path: path.to_path_buf(),
+        });
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(ServeError::InUse { path: path.to_path_buf() }),
+        Ok(_) => Err(ServeError::InUse {
+            path: path.to_path_buf(),
+        }),
         Err(_) => std::fs::remove_file(path).map_err(io_err("removing the stale", path)),
     }
 }
@@ -131,11 +139,16 @@ pub async fn serve_control_with(
     let listener = UnixListener::bind(path).map_err(io_err("binding", path))?;
     // bind() honours the umask (0755 at worst with 022: connect() needs
     // write permission, so others are already locked out); tighten to 0600.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("setting mode 0600 on", path))?;
-    let ino = std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("setting mode 0600 on", path))?;
+    let ino = std::fs::symlink_metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
     let euid = nix::unistd::geteuid().as_raw();
     let config = Arc::new(config);
-    let permits = Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+    let permits = Arc::new(Semaphore::new(
+        config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -169,7 +182,12 @@ pub async fn serve_control_with(
     }
     drop(listener);
     // Remove the socket only if it is still ours (not a successor's).
-    if ino.is_some() && std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).ok() == ino {
+    if ino.is_some()
+        && std::fs::symlink_metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+            == ino
+    {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("control: removing {}: {e}", path.display());
         }
@@ -178,7 +196,8 @@ pub async fn serve_control_with(
 }
 
 async fn write_reply(stream: &mut UnixStream, reply: &ControlReply) {
-    let mut line = serde_json::to_vec(reply).unwrap_or_else(|_| br#"{"ok":false,"message":"internal error"}"#.to_vec());
+    let mut line = serde_json::to_vec(reply)
+        .unwrap_or_else(|_| br#"{"ok":false,"message":"internal error"}"#.to_vec());
     line.push(b'\n');
     let write = async {
         stream.write_all(&line).await?;
@@ -192,10 +211,18 @@ async fn write_reply(stream: &mut UnixStream, reply: &ControlReply) {
 }
 
 fn refuse(message: impl Into<String>) -> ControlReply {
-    ControlReply { ok: false, message: message.into() }
+    ControlReply {
+        ok: false,
+        message: message.into(),
+    }
 }
 
-async fn handle_client(mut stream: UnixStream, tx: ControlSender, config: &ControlConfig, euid: u32) {
+async fn handle_client(
+    mut stream: UnixStream,
+    tx: ControlSender,
+    config: &ControlConfig,
+    euid: u32,
+) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -206,7 +233,11 @@ async fn handle_client(mut stream: UnixStream, tx: ControlSender, config: &Contr
     };
     let uid = cred.uid();
     if uid != 0 && uid != euid {
-        tracing::warn!(uid, pid = cred.pid(), "control: refused a request from an unprivileged user");
+        tracing::warn!(
+            uid,
+            pid = cred.pid(),
+            "control: refused a request from an unprivileged user"
+        );
         write_reply(&mut stream, &refuse(DENIED_MESSAGE)).await;
         return;
     }
@@ -252,7 +283,10 @@ async fn handle_client(mut stream: UnixStream, tx: ControlSender, config: &Contr
 /// its reply. A refused peer (not root, not upkeep's user), at the socket's
 /// permissions or at upkeep's uid check, is [`ClientError::PermissionDenied`];
 /// a missing socket is [`ClientError::NotRunning`].
-pub async fn control_request(path: &Path, req: &ControlRequest) -> Result<ControlReply, ClientError> {
+pub async fn control_request(
+    path: &Path,
+    req: &ControlRequest,
+) -> Result<ControlReply, ClientError> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e) => {
@@ -261,39 +295,59 @@ pub async fn control_request(path: &Path, req: &ControlRequest) -> Result<Contro
                 io::ErrorKind::NotFound => ClientError::NotRunning { path },
                 io::ErrorKind::ConnectionRefused => ClientError::StaleSocket { path },
                 io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path },
-                _ => ClientError::Io { context: format!("connecting to the control socket {}", path.display()), source: e },
+                _ => ClientError::Io {
+                    context: format!("connecting to the control socket {}", path.display()),
+                    source: e,
+                },
             });
         }
     };
-    let mut line = serde_json::to_vec(req)
-        .map_err(|e| ClientError::BadResponse { what: "encoding the request".into(), detail: e.to_string() })?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::BadResponse {
+        what: "encoding the request".into(),
+        detail: e.to_string(),
+    })?;
     line.push(b'\n');
     let io_ctx = |what: &str| format!("{what} the control socket {}", path.display());
     let exchange = async {
-        stream.write_all(&line).await.map_err(|source| ClientError::Io { context: io_ctx("writing to"), source })?;
+        stream
+            .write_all(&line)
+            .await
+            .map_err(|source| ClientError::Io {
+                context: io_ctx("writing to"),
+                source,
+            })?;
         let mut reply = Vec::new();
         BufReader::new(&mut stream)
             .take(MAX_REPLY_BYTES)
             .read_until(b'\n', &mut reply)
             .await
-            .map_err(|source| ClientError::Io { context: io_ctx("reading from"), source })?;
+            .map_err(|source| ClientError::Io {
+                context: io_ctx("reading from"),
+                source,
+            })?;
         Ok::<_, ClientError>(reply)
     };
     let reply = tokio::time::timeout(CLIENT_REPLY_TIMEOUT, exchange)
         .await
-        .map_err(|_| ClientError::Timeout { what: io_ctx("waiting for a reply on"), after: CLIENT_REPLY_TIMEOUT })??;
+        .map_err(|_| ClientError::Timeout {
+            what: io_ctx("waiting for a reply on"),
+            after: CLIENT_REPLY_TIMEOUT,
+        })??;
     if reply.is_empty() {
         return Err(ClientError::BadResponse {
             what: format!("control socket {}", path.display()),
             detail: "upkeep closed the connection without a reply".into(),
         });
     }
-    let reply: ControlReply = serde_json::from_slice(reply.trim_ascii()).map_err(|e| ClientError::BadResponse {
-        what: format!("control socket {}", path.display()),
-        detail: e.to_string(),
-    })?;
+    let reply: ControlReply =
+        serde_json::from_slice(reply.trim_ascii()).map_err(|e| ClientError::BadResponse {
+            what: format!("control socket {}", path.display()),
+            detail: e.to_string(),
+        })?;
     if !reply.ok && reply.message == DENIED_MESSAGE {
-        return Err(ClientError::PermissionDenied { path: path.to_path_buf() });
+        return Err(ClientError::PermissionDenied {
+            path: path.to_path_buf(),
+        });
     }
     Ok(reply)
 }
@@ -309,7 +363,10 @@ mod tests {
         assert!(clear_stale(&missing).is_ok());
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        assert!(matches!(clear_stale(&file), Err(ServeError::NotASocket { .. })));
+        assert!(matches!(
+            clear_stale(&file),
+            Err(ServeError::NotASocket { .. })
+        ));
         assert!(file.exists(), "a regular file is never removed");
     }
 

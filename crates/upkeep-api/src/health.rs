@@ -90,11 +90,18 @@ pub fn health_json(snapshot: &Snapshot, now: SystemTime) -> Result<Vec<u8>, serd
     let view = HealthView {
         status: status_word(snapshot),
         // `services` is a BTreeMap keyed by name: values() is in name order.
-        services: snapshot.services.values().map(|s| service_view(s, now)).collect(),
+        services: snapshot
+            .services
+            .values()
+            .map(|s| service_view(s, now))
+            .collect(),
         manifest_errors: snapshot
             .manifest_errors
             .iter()
-            .map(|e| ManifestErrorView { file: &e.file, error: &e.error })
+            .map(|e| ManifestErrorView {
+                file: &e.file,
+                error: &e.error,
+            })
             .collect(),
     };
     serde_json::to_vec(&view)
@@ -131,20 +138,40 @@ mod tests {
         let mut snap = Snapshot::default();
         let mut b = ServiceStatus::new("b", "/m/b.yaml", t(5));
         b.state = "backoff".into();
-        b.last_exit = Some(LastExit { code: None, signal: Some("SIGKILL".into()), at: "x".into() });
+        b.last_exit = Some(LastExit {
+            code: None,
+            signal: Some("SIGKILL".into()),
+            at: "x".into(),
+        });
         b.next_start_at = Some(t(7));
         snap.services.insert("b".into(), b);
-        snap.services.insert("a".into(), ServiceStatus::new("a", "/m/a.yaml", t(5)));
-        snap.manifest_errors.push(ManifestError { file: "f".into(), error: "e".into() });
-        let v: serde_json::Value = serde_json::from_slice(&health_json(&snap, t(6)).unwrap()).unwrap();
+        snap.services
+            .insert("a".into(), ServiceStatus::new("a", "/m/a.yaml", t(5)));
+        snap.manifest_errors.push(ManifestError {
+            file: "f".into(),
+            error: "e".into(),
+        });
+        let v: serde_json::Value =
+            serde_json::from_slice(&health_json(&snap, t(6)).unwrap()).unwrap();
         let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(top, ["manifest_errors", "services", "status"]);
         assert_eq!(v["status"], "degraded");
-        let names: Vec<&str> = v["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(v["services"][1]["next_start_in_ms"], 1000);
-        assert_eq!(v["services"][1]["last_exit"], serde_json::json!({"code": null, "signal": "SIGKILL", "at": "x"}));
+        assert_eq!(
+            v["services"][1]["last_exit"],
+            serde_json::json!({"code": null, "signal": "SIGKILL", "at": "x"})
+        );
         assert_eq!(v["services"][0]["last_exit"], serde_json::Value::Null);
-        assert_eq!(v["manifest_errors"], serde_json::json!([{"file": "f", "error": "e"}]));
+        assert_eq!(
+            v["manifest_errors"],
+            serde_json::json!([{"file": "f", "error": "e"}])
+        );
     }
 }

@@ -67,24 +67,46 @@ impl Default for HttpConfig {
     }
 }
 
+/// Production settings with this version (for `upkeep_build_info`).
+impl From<&str> for HttpConfig {
+    fn from(version: &str) -> Self {
+        HttpConfig {
+            version: version.into(),
+            ..HttpConfig::default()
+        }
+    }
+}
+
+/// Production settings with this version (for `upkeep_build_info`).
+impl From<String> for HttpConfig {
+    fn from(version: String) -> Self {
+        HttpConfig {
+            version,
+            ..HttpConfig::default()
+        }
+    }
+}
+
 struct State {
     shared: Arc<Shared>,
     config: HttpConfig,
     metrics: Option<Metrics>,
 }
 
-/// Serves the status endpoints on `listener` until `shutdown` completes,
-/// then stops accepting, lets in-flight responses finish (up to
-/// `config.shutdown_grace`) and returns. Errors on single connections
+/// Serves the status endpoints on `listener` with `config` (an
+/// [`HttpConfig`], or just the version string for the production settings)
+/// until `shutdown` completes, then stops accepting, lets in-flight
+/// responses finish (up to `config.shutdown_grace`) and returns. Errors on single connections
 /// (malformed requests, timeouts, resets) are logged at debug level and
 /// never end the server; accept errors (e.g. out of file descriptors) are
 /// logged and retried.
 pub async fn serve_http(
     listener: TcpListener,
     shared: Arc<Shared>,
-    config: HttpConfig,
+    config: impl Into<HttpConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let config = config.into();
     let metrics = match Metrics::new(shared.clone(), &config.version) {
         Ok(m) => Some(m),
         Err(e) => {
@@ -94,7 +116,11 @@ pub async fn serve_http(
     };
     let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let grace = config.shutdown_grace;
-    let state = Arc::new(State { shared, config, metrics });
+    let state = Arc::new(State {
+        shared,
+        config,
+        metrics,
+    });
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -132,7 +158,13 @@ pub async fn serve_http(
     // Receivers may all be gone already: nothing to tell then.
     let _ = stop_tx.send(true);
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace + Duration::from_millis(500), permits.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(
+        grace + Duration::from_millis(500),
+        permits.acquire_many(all),
+    )
+    .await
+    .is_err()
+    {
         tracing::debug!("http: connections still open at shutdown; dropping them");
     }
 }
@@ -220,11 +252,17 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -241,12 +279,19 @@ fn json_ok(healthy: bool, result: Result<Vec<u8>, serde_json::Error>) -> Respons
     match result {
         Ok(mut body) => {
             body.push(b'\n');
-            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             response(status, JSON, body)
         }
         Err(e) => {
             tracing::error!("http: serializing /health: {e}");
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({"error": "internal error"}))
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"error": "internal error"}),
+            )
         }
     }
 }
@@ -266,30 +311,53 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => Route::Metrics,
         _ => match path.strip_prefix("/health/") {
             Some(name) => Route::Service(name),
-            None => return json_error(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
+            None => {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "not found"}),
+                )
+            }
         },
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"error": "method not allowed"}));
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut r = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "method not allowed"}),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let now = SystemTime::now();
     match route {
         Route::Health => {
-            let snap = state.shared.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snap = state
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             json_ok(snap.healthy(), health::health_json(&snap, now))
         }
         Route::Service(raw) => {
             let Some(name) = percent_decode(raw) else {
-                return json_error(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "malformed service name"}));
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "malformed service name"}),
+                );
             };
-            let snap = state.shared.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snap = state
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match snap.services.get(&name) {
                 Some(s) => json_ok(s.healthy(), health::service_json(s, now)),
                 None => {
                     drop(snap);
-                    json_error(StatusCode::NOT_FOUND, &serde_json::json!({"error": "unknown service", "service": name}))
+                    json_error(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({"error": "unknown service", "service": name}),
+                    )
                 }
             }
         }
@@ -301,7 +369,10 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 let msg = if hb == 0 {
                     "stale: the supervision loop has not ticked yet\n".to_string()
                 } else {
-                    format!("stale: the supervision loop's last tick is older than {:?}\n", state.config.livez_stale_after)
+                    format!(
+                        "stale: the supervision loop's last tick is older than {:?}\n",
+                        state.config.livez_stale_after
+                    )
                 };
                 response(StatusCode::SERVICE_UNAVAILABLE, TEXT, msg.into_bytes())
             }
@@ -310,9 +381,17 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             Some(Ok(body)) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
             Some(Err(e)) => {
                 tracing::error!("http: encoding /metrics: {e}");
-                response(StatusCode::INTERNAL_SERVER_ERROR, TEXT, b"metrics encoding failed\n".to_vec())
+                response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    b"metrics encoding failed\n".to_vec(),
+                )
             }
-            None => response(StatusCode::INTERNAL_SERVER_ERROR, TEXT, b"metrics unavailable\n".to_vec()),
+            None => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                b"metrics unavailable\n".to_vec(),
+            ),
         },
     }
 }
@@ -329,13 +408,19 @@ mod tests {
         assert!(heartbeat_fresh(990_000, now, bound));
         assert!(!heartbeat_fresh(989_999, now, bound));
         assert!(!heartbeat_fresh(0, now, bound));
-        assert!(heartbeat_fresh(2_000_000, now, bound), "a heartbeat from the future is fresh");
+        assert!(
+            heartbeat_fresh(2_000_000, now, bound),
+            "a heartbeat from the future is fresh"
+        );
     }
 
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("etcd").as_deref(), Some("etcd"));
-        assert_eq!(percent_decode("pod%2Fcontainer").as_deref(), Some("pod/container"));
+        assert_eq!(
+            percent_decode("pod%2Fcontainer").as_deref(),
+            Some("pod/container")
+        );
         assert_eq!(percent_decode("pod%2fc%20x").as_deref(), Some("pod/c x"));
         assert_eq!(percent_decode("a/b").as_deref(), Some("a/b"));
         assert_eq!(percent_decode("bad%2"), None);

@@ -24,5 +24,7 @@ pub mod http;
 pub mod metrics;
 
 pub use client::{fetch_health, format_table, ClientError};
-pub use control::{control_request, serve_control, serve_control_with, ControlConfig, ControlSender, ServeError};
+pub use control::{
+    control_request, serve_control, serve_control_with, ControlConfig, ControlSender, ServeError,
+};
 pub use http::{serve_http, HttpConfig};

@@ -7,7 +7,9 @@
 //! counters, copied out of the snapshot under its read lock.
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use upkeep_core::snapshot::{Histogram as ProbeHistogram, Shared, Snapshot, PROBE
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The states a service can be in, for `upkeep_service_state`.
-pub const STATES: [&str; 6] = ["running", "starting", "backoff", "stopping", "stopped", "failed"];
+pub const STATES: [&str; 6] = [
+    "running", "starting", "backoff", "stopping", "stopped", "failed",
+];
 
 /// A metric family's fixed metadata.
 struct Def {
@@ -146,7 +150,14 @@ const START_TIME: Def = Def {
     labels: &[],
 };
 
-const PROCESS_DEFS: [&Def; 6] = [&CPU_SECONDS, &RESIDENT_MEMORY, &VIRTUAL_MEMORY, &OPEN_FDS, &MAX_FDS, &START_TIME];
+const PROCESS_DEFS: [&Def; 6] = [
+    &CPU_SECONDS,
+    &RESIDENT_MEMORY,
+    &VIRTUAL_MEMORY,
+    &OPEN_FDS,
+    &MAX_FDS,
+    &START_TIME,
+];
 
 fn descs(defs: &[&Def]) -> Vec<Desc> {
     defs.iter()
@@ -230,7 +241,9 @@ fn histogram(pairs: &[(&str, &str)], h: &ProbeHistogram) -> Metric {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -246,32 +259,45 @@ fn bool_value(b: bool) -> f64 {
 /// format has no way to say "none".
 #[allow(clippy::cast_precision_loss)] // counters as f64 are what the format carries
 pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) -> Vec<MetricFamily> {
-    let (mut up, mut ready, mut state, mut restarts, mut exits) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut up, mut ready, mut state, mut restarts, mut exits) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let (mut start, mut backoff, mut failures, mut durations) = (vec![], vec![], vec![], vec![]);
     for s in snapshot.services.values() {
         let svc = [("service", s.name.as_str())];
         up.push(gauge(&svc, bool_value(s.pid.is_some())));
         ready.push(gauge(&svc, bool_value(s.ready)));
         for st in STATES {
-            state.push(gauge(&[("service", &s.name), ("state", st)], bool_value(s.state == st)));
+            state.push(gauge(
+                &[("service", &s.name), ("state", st)],
+                bool_value(s.state == st),
+            ));
         }
         if !STATES.contains(&s.state.as_str()) {
             state.push(gauge(&[("service", &s.name), ("state", &s.state)], 1.0));
         }
         restarts.push(counter(&svc, s.restarts as f64));
         for (reason, n) in &s.exits {
-            exits.push(counter(&[("service", &s.name), ("reason", reason)], *n as f64));
+            exits.push(counter(
+                &[("service", &s.name), ("reason", reason)],
+                *n as f64,
+            ));
         }
         if let (Some(t), Some(_)) = (s.start_time, s.pid) {
             start.push(gauge(&svc, unix_seconds(t)));
         }
         let wait = match s.next_start_at {
-            Some(at) => at.duration_since(now).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            Some(at) => at
+                .duration_since(now)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
             None => s.next_start_in_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
         };
         backoff.push(gauge(&svc, wait));
         for (probe, n) in &s.probe_failures {
-            failures.push(counter(&[("service", &s.name), ("probe", probe)], *n as f64));
+            failures.push(counter(
+                &[("service", &s.name), ("probe", probe)],
+                *n as f64,
+            ));
         }
         for (probe, h) in &s.probe_durations {
             durations.push(histogram(&[("service", &s.name), ("probe", probe)], h));
@@ -287,10 +313,16 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
         family(&SERVICE_BACKOFF, backoff),
         family(&PROBE_FAILURES, failures),
         family(&PROBE_DURATION, durations),
-        family(&MANIFEST_ERRORS, vec![gauge(&[], snapshot.manifest_errors.len() as f64)]),
+        family(
+            &MANIFEST_ERRORS,
+            vec![gauge(&[], snapshot.manifest_errors.len() as f64)],
+        ),
         family(&BUILD_INFO, vec![gauge(&[("version", version)], 1.0)]),
     ];
-    families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()
+    families
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
 }
 
 /// Collects the `upkeep_*` families from the shared snapshot at scrape time.
@@ -303,7 +335,11 @@ pub struct SnapshotCollector {
 impl SnapshotCollector {
     /// A collector over `shared`, labelling `upkeep_build_info` with `version`.
     pub fn new(shared: Arc<Shared>, version: &str) -> Self {
-        SnapshotCollector { shared, version: version.into(), descs: descs(&SNAPSHOT_DEFS) }
+        SnapshotCollector {
+            shared,
+            version: version.into(),
+            descs: descs(&SNAPSHOT_DEFS),
+        }
     }
 }
 
@@ -315,7 +351,11 @@ impl Collector for SnapshotCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let now = SystemTime::now();
         // A writer that panicked leaves the last snapshot it wrote: still worth showing.
-        let snap = self.shared.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         snapshot_families(&snap, &self.version, now)
     }
 }
@@ -338,7 +378,11 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     // `rest` starts at field 3 (state): field N is at index N - 3.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    Some(ProcStat { utime: field(14)?, stime: field(15)?, starttime: field(22)? })
+    Some(ProcStat {
+        utime: field(14)?,
+        stime: field(15)?,
+        starttime: field(22)?,
+    })
 }
 
 /// Reads a `kB` line such as `VmRSS:  1234 kB` from `/proc/<pid>/status`, in bytes.
@@ -357,12 +401,18 @@ pub fn parse_status_bytes(text: &str, key: &str) -> Option<u64> {
 /// (`None` when unlimited or unreadable).
 pub fn parse_max_open_files(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Reads the boot time (`btime`, unix seconds) from `/proc/stat`.
 pub fn parse_btime(text: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Collects `process_*` for upkeep itself from `/proc/self`: CPU, memory,
@@ -389,8 +439,15 @@ impl ProcessCollector {
             // USER_HZ has been 100 on every Linux architecture for decades.
             _ => 100.0,
         };
-        let boot_time = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_btime);
-        ProcessCollector { descs: descs(&PROCESS_DEFS), ticks_per_second, boot_time }
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(parse_btime);
+        ProcessCollector {
+            descs: descs(&PROCESS_DEFS),
+            ticks_per_second,
+            boot_time,
+        }
     }
 }
 
@@ -436,7 +493,10 @@ impl Collector for ProcessCollector {
             }
             Err(e) => tracing::debug!("metrics: listing /proc/self/fd: {e}"),
         }
-        if let Some(max) = read_proc("/proc/self/limits").as_deref().and_then(parse_max_open_files) {
+        if let Some(max) = read_proc("/proc/self/limits")
+            .as_deref()
+            .and_then(parse_max_open_files)
+        {
             out.push(family(&MAX_FDS, vec![gauge(&[], max as f64)]));
         }
         out
@@ -483,7 +543,14 @@ mod tests {
     fn parse_stat_handles_parens_and_spaces_in_comm() {
         let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 123456 10000000 500 18446744073709551615";
         let s = parse_stat(line).unwrap();
-        assert_eq!(s, ProcStat { utime: 250, stime: 75, starttime: 123_456 });
+        assert_eq!(
+            s,
+            ProcStat {
+                utime: 250,
+                stime: 75,
+                starttime: 123_456
+            }
+        );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1 2"), None);
     }
@@ -497,9 +564,13 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
                       Max open files            1024                 524288               files     \n";
         assert_eq!(parse_max_open_files(limits), Some(1024));
-        let unlimited = "Max open files            unlimited            unlimited            files     \n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files     \n";
         assert_eq!(parse_max_open_files(unlimited), None);
-        assert_eq!(parse_btime("cpu  1 2 3\nbtime 1795464715\nprocesses 5\n"), Some(1_795_464_715));
+        assert_eq!(
+            parse_btime("cpu  1 2 3\nbtime 1795464715\nprocesses 5\n"),
+            Some(1_795_464_715)
+        );
     }
 
     #[test]
@@ -510,7 +581,11 @@ mod tests {
         }
         let m = histogram(&[("service", "a"), ("probe", "liveness")], &h);
         let ph = m.get_histogram();
-        let counts: Vec<u64> = ph.get_bucket().iter().map(Bucket::cumulative_count).collect();
+        let counts: Vec<u64> = ph
+            .get_bucket()
+            .iter()
+            .map(Bucket::cumulative_count)
+            .collect();
         assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4]);
         // The overflow only shows in _count (the encoder's +Inf bucket).
         assert_eq!(ph.get_sample_count(), 5);
@@ -524,11 +599,19 @@ mod tests {
         s.next_start_at = Some(now + Duration::from_millis(2500));
         snap.services.insert("etcd".into(), s);
         let fams = snapshot_families(&snap, "1.0", now);
-        let backoff = fams.iter().find(|f| f.name() == "upkeep_service_backoff_seconds").unwrap();
+        let backoff = fams
+            .iter()
+            .find(|f| f.name() == "upkeep_service_backoff_seconds")
+            .unwrap();
         assert!((backoff.get_metric()[0].get_gauge().get_value() - 2.5).abs() < 1e-9);
         // No process: no start time sample, so the family is left out entirely.
-        assert!(fams.iter().all(|f| f.name() != "upkeep_service_start_time_seconds"));
-        let state = fams.iter().find(|f| f.name() == "upkeep_service_state").unwrap();
+        assert!(fams
+            .iter()
+            .all(|f| f.name() != "upkeep_service_start_time_seconds"));
+        let state = fams
+            .iter()
+            .find(|f| f.name() == "upkeep_service_state")
+            .unwrap();
         let ones: Vec<&str> = state
             .get_metric()
             .iter()

@@ -18,7 +18,10 @@ use upkeep_core::control::{ControlReply, ControlRequest};
 const NOBODY: u32 = 65534;
 
 fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "this test must run as root (it checks uid-based refusal); run it as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test must run as root (it checks uid-based refusal); run it as root"
+    );
 }
 
 type Inbox = mpsc::Receiver<(ControlRequest, oneshot::Sender<ControlReply>)>;
@@ -50,12 +53,21 @@ impl Control {
             }
         })
         .await;
-        Control { path, _dir: dir, inbox, stop: Some(stop_tx), task }
+        Control {
+            path,
+            _dir: dir,
+            inbox,
+            stop: Some(stop_tx),
+            task,
+        }
     }
 
     async fn stop(mut self) -> PathBuf {
         let _ = self.stop.take().unwrap().send(());
-        deadline(10, "control shutdown", &mut self.task).await.unwrap().expect("serve_control result");
+        deadline(10, "control shutdown", &mut self.task)
+            .await
+            .unwrap()
+            .expect("serve_control result");
         self.path.clone()
     }
 }
@@ -95,12 +107,19 @@ async fn requests_round_trip_and_the_socket_is_0600_and_removed_at_shutdown() {
         ControlRequest::Start("kube-scheduler".into()),
     ];
     for req in &reqs {
-        let reply = deadline(10, "control round trip", control_request(&ctl.path, req)).await.expect("reply");
+        let reply = deadline(10, "control round trip", control_request(&ctl.path, req))
+            .await
+            .expect("reply");
         assert!(reply.ok);
         assert_eq!(reply.message, format!("accepted {req:?}"));
     }
     // The wire form is the serde form of ControlRequest.
-    let raw = deadline(5, "raw request", raw_line(&ctl.path, b"{\"op\":\"restart\",\"service\":\"etcd\"}\n")).await;
+    let raw = deadline(
+        5,
+        "raw request",
+        raw_line(&ctl.path, b"{\"op\":\"restart\",\"service\":\"etcd\"}\n"),
+    )
+    .await;
     let reply: ControlReply = serde_json::from_str(raw.trim_end()).unwrap();
     assert!(reply.ok, "{raw}");
     assert!(raw.ends_with('\n'));
@@ -122,29 +141,50 @@ async fn bad_requests_get_a_clear_refusal_and_reach_nobody() {
     };
     let mut ctl = Control::start(config).await;
     let garbage = deadline(5, "garbage", raw_line(&ctl.path, b"\x00\xffnot json\n")).await;
-    assert!(garbage.contains("\"ok\":false") && garbage.contains("bad request"), "{garbage}");
-    let unknown = deadline(5, "unknown op", raw_line(&ctl.path, b"{\"op\":\"reboot\",\"service\":\"etcd\"}\n")).await;
+    assert!(
+        garbage.contains("\"ok\":false") && garbage.contains("bad request"),
+        "{garbage}"
+    );
+    let unknown = deadline(
+        5,
+        "unknown op",
+        raw_line(&ctl.path, b"{\"op\":\"reboot\",\"service\":\"etcd\"}\n"),
+    )
+    .await;
     assert!(unknown.contains("bad request"), "{unknown}");
     let long = format!("{{\"op\":\"stop\",\"service\":\"{}\"}}\n", "x".repeat(1000));
     let too_long = deadline(5, "long line", raw_line(&ctl.path, long.as_bytes())).await;
-    assert!(too_long.contains("request longer than 256 bytes"), "{too_long}");
+    assert!(
+        too_long.contains("request longer than 256 bytes"),
+        "{too_long}"
+    );
     // A client that connects and says nothing is answered and dropped.
     let mut silent = UnixStream::connect(&ctl.path).await.unwrap();
     let mut out = String::new();
-    deadline(5, "silent client", silent.read_to_string(&mut out)).await.unwrap();
+    deadline(5, "silent client", silent.read_to_string(&mut out))
+        .await
+        .unwrap();
     assert!(out.contains("no complete request line"), "{out}");
-    assert!(ctl.inbox.try_recv().is_err(), "no bad request reached the supervisor");
+    assert!(
+        ctl.inbox.try_recv().is_err(),
+        "no bad request reached the supervisor"
+    );
 
     // A supervisor that never answers: the client still gets a reply.
     let req = ControlRequest::Restart("etcd".into());
     let (reply, received) = tokio::join!(control_request(&ctl.path, &req), async {
-        let got = deadline(5, "request reaches the supervisor", ctl.inbox.recv()).await.unwrap();
+        let got = deadline(5, "request reaches the supervisor", ctl.inbox.recv())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await; // hold the reply sender past the timeout
         got
     });
     assert_eq!(received.0, req);
     let reply = reply.unwrap();
-    assert!(!reply.ok && reply.message.contains("no answer from the supervisor"), "{reply:?}");
+    assert!(
+        !reply.ok && reply.message.contains("no answer from the supervisor"),
+        "{reply:?}"
+    );
     ctl.stop().await;
 }
 
@@ -171,8 +211,16 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
     })
     .await;
     let (tx2, _inbox2) = mpsc::channel(1);
-    let second = deadline(5, "second server", serve_control_with(&path, tx2, ControlConfig::default(), std::future::pending())).await;
-    assert!(matches!(second, Err(ServeError::InUse { .. })), "{second:?}");
+    let second = deadline(
+        5,
+        "second server",
+        serve_control_with(&path, tx2, ControlConfig::default(), std::future::pending()),
+    )
+    .await;
+    assert!(
+        matches!(second, Err(ServeError::InUse { .. })),
+        "{second:?}"
+    );
     assert!(path.exists(), "the live socket is left alone");
     let _ = stop_tx.send(());
     deadline(5, "first stops", first).await.unwrap().unwrap();
@@ -180,8 +228,12 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "precious").unwrap();
     let (tx3, _inbox3) = mpsc::channel(1);
-    let third = serve_control_with(&file, tx3, ControlConfig::default(), std::future::pending()).await;
-    assert!(matches!(third, Err(ServeError::NotASocket { .. })), "{third:?}");
+    let third =
+        serve_control_with(&file, tx3, ControlConfig::default(), std::future::pending()).await;
+    assert!(
+        matches!(third, Err(ServeError::NotASocket { .. })),
+        "{third:?}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
 }
 
@@ -189,14 +241,30 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
 async fn client_errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("upkeep.sock");
-    let err = control_request(&missing, &ControlRequest::Restart("etcd".into())).await.unwrap_err();
+    let err = control_request(&missing, &ControlRequest::Restart("etcd".into()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::NotRunning { .. }), "{err:?}");
-    assert_eq!(err.to_string(), format!("upkeep is not running (no control socket at {})", missing.display()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "upkeep is not running (no control socket at {})",
+            missing.display()
+        )
+    );
 
     drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
-    let stale = control_request(&missing, &ControlRequest::Restart("etcd".into())).await.unwrap_err();
-    assert!(matches!(stale, ClientError::StaleSocket { .. }), "{stale:?}");
-    assert!(stale.to_string().starts_with("upkeep is not running"), "{stale}");
+    let stale = control_request(&missing, &ControlRequest::Restart("etcd".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, ClientError::StaleSocket { .. }),
+        "{stale:?}"
+    );
+    assert!(
+        stale.to_string().starts_with("upkeep is not running"),
+        "{stale}"
+    );
 }
 
 #[tokio::test]
@@ -206,10 +274,21 @@ async fn a_denial_reply_is_a_permission_error_for_the_client() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        s.write_all(b"{\"ok\":false,\"message\":\"permission denied\"}\n").await.unwrap();
+        s.write_all(b"{\"ok\":false,\"message\":\"permission denied\"}\n")
+            .await
+            .unwrap();
     });
-    let err = deadline(5, "denied", control_request(&path, &ControlRequest::Stop("etcd".into()))).await.unwrap_err();
-    assert!(matches!(err, ClientError::PermissionDenied { .. }), "{err:?}");
+    let err = deadline(
+        5,
+        "denied",
+        control_request(&path, &ControlRequest::Stop("etcd".into())),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ClientError::PermissionDenied { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("run this as root"), "{err}");
     server.await.unwrap();
 }
@@ -232,7 +311,10 @@ fn exchange_as_nobody(path: &Path, request: &'static [u8]) -> Result<Vec<u8>, i3
     let mut fds = [0i32; 2];
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
-    let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    let timeout = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
 
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
@@ -245,7 +327,10 @@ fn exchange_as_nobody(path: &Path, request: &'static [u8]) -> Result<Vec<u8>, i3
                 libc::write(wr, msg.as_ptr().cast(), 3);
                 libc::_exit(1);
             };
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
                 fail(b'U');
             }
             let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
@@ -314,27 +399,53 @@ async fn a_non_root_peer_is_refused_by_mode_and_by_uid_check() {
     require_root();
     let mut ctl = Control::start(ControlConfig::default()).await;
     // The directory must be traversable for the unprivileged child.
-    std::fs::set_permissions(ctl.path.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        ctl.path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let req: &'static [u8] = b"{\"op\":\"stop\",\"service\":\"etcd\"}\n";
 
     // Mode 0600: the kernel refuses the connect itself.
     let path = ctl.path.clone();
-    let first = deadline(20, "nobody connects (0600)", tokio::task::spawn_blocking(move || exchange_as_nobody(&path, req))).await.unwrap();
-    assert_eq!(first, Err(libc::EACCES), "connect to a 0600 root socket as uid {NOBODY}");
+    let first = deadline(
+        20,
+        "nobody connects (0600)",
+        tokio::task::spawn_blocking(move || exchange_as_nobody(&path, req)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first,
+        Err(libc::EACCES),
+        "connect to a 0600 root socket as uid {NOBODY}"
+    );
 
     // A socket opened up by mistake: SO_PEERCRED still refuses.
     std::fs::set_permissions(&ctl.path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let path = ctl.path.clone();
-    let second = deadline(20, "nobody connects (0666)", tokio::task::spawn_blocking(move || exchange_as_nobody(&path, req))).await.unwrap();
+    let second = deadline(
+        20,
+        "nobody connects (0666)",
+        tokio::task::spawn_blocking(move || exchange_as_nobody(&path, req)),
+    )
+    .await
+    .unwrap();
     let reply = String::from_utf8(second.expect("connect succeeds on a 0666 socket")).unwrap();
     assert_eq!(reply, "{\"ok\":false,\"message\":\"permission denied\"}\n");
-    assert!(ctl.inbox.try_recv().is_err(), "the refused request never reached the supervisor");
+    assert!(
+        ctl.inbox.try_recv().is_err(),
+        "the refused request never reached the supervisor"
+    );
 
     // Root is still served.
     let start = ControlRequest::Start("etcd".into());
     let (reply, got) = tokio::join!(control_request(&ctl.path, &start), async {
         let (req, tx) = deadline(5, "root request", ctl.inbox.recv()).await.unwrap();
-        let _ = tx.send(ControlReply { ok: true, message: "ok".into() });
+        let _ = tx.send(ControlReply {
+            ok: true,
+            message: "ok".into(),
+        });
         req
     });
     assert!(reply.unwrap().ok);

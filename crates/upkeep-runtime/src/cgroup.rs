@@ -119,8 +119,20 @@ impl CgroupLayout {
 
 /// cgroup v1 controller names (other super options are flags).
 const V1_CONTROLLERS: [&str; 14] = [
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio", "perf_event",
-    "net_prio", "hugetlb", "pids", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -132,7 +144,9 @@ fn unescape_mountinfo(s: &str) -> String {
         if b[i] == b'\\' && i + 4 <= b.len() {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -380,7 +394,13 @@ impl Cgroup {
     /// The v2 path relative to the hierarchy root, as in `/proc/PID/cgroup`
     /// (`/upkeep.slice/etcd`). This string is what the state file records.
     pub fn relative_path(&self) -> String {
-        let mount = self.root.inner.layout.v2.as_deref().unwrap_or(Path::new("/"));
+        let mount = self
+            .root
+            .inner
+            .layout
+            .v2
+            .as_deref()
+            .unwrap_or(Path::new("/"));
         match self.v2.strip_prefix(mount) {
             Ok(rel) => format!("/{}", rel.display()),
             Err(_) => self.v2.display().to_string(),
@@ -407,7 +427,10 @@ impl Cgroup {
         };
         let mem = res.memory_max.map(|b| b.to_string());
         if v2c.iter().any(|c| c == "memory") {
-            record(write_file(&self.v2.join("memory.max"), mem.as_deref().unwrap_or("max")));
+            record(write_file(
+                &self.v2.join("memory.max"),
+                mem.as_deref().unwrap_or("max"),
+            ));
         } else {
             let r = self.v1_limit("memory", res.memory_max.is_some(), |dir| {
                 write_file(
@@ -487,13 +510,11 @@ impl Cgroup {
     pub fn join_fds(&self) -> Vec<OwnedFd> {
         self.procs_files()
             .into_iter()
-            .filter_map(|p| {
-                match fs::OpenOptions::new().write(true).open(&p) {
-                    Ok(f) => Some(OwnedFd::from(f)),
-                    Err(e) => {
-                        tracing::warn!("{}", io_err("open", &p, e));
-                        None
-                    }
+            .filter_map(|p| match fs::OpenOptions::new().write(true).open(&p) {
+                Ok(f) => Some(OwnedFd::from(f)),
+                Err(e) => {
+                    tracing::warn!("{}", io_err("open", &p, e));
+                    None
                 }
             })
             .collect()
@@ -518,7 +539,10 @@ impl Cgroup {
     pub fn contains(&self, pid: u32) -> bool {
         let rel = self.relative_path();
         fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .map(|s| s.lines().any(|l| l.strip_prefix("0::") == Some(rel.as_str())))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.strip_prefix("0::") == Some(rel.as_str()))
+            })
             .unwrap_or(false)
     }
 

@@ -269,7 +269,10 @@ impl ServiceLog {
                     }
                 }
                 Err(e) => {
-                    warning = Some(format!("log file {}: {e}; output goes to /dev/null", file.path().display()));
+                    warning = Some(format!(
+                        "log file {}: {e}; output goes to /dev/null",
+                        file.path().display()
+                    ));
                     self.file = None;
                 }
             }
@@ -288,7 +291,9 @@ impl ServiceLog {
 
 /// `/dev/null` opened for writing.
 pub fn null_output() -> io::Result<OwnedFd> {
-    Ok(OwnedFd::from(OpenOptions::new().write(true).open("/dev/null")?))
+    Ok(OwnedFd::from(
+        OpenOptions::new().write(true).open("/dev/null")?,
+    ))
 }
 
 /// The last `n` lines of `path` (without their newlines; invalid UTF-8

@@ -52,6 +52,7 @@ pub struct Reaper {
 }
 
 /// A child spawned through the reaper.
+#[derive(Debug)]
 pub struct Spawned {
     /// Its pid.
     pub pid: u32,
@@ -241,7 +242,10 @@ impl Reaper {
                 }
             });
         }
-        Ok((pidfd, async move { rx.await.unwrap_or(ExitStatus::Unknown) }))
+        Ok((
+            pidfd,
+            async move { rx.await.unwrap_or(ExitStatus::Unknown) },
+        ))
     }
 
     /// Number of exit statuses of unregistered pids (orphans) reaped so far.
@@ -413,7 +417,8 @@ mod tests {
 
     #[test]
     fn stat_parsing_handles_hostile_comm() {
-        let text = "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let text =
+            "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let s = parse_proc_stat(text).unwrap();
         assert_eq!(s.state, 'S');
         assert_eq!(s.ppid, 1);

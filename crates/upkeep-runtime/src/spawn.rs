@@ -99,9 +99,10 @@ impl<'a> SpawnRequest<'a> {
     /// Builds the command. Fails if `argv` is empty, the program is not found
     /// in the service's `PATH`, or an fd cannot be duplicated.
     pub fn build(&self) -> io::Result<Command> {
-        let program = self.argv.first().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "empty command line")
-        })?;
+        let program = self
+            .argv
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
         let resolved = resolve_program(program, self.env)?;
         let mut cmd = Command::new(&resolved);
         cmd.arg0(program)
@@ -210,12 +211,20 @@ pub fn signal_number(name: &str) -> Option<i32> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
     if let Some(rest) = bare.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+')?.parse().ok()? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse().ok()?
+        };
         let n = libc::SIGRTMIN() + off;
         return (n <= libc::SIGRTMAX()).then_some(n);
     }
     if let Some(rest) = bare.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-')?.parse().ok()? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('-')?.parse().ok()?
+        };
         let n = libc::SIGRTMAX() - off;
         return (n >= libc::SIGRTMIN()).then_some(n);
     }
@@ -301,11 +310,45 @@ fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::R
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // Every disposition back to default, including the real-time signals
+        // glibc's signal() refuses to touch (32, 33): the raw syscall with an
+        // all-zero kernel sigaction (= SIG_DFL, no flags, empty mask). The
+        // buffer is larger than the kernel's struct on every architecture.
+        let dfl = [0u64; 8];
         // 64 = the highest signal number on Linux (NSIG - 1).
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // EINVAL for the libc-reserved real-time signals is fine.
-                libc::signal(sig, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                    8usize,
+                );
+            }
+        }
+        // Descriptors upkeep inherited without close-on-exec (from whoever
+        // started it) must not reach services: mark all of them close-on-exec.
+        // Closing them here would also close std's exec-error pipe.
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
+        {
+            // Kernels before 5.11: one fcntl per possible descriptor.
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur.min(65536) as libc::c_int
+            } else {
+                1024
+            };
+            for fd in 3..max {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
             }
         }
         if let Some((uid, gid)) = ids {
@@ -400,9 +443,12 @@ fn prepare_volume(v: &HostPathVolume) -> Result<(), String> {
         },
         HostPathType::FileOrCreate => match &meta {
             Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!("hostPath {shown}: exists but is not a regular file")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_file(path)
-                .map_err(|e| format!("hostPath {shown}: cannot create file: {e}")),
+            Ok(_) => Err(format!(
+                "hostPath {shown}: exists but is not a regular file"
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_file(path).map_err(|e| format!("hostPath {shown}: cannot create file: {e}"))
+            }
             Err(e) => Err(format!("hostPath {shown}: {e}")),
         },
         HostPathType::Directory => must_be("directory", |t| t.is_dir()),
@@ -451,7 +497,10 @@ mod tests {
         fs::write(&bin, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         let mut env = BTreeMap::new();
-        env.insert("PATH".into(), format!("/nonexistent:{}", dir.path().display()));
+        env.insert(
+            "PATH".into(),
+            format!("/nonexistent:{}", dir.path().display()),
+        );
         assert_eq!(resolve_program("only-here", &env).unwrap(), bin);
         // `sh` is in upkeep's PATH but not in the service's.
         let err = resolve_program("sh", &env).unwrap_err();

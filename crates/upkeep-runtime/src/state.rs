@@ -147,8 +147,8 @@ pub fn load(dir: &Path) -> Result<Option<StateFile>, String> {
         Some(v) if v == u64::from(STATE_VERSION) => {}
         Some(v) => {
             return Err(format!(
-                "state file {shown}: version {v}, this upkeep reads version {STATE_VERSION}; ignored"
-            ))
+            "state file {shown}: version {v}, this upkeep reads version {STATE_VERSION}; ignored"
+        ))
         }
         None => return Err(format!("state file {shown}: no version field; ignored")),
     }

@@ -31,8 +31,8 @@ use upkeep_spec::config::{self, Config, Overrides};
 use upkeep_spec::manifest::{self, ManifestTracker};
 use upkeep_spec::{LogMode, OnExit, Origin, Probes, ServiceSpec};
 
-use crate::cgroup::Cgroup;
-use crate::logs::LogFile;
+use crate::cgroup::{Cgroup, CgroupRoot};
+use crate::logs::ServiceLog;
 use crate::probe::{self, ExecContext, ProbeKind, ProbeReport, ProbeWorker};
 use crate::reaper::{self, Reaper};
 use crate::spawn;
@@ -104,7 +104,7 @@ struct Ctx {
     log_dir: PathBuf,
     log_max_size: u64,
     log_max_files: u32,
-    cgroup_prefix: String,
+    cgroup_root: Option<CgroupRoot>,
     /// Bumped whenever any service's readiness changes (for `after`).
     ready_tx: watch::Sender<u64>,
     /// Adoption records by service name; saved by the state saver.
@@ -184,6 +184,7 @@ struct Actor {
     worker: Option<ProbeWorker>,
     terminate: Option<JoinHandle<()>>,
     cgroup: Option<Cgroup>,
+    log: ServiceLog,
     operator_stopped: bool,
     crashlog: CrashLog,
     jitter: Jitter,
@@ -206,7 +207,9 @@ enum ActorEnd {
 impl Actor {
     fn new(spec: ServiceSpec, ctx: Arc<Ctx>) -> Self {
         let state = ServiceState::new(spec.restart, spec.backoff, Instant::now());
+        let log = ServiceLog::new(&ctx.log_dir, &spec.name, ctx.log_max_size, ctx.log_max_files);
         Actor {
+            log,
             spec,
             state,
             ctx,
@@ -407,39 +410,39 @@ impl Actor {
     fn spawn(&mut self) -> Result<(Proc, ExitFuture), String> {
         spawn::prepare_volumes(&self.spec.volumes)?;
         if self.cgroup.is_none() {
-            match Cgroup::create(&self.ctx.cgroup_prefix, &self.spec.name) {
-                Ok(cg) => {
-                    if let Err(e) = cg.set_limits(&self.spec.resources) {
-                        warn!(service = self.name(), "resource limits not applied: {e}");
+            if let Some(root) = &self.ctx.cgroup_root {
+                match Cgroup::create(root, &self.spec.name) {
+                    Ok(cg) => {
+                        if let Err(e) = cg.set_limits(&self.spec.resources) {
+                            warn!(service = self.name(), "resource limits not applied: {e}");
+                        }
+                        self.cgroup = Some(cg);
                     }
-                    self.cgroup = Some(cg);
+                    Err(e) => debug!(service = self.name(), "no cgroup: {e}"),
                 }
-                Err(e) => debug!(service = self.name(), "no cgroup: {e}"),
             }
         }
-        let output = match self.spec.log {
+        let out = match self.spec.log {
             LogMode::Inherit => None,
-            LogMode::File => match LogFile::open(&self.ctx.log_dir, &self.spec.name, self.ctx.log_max_size, self.ctx.log_max_files) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    warn!(service = self.name(), "log file unavailable, output discarded: {e}");
-                    None
+            LogMode::File => {
+                let out = self.log.output();
+                if let Some(w) = &out.warning {
+                    warn!(service = self.name(), "{w}");
                 }
-            },
+                Some(out)
+            }
         };
-        let req = spawn::SpawnRequest {
-            argv: &self.spec.argv,
-            env: &self.spec.env,
-            working_dir: &self.spec.working_dir,
-            uid: self.spec.uid,
-            gid: self.spec.gid,
-            output: match (&output, self.spec.log) {
-                (Some(f), _) => spawn::Output::File(f),
-                (None, LogMode::Inherit) => spawn::Output::Inherit,
-                (None, LogMode::File) => spawn::Output::Null,
-            },
-            cgroup: self.cgroup.as_ref(),
+        let output = match &out {
+            Some(o) => o.as_output(),
+            None => spawn::Output::Inherit,
         };
+        let mut req = spawn::SpawnRequest::new(&self.spec.argv, &self.spec.env);
+        req.working_dir = Some(&self.spec.working_dir);
+        req.uid = self.spec.uid;
+        req.gid = self.spec.gid;
+        req.stdout = output;
+        req.stderr = output;
+        req.cgroup = self.cgroup.as_ref();
         let mut cmd = spawn::build_command(&req).map_err(|e| e.to_string())?;
         let child = self.ctx.reaper.spawn(&mut cmd).map_err(|e| format!("cannot execute {:?}: {e}", self.spec.argv.first().map(String::as_str).unwrap_or("")))?;
         drop(cmd);
@@ -454,8 +457,9 @@ impl Actor {
     /// Takes over a live process left by an earlier upkeep.
     fn adopt(&mut self, rec: &ServiceRecord) -> Result<ExitFuture, String> {
         let (pidfd, fut) = self.ctx.reaper.watch_pid(rec.pid).map_err(|e| e.to_string())?;
-        if let Some(cg) = &rec.cgroup {
-            self.cgroup = Cgroup::find_existing(Path::new(cg)).ok();
+        let fut: ExitFuture = Box::pin(fut);
+        if let Some(root) = &self.ctx.cgroup_root {
+            self.cgroup = Cgroup::find_existing(root, &rec.name);
         }
         let age = Duration::from_millis(unix_ms().saturating_sub(rec.started_at_unix_ms));
         let now = Instant::now();
@@ -595,7 +599,7 @@ impl Actor {
             uid: self.spec.uid,
             gid: self.spec.gid,
         };
-        let cgroup_kill = self.cgroup.as_ref().map(|c| c.path().to_path_buf());
+        let cgroup_kill = self.cgroup.clone();
         let name = self.spec.name.clone();
         self.terminate = Some(tokio::spawn(async move {
             let begin = tokio::time::Instant::now();
@@ -618,10 +622,8 @@ impl Actor {
             warn!(service = %name, "did not stop within {:?}: sending SIGKILL", grace);
             let _ = reaper::pidfd_signal(&pidfd, libc::SIGKILL);
             let _ = spawn::signal_group(pid, libc::SIGKILL);
-            if let Some(p) = cgroup_kill {
-                if let Ok(cg) = Cgroup::find_existing(&p) {
-                    let _ = cg.kill();
-                }
+            if let Some(cg) = cgroup_kill {
+                let _ = cg.kill();
             }
         }));
     }
@@ -689,7 +691,8 @@ impl Actor {
             restarts: self.state.restarts,
             ready: self.state.ready,
             started: self.state.started,
-            cgroup: self.cgroup.as_ref().map(|c| c.path().display().to_string()),
+            last_exit: self.state.last_exit.map(|(s, _)| s),
+            cgroup: self.cgroup.as_ref().map(|c| c.relative_path()),
         });
         self.ctx.record(&self.spec.name, rec);
     }
@@ -798,7 +801,13 @@ impl Supervisor {
             log_dir: opts.config.log_dir.clone(),
             log_max_size: opts.config.log_max_size,
             log_max_files: opts.config.log_max_files,
-            cgroup_prefix: opts.cgroup_prefix,
+            cgroup_root: match CgroupRoot::detect(&opts.cgroup_prefix) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!("running without cgroups ({e}): services are tracked by process group only");
+                    None
+                }
+            },
             ready_tx,
             records: Mutex::new(BTreeMap::new()),
             save: tokio::sync::Notify::new(),
@@ -980,7 +989,10 @@ impl Supervisor {
                 None => {
                     let initial = match records.remove(name) {
                         Some(rec) if rec.still_alive() => Initial::Adopt(rec),
-                        _ => Initial::Start,
+                        _ => match self.discover(name) {
+                            Some(rec) => Initial::Adopt(rec),
+                            None => Initial::Start,
+                        },
                     };
                     let (tx, rx) = mpsc::unbounded_channel();
                     let actor = Actor::new(spec.clone(), self.ctx.clone());
@@ -990,6 +1002,33 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Finds a live process of `name` in its cgroup when there is no usable
+    /// record (upkeep was killed before it wrote one, or the state file was
+    /// lost): the cgroup is the record that costs no write. Its spec is unknown,
+    /// so the adopted process is restarted with the current spec, never duplicated.
+    fn discover(&self, name: &str) -> Option<ServiceRecord> {
+        let root = self.ctx.cgroup_root.as_ref()?;
+        let cg = Cgroup::find_existing(root, name)?;
+        let leader = cg.procs().into_iter().find(|&pid| {
+            reaper::process_stat(pid).is_ok_and(|st| st.session == pid && st.state != 'Z')
+        })?;
+        let st = reaper::process_stat(leader).ok()?;
+        warn!(service = %name, pid = leader, "found a running process in the service's cgroup with no state record: adopting it, then restarting it with the current spec");
+        Some(ServiceRecord {
+            name: name.to_string(),
+            pid: leader,
+            start_time: st.start_time,
+            spec_hash: String::new(),
+            pgid: leader,
+            started_at_unix_ms: unix_ms(),
+            restarts: 0,
+            ready: false,
+            started: false,
+            last_exit: None,
+            cgroup: Some(cg.relative_path()),
+        })
     }
 
     async fn reload(&mut self) {

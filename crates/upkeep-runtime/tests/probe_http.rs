@@ -13,25 +13,42 @@ use upkeep_spec::{ProbeHandler, Scheme};
 const T: Duration = Duration::from_secs(2);
 
 fn http(host: &str, port: u16, path: &str) -> ProbeHandler {
-    ProbeHandler::Http { scheme: Scheme::Http, host: host.into(), port, path: path.into(), headers: vec![] }
+    ProbeHandler::Http {
+        scheme: Scheme::Http,
+        host: host.into(),
+        port,
+        path: path.into(),
+        headers: vec![],
+    }
 }
 
 fn https(port: u16, path: &str) -> ProbeHandler {
-    ProbeHandler::Http { scheme: Scheme::Https, host: "127.0.0.1".into(), port, path: path.into(), headers: vec![] }
+    ProbeHandler::Http {
+        scheme: Scheme::Https,
+        host: "127.0.0.1".into(),
+        port,
+        path: path.into(),
+        headers: vec![],
+    }
 }
 
 /// Runs one probe, failing the test if it does not return within its
 /// timeout plus a margin.
 async fn probe(handler: &ProbeHandler, timeout: Duration) -> ProbeResult {
     let ctx = ctx();
-    tokio::time::timeout(timeout + Duration::from_secs(2), run_once(handler, timeout, &ctx))
-        .await
-        .expect("run_once overran its timeout")
+    tokio::time::timeout(
+        timeout + Duration::from_secs(2),
+        run_once(handler, timeout, &ctx),
+    )
+    .await
+    .expect("run_once overran its timeout")
 }
 
 fn assert_failure(r: &ProbeResult, needle: &str) {
     match r {
-        ProbeResult::Failure(msg) => assert!(msg.contains(needle), "failure {msg:?} lacks {needle:?}"),
+        ProbeResult::Failure(msg) => {
+            assert!(msg.contains(needle), "failure {msg:?} lacks {needle:?}")
+        }
         other => panic!("expected a failure containing {needle:?}, got {other:?}"),
     }
 }
@@ -41,12 +58,27 @@ async fn status_200_is_success_and_500_is_failure() {
     let ok = status_server(200).await;
     let bad = status_server(500).await;
     let found = status_server(302).await; // a 3xx without Location is not followed: a warning, success
-    assert_eq!(probe(&http("127.0.0.1", ok.port(), "/healthz"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", ok.port(), "/healthz"), T).await,
+        ProbeResult::Success
+    );
     assert_eq!(ok.requests()[0].target, "/healthz");
     let r = probe(&http("127.0.0.1", bad.port(), "/"), T).await;
-    assert_eq!(r, ProbeResult::Failure("HTTP probe failed with statuscode: 500".into()));
-    assert_eq!(probe(&http("127.0.0.1", found.port(), "/"), T).await, ProbeResult::Success);
-    for (status, want_ok) in [(204, true), (399, true), (400, false), (404, false), (503, false)] {
+    assert_eq!(
+        r,
+        ProbeResult::Failure("HTTP probe failed with statuscode: 500".into())
+    );
+    assert_eq!(
+        probe(&http("127.0.0.1", found.port(), "/"), T).await,
+        ProbeResult::Success
+    );
+    for (status, want_ok) in [
+        (204, true),
+        (399, true),
+        (400, false),
+        (404, false),
+        (503, false),
+    ] {
         let s = status_server(status).await;
         let r = probe(&http("127.0.0.1", s.port(), "/"), T).await;
         assert_eq!(r == ProbeResult::Success, want_ok, "status {status}: {r:?}");
@@ -56,9 +88,16 @@ async fn status_200_is_success_and_500_is_failure() {
 #[tokio::test]
 async fn query_string_is_kept() {
     let s = status_server(200).await;
-    let h = http("127.0.0.1", s.port(), "/health?exclude=NOSPACE&serializable=true");
+    let h = http(
+        "127.0.0.1",
+        s.port(),
+        "/health?exclude=NOSPACE&serializable=true",
+    );
     assert_eq!(probe(&h, T).await, ProbeResult::Success);
-    assert_eq!(s.requests()[0].target, "/health?exclude=NOSPACE&serializable=true");
+    assert_eq!(
+        s.requests()[0].target,
+        "/health?exclude=NOSPACE&serializable=true"
+    );
 }
 
 #[tokio::test]
@@ -69,7 +108,10 @@ async fn hanging_server_times_out() {
     let r = probe(&http("127.0.0.1", s.port(), "/"), timeout).await;
     let took = begin.elapsed();
     assert_eq!(r, ProbeResult::Failure("timeout after 1s".into()));
-    assert!(took >= timeout && took < timeout + Duration::from_millis(500), "took {took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(500),
+        "took {took:?}"
+    );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -86,13 +128,19 @@ async fn refused_connection_is_failure() {
 #[tokio::test]
 async fn default_and_custom_headers_reach_the_server() {
     let s = status_server(200).await;
-    assert_eq!(probe(&http("127.0.0.1", s.port(), "/"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", s.port(), "/"), T).await,
+        ProbeResult::Success
+    );
     let seen = &s.requests()[0];
     assert_eq!(seen.values("user-agent"), vec![USER_AGENT.to_string()]);
     assert_eq!(seen.values("accept"), vec!["*/*".to_string()]);
     assert_eq!(seen.values("connection"), vec!["close".to_string()]);
     assert_eq!(seen.values("host"), vec![format!("127.0.0.1:{}", s.port())]);
-    assert!(seen.values("accept-encoding").is_empty(), "no compression asked for");
+    assert!(
+        seen.values("accept-encoding").is_empty(),
+        "no compression asked for"
+    );
 
     let h = ProbeHandler::Http {
         scheme: Scheme::Http,
@@ -110,7 +158,10 @@ async fn default_and_custom_headers_reach_the_server() {
     assert_eq!(probe(&h, T).await, ProbeResult::Success);
     let seen = &s.requests()[1];
     assert_eq!(seen.target, "/custom");
-    assert_eq!(seen.values("x-probe"), vec!["one".to_string(), "two".to_string()]);
+    assert_eq!(
+        seen.values("x-probe"),
+        vec!["one".to_string(), "two".to_string()]
+    );
     assert_eq!(seen.values("user-agent"), vec!["my-agent/3".to_string()]);
     assert_eq!(seen.values("accept"), vec!["application/json".to_string()]);
     assert_eq!(seen.values("host"), vec!["api.example.test".to_string()]);
@@ -136,8 +187,14 @@ async fn large_body_is_read_only_up_to_the_cap() {
     })
     .await;
     let begin = Instant::now();
-    assert_eq!(probe(&http("127.0.0.1", big.port(), "/"), T).await, ProbeResult::Success);
-    assert_failure(&probe(&http("127.0.0.1", big.port(), "/bad"), T).await, "statuscode: 500");
+    assert_eq!(
+        probe(&http("127.0.0.1", big.port(), "/"), T).await,
+        ProbeResult::Success
+    );
+    assert_failure(
+        &probe(&http("127.0.0.1", big.port(), "/bad"), T).await,
+        "statuscode: 500",
+    );
     assert!(begin.elapsed() < T, "took {:?}", begin.elapsed());
 }
 
@@ -150,15 +207,28 @@ async fn same_host_redirect_chain_is_followed() {
             return (200, vec![], b"done".to_vec());
         }
         let status = [301, 302, 303, 307, 308][n as usize % 5];
-        (status, vec![("Location".into(), format!("/chain/{}", n - 1))], vec![])
+        (
+            status,
+            vec![("Location".into(), format!("/chain/{}", n - 1))],
+            vec![],
+        )
     })
     .await;
-    assert_eq!(probe(&http("127.0.0.1", s.port(), "/chain/3"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", s.port(), "/chain/3"), T).await,
+        ProbeResult::Success
+    );
     let targets: Vec<_> = s.requests().into_iter().map(|r| r.target).collect();
-    assert_eq!(targets, vec!["/chain/3", "/chain/2", "/chain/1", "/chain/0"]);
+    assert_eq!(
+        targets,
+        vec!["/chain/3", "/chain/2", "/chain/1", "/chain/0"]
+    );
     // Go's client: 9 redirects are followed, the 10th fails the probe.
     let before = s.count();
-    assert_eq!(probe(&http("127.0.0.1", s.port(), "/chain/9"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", s.port(), "/chain/9"), T).await,
+        ProbeResult::Success
+    );
     assert_eq!(s.count() - before, 10);
     let before = s.count();
     let r = probe(&http("127.0.0.1", s.port(), "/chain/10"), T).await;
@@ -168,18 +238,31 @@ async fn same_host_redirect_chain_is_followed() {
 
 #[tokio::test]
 async fn redirect_loop_fails() {
-    let s = http_server("127.0.0.1:0", |_| (301, vec![("Location".into(), "/loop".into())], vec![])).await;
-    assert_failure(&probe(&http("127.0.0.1", s.port(), "/loop"), T).await, "stopped after 10 redirects");
+    let s = http_server("127.0.0.1:0", |_| {
+        (301, vec![("Location".into(), "/loop".into())], vec![])
+    })
+    .await;
+    assert_failure(
+        &probe(&http("127.0.0.1", s.port(), "/loop"), T).await,
+        "stopped after 10 redirects",
+    );
 }
 
 #[tokio::test]
 async fn redirect_to_another_host_is_not_followed_and_succeeds() {
     // 127.0.0.2 is another host name for the redirect check; nothing listens there.
     let s = http_server("127.0.0.1:0", |_| {
-        (302, vec![("Location".into(), "http://127.0.0.2:1/elsewhere".into())], vec![])
+        (
+            302,
+            vec![("Location".into(), "http://127.0.0.2:1/elsewhere".into())],
+            vec![],
+        )
     })
     .await;
-    assert_eq!(probe(&http("127.0.0.1", s.port(), "/"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", s.port(), "/"), T).await,
+        ProbeResult::Success
+    );
     assert_eq!(s.count(), 1);
 }
 
@@ -188,13 +271,23 @@ async fn redirect_to_same_host_other_port_is_followed() {
     let target = status_server(500).await;
     let port = target.port();
     let s = http_server("127.0.0.1:0", move |_| {
-        (307, vec![("Location".into(), format!("http://127.0.0.1:{port}/there"))], vec![])
+        (
+            307,
+            vec![("Location".into(), format!("http://127.0.0.1:{port}/there"))],
+            vec![],
+        )
     })
     .await;
-    assert_failure(&probe(&http("127.0.0.1", s.port(), "/"), T).await, "statuscode: 500");
+    assert_failure(
+        &probe(&http("127.0.0.1", s.port(), "/"), T).await,
+        "statuscode: 500",
+    );
     assert_eq!(target.requests()[0].target, "/there");
     // An absolute redirect resets the host header to the new authority.
-    assert_eq!(target.requests()[0].values("host"), vec![format!("127.0.0.1:{port}")]);
+    assert_eq!(
+        target.requests()[0].values("host"),
+        vec![format!("127.0.0.1:{port}")]
+    );
 }
 
 #[tokio::test]
@@ -209,7 +302,10 @@ async fn custom_host_survives_relative_redirects() {
         host: "127.0.0.1".into(),
         port: s.port(),
         path: "/start".into(),
-        headers: vec![("Host".into(), "virtual.test".into()), ("X-Keep".into(), "1".into())],
+        headers: vec![
+            ("Host".into(), "virtual.test".into()),
+            ("X-Keep".into(), "1".into()),
+        ],
     };
     assert_eq!(probe(&h, T).await, ProbeResult::Success);
     let seen = s.requests();
@@ -221,13 +317,25 @@ async fn custom_host_survives_relative_redirects() {
 #[tokio::test]
 async fn https_self_signed_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let s = https_server(dir.path(), |p| if p == "/bad" { (503, vec![], vec![]) } else { (200, vec![], b"ok".to_vec()) })
-        .await;
-    assert_eq!(probe(&https(s.port(), "/livez"), T).await, ProbeResult::Success);
+    let s = https_server(dir.path(), |p| {
+        if p == "/bad" {
+            (503, vec![], vec![])
+        } else {
+            (200, vec![], b"ok".to_vec())
+        }
+    })
+    .await;
+    assert_eq!(
+        probe(&https(s.port(), "/livez"), T).await,
+        ProbeResult::Success
+    );
     assert_eq!(s.requests()[0].target, "/livez");
     assert_failure(&probe(&https(s.port(), "/bad"), T).await, "statuscode: 503");
     // Plain HTTP against the TLS port fails (the server drops the bad handshake).
-    assert!(matches!(probe(&http("127.0.0.1", s.port(), "/"), T).await, ProbeResult::Failure(_)));
+    assert!(matches!(
+        probe(&http("127.0.0.1", s.port(), "/"), T).await,
+        ProbeResult::Failure(_)
+    ));
 }
 
 #[tokio::test]
@@ -242,20 +350,42 @@ async fn http_to_https_same_host_redirect_is_followed() {
     let tls = https_server(dir.path(), |_| (200, vec![], b"secure".to_vec())).await;
     let port = tls.port();
     let plain = http_server("127.0.0.1:0", move |_| {
-        (301, vec![("Location".into(), format!("https://127.0.0.1:{port}/secure"))], vec![])
+        (
+            301,
+            vec![(
+                "Location".into(),
+                format!("https://127.0.0.1:{port}/secure"),
+            )],
+            vec![],
+        )
     })
     .await;
-    assert_eq!(probe(&http("127.0.0.1", plain.port(), "/"), T).await, ProbeResult::Success);
+    assert_eq!(
+        probe(&http("127.0.0.1", plain.port(), "/"), T).await,
+        ProbeResult::Success
+    );
     assert_eq!(tls.requests()[0].target, "/secure");
 }
 
 #[tokio::test]
 async fn ipv6_loopback() {
     let s = http_server("[::1]:0", |_| (200, vec![], vec![])).await;
-    assert_eq!(probe(&http("::1", s.port(), "/v6"), T).await, ProbeResult::Success);
-    assert_eq!(probe(&http("[::1]", s.port(), "/v6"), T).await, ProbeResult::Success);
-    assert_eq!(s.requests()[0].values("host"), vec![format!("[::1]:{}", s.port())]);
-    let tcp = ProbeHandler::Tcp { host: "::1".into(), port: s.port() };
+    assert_eq!(
+        probe(&http("::1", s.port(), "/v6"), T).await,
+        ProbeResult::Success
+    );
+    assert_eq!(
+        probe(&http("[::1]", s.port(), "/v6"), T).await,
+        ProbeResult::Success
+    );
+    assert_eq!(
+        s.requests()[0].values("host"),
+        vec![format!("[::1]:{}", s.port())]
+    );
+    let tcp = ProbeHandler::Tcp {
+        host: "::1".into(),
+        port: s.port(),
+    };
     assert_eq!(probe(&tcp, T).await, ProbeResult::Success);
 }
 
@@ -268,15 +398,24 @@ async fn unix_socket_ping() {
         _ => (500, vec![], vec![]),
     })
     .await;
-    let ping = ProbeHandler::HttpUnix { socket: sock.clone(), path: "/_ping".into() };
+    let ping = ProbeHandler::HttpUnix {
+        socket: sock.clone(),
+        path: "/_ping".into(),
+    };
     assert_eq!(probe(&ping, T).await, ProbeResult::Success);
     let seen = &s.requests()[0];
     assert_eq!(seen.target, "/_ping");
     assert_eq!(seen.values("host"), vec!["localhost".to_string()]);
     assert_eq!(seen.values("user-agent"), vec![USER_AGENT.to_string()]);
-    let bad = ProbeHandler::HttpUnix { socket: sock, path: "/other".into() };
+    let bad = ProbeHandler::HttpUnix {
+        socket: sock,
+        path: "/other".into(),
+    };
     assert_failure(&probe(&bad, T).await, "statuscode: 500");
-    let missing = ProbeHandler::HttpUnix { socket: dir.path().join("nope.sock"), path: "/_ping".into() };
+    let missing = ProbeHandler::HttpUnix {
+        socket: dir.path().join("nope.sock"),
+        path: "/_ping".into(),
+    };
     assert_failure(&probe(&missing, T).await, "nope.sock");
 }
 
@@ -284,20 +423,45 @@ async fn unix_socket_ping() {
 async fn tcp_open_and_closed_ports() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let open = listener.local_addr().unwrap().port();
-    let r = probe(&ProbeHandler::Tcp { host: "127.0.0.1".into(), port: open }, T).await;
+    let r = probe(
+        &ProbeHandler::Tcp {
+            host: "127.0.0.1".into(),
+            port: open,
+        },
+        T,
+    )
+    .await;
     assert_eq!(r, ProbeResult::Success);
     // The probe connected (the connection sits in the backlog) and closed it at once.
-    let (mut conn, _) = tokio::time::timeout(T, listener.accept()).await.unwrap().unwrap();
+    let (mut conn, _) = tokio::time::timeout(T, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(T, tokio::io::AsyncReadExt::read(&mut conn, &mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(T, tokio::io::AsyncReadExt::read(&mut conn, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "the probe closed its connection");
     drop(listener);
-    let r = probe(&ProbeHandler::Tcp { host: "127.0.0.1".into(), port: open }, T).await;
+    let r = probe(
+        &ProbeHandler::Tcp {
+            host: "127.0.0.1".into(),
+            port: open,
+        },
+        T,
+    )
+    .await;
     assert_failure(&r, "refused");
 }
 
 #[tokio::test]
 async fn unresolved_is_an_error() {
-    let h = ProbeHandler::Unresolved { reason: "no port named \"metrics\"".into() };
-    assert_eq!(probe(&h, T).await, ProbeResult::Error("no port named \"metrics\"".into()));
+    let h = ProbeHandler::Unresolved {
+        reason: "no port named \"metrics\"".into(),
+    };
+    assert_eq!(
+        probe(&h, T).await,
+        ProbeResult::Error("no port named \"metrics\"".into())
+    );
 }

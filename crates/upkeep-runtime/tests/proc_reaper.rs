@@ -14,7 +14,11 @@ use upkeep_runtime::spawn::SpawnRequest;
 
 fn cmd(script: &str) -> Command {
     let mut c = Command::new("/bin/sh");
-    c.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     c
 }
 
@@ -23,9 +27,8 @@ async fn start_is_idempotent_and_shared() {
     let a = reaper();
     let b = Reaper::start().unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    // The subreaper flag is set on the process.
-    let parent = rustix::process::child_subreaper().unwrap();
-    assert_eq!(parent.map(|p| p.as_raw_pid() as u32), Some(std::process::id()));
+    // The subreaper flag is set on the process (PR_GET_CHILD_SUBREAPER != 0).
+    assert!(rustix::process::child_subreaper().unwrap().is_some());
 }
 
 #[tokio::test]
@@ -42,11 +45,32 @@ async fn every_fatal_signal_is_reported_exactly() {
     let r = reaper();
     // Signals whose default action terminates the process.
     let fatal = [
-        libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGILL, libc::SIGTRAP, libc::SIGABRT,
-        libc::SIGBUS, libc::SIGFPE, libc::SIGKILL, libc::SIGUSR1, libc::SIGSEGV, libc::SIGUSR2,
-        libc::SIGPIPE, libc::SIGALRM, libc::SIGTERM, libc::SIGSTKFLT, libc::SIGXCPU,
-        libc::SIGXFSZ, libc::SIGVTALRM, libc::SIGPROF, libc::SIGIO, libc::SIGPWR, libc::SIGSYS,
-        libc::SIGRTMIN(), libc::SIGRTMIN() + 5, libc::SIGRTMAX(),
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGABRT,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGKILL,
+        libc::SIGUSR1,
+        libc::SIGSEGV,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGSTKFLT,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGSYS,
+        libc::SIGRTMIN(),
+        libc::SIGRTMIN() + 5,
+        libc::SIGRTMAX(),
     ];
     for sig in fatal {
         // The shell signals itself (`kill -SEGV $$`); RLIMIT_CORE 0 so no core.
@@ -54,7 +78,10 @@ async fn every_fatal_signal_is_reported_exactly() {
         let sp = r.spawn(&mut c).unwrap();
         assert_eq!(
             exit_of(sp).await,
-            ExitStatus::Signaled { signal: sig, core: false },
+            ExitStatus::Signaled {
+                signal: sig,
+                core: false
+            },
             "signal {sig}"
         );
     }
@@ -74,7 +101,10 @@ async fn core_dump_flag_is_reported() {
     let sp = r.spawn(&mut c).unwrap();
     assert_eq!(
         exit_of(sp).await,
-        ExitStatus::Signaled { signal: libc::SIGSEGV, core: true }
+        ExitStatus::Signaled {
+            signal: libc::SIGSEGV,
+            core: true
+        }
     );
 }
 
@@ -84,13 +114,19 @@ async fn pidfd_signal_then_reaped_gives_false() {
     let mut c = Command::new("sleep");
     c.arg("30");
     let sp = r.spawn(&mut c).unwrap();
-    let _cleanup = Cleanup { pids: vec![sp.pid], ..Default::default() };
-    assert!(pidfd_signal(&sp.pidfd, 0).unwrap(), "alive: signal 0 succeeds");
+    let _cleanup = Cleanup::pids(vec![sp.pid]);
+    assert!(
+        pidfd_signal(&sp.pidfd, 0).unwrap(),
+        "alive: signal 0 succeeds"
+    );
     assert!(pidfd_signal(&sp.pidfd, libc::SIGTERM).unwrap());
     let pidfd = sp.pidfd.try_clone().unwrap();
     assert_eq!(
         exit_of(sp).await,
-        ExitStatus::Signaled { signal: libc::SIGTERM, core: false }
+        ExitStatus::Signaled {
+            signal: libc::SIGTERM,
+            core: false
+        }
     );
     // Reaped: the pidfd refers to nothing any more (never a recycled pid).
     assert!(!pidfd_signal(&pidfd, libc::SIGKILL).unwrap());
@@ -103,11 +139,14 @@ async fn sigkill_through_pidfd() {
     let mut c = Command::new("sleep");
     c.arg("30");
     let sp = r.spawn(&mut c).unwrap();
-    let _cleanup = Cleanup { pids: vec![sp.pid], ..Default::default() };
+    let _cleanup = Cleanup::pids(vec![sp.pid]);
     assert!(pidfd_signal(&sp.pidfd, libc::SIGKILL).unwrap());
     assert_eq!(
         exit_of(sp).await,
-        ExitStatus::Signaled { signal: libc::SIGKILL, core: false }
+        ExitStatus::Signaled {
+            signal: libc::SIGKILL,
+            core: false
+        }
     );
 }
 
@@ -127,12 +166,14 @@ async fn orphaned_grandchildren_are_reaped() {
         let pid: u32 = read(&out).trim().parse().expect("grandchild pid");
         grandchildren.push(pid);
     }
-    let _cleanup = Cleanup { pids: grandchildren.clone(), ..Default::default() };
+    let _cleanup = Cleanup::pids(grandchildren.clone());
     // Each grandchild was re-parented to us (subreaper) and must disappear
     // from /proc entirely: reaped, not left as a zombie.
     wait_until("orphaned grandchildren reaped", || {
         grandchildren.iter().all(|&p| {
-            process_stat(p).map(|s| s.ppid != std::process::id()).unwrap_or(true)
+            process_stat(p)
+                .map(|s| s.ppid != std::process::id())
+                .unwrap_or(true)
         })
     })
     .await;
@@ -232,7 +273,7 @@ async fn watch_pid_of_a_non_child_resolves_unknown() {
     let mut c = cmd("sleep 0.3 & echo $! > \"$0\"; wait");
     c.arg(&out);
     let parent = r.spawn(&mut c).unwrap();
-    let _cleanup = Cleanup { pids: vec![parent.pid], ..Default::default() };
+    let _cleanup = Cleanup::pids(vec![parent.pid]);
     wait_until("grandchild pid written", || read(&out).ends_with('\n')).await;
     let pid: u32 = read(&out).trim().parse().unwrap();
     assert_eq!(process_stat(pid).unwrap().ppid, parent.pid);
@@ -252,8 +293,12 @@ async fn watch_pid_of_a_reparented_orphan_gets_its_real_status() {
     let parent = r.spawn(&mut c).unwrap();
     assert_eq!(exit_of(parent).await, ExitStatus::Exited(0));
     let pid: u32 = read(&out).trim().parse().unwrap();
-    let _cleanup = Cleanup { pids: vec![pid], ..Default::default() };
-    assert_eq!(process_stat(pid).unwrap().ppid, std::process::id(), "re-parented to us");
+    let _cleanup = Cleanup::pids(vec![pid]);
+    assert_eq!(
+        process_stat(pid).unwrap().ppid,
+        std::process::id(),
+        "re-parented to us"
+    );
     let (_pidfd, exit) = r.watch_pid(pid).unwrap();
     assert_eq!(deadline("orphan exit", exit).await, ExitStatus::Exited(7));
 }
@@ -276,7 +321,7 @@ async fn start_time_identifies_a_process() {
     let mut c = Command::new("sleep");
     c.arg("30");
     let sp = r.spawn(&mut c).unwrap();
-    let _cleanup = Cleanup { pids: vec![sp.pid], ..Default::default() };
+    let _cleanup = Cleanup::pids(vec![sp.pid]);
     let t = process_start_time(sp.pid).unwrap();
     assert!(t >= me, "child started after us: {t} vs {me}");
     assert_eq!(process_start_time(sp.pid).unwrap(), t, "stable");

@@ -358,29 +358,17 @@ fn read_logs(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
     };
     if let Some(v) = f.get("max_size") {
         let size = match &v.kind {
-            Kind::Int(i) => u64::try_from(*i).ok(),
-            Kind::Str(s) => match parse_size(s) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    ctx.error(v, "logs.max_size", e);
-                    return;
-                }
-            },
-            other => {
-                ctx.error(
-                    v,
-                    "logs.max_size",
-                    format!(
-                        "expected a byte count or a size such as \"10MiB\", found {}",
-                        other.describe()
-                    ),
-                );
-                return;
-            }
+            Kind::Int(i) => Ok(u64::try_from(*i).unwrap_or(0)),
+            Kind::Str(s) => parse_size(s),
+            other => Err(format!(
+                "expected a byte count or a size such as \"10MiB\", found {}",
+                other.describe()
+            )),
         };
         match size {
-            Some(b) if b > 0 => cfg.log_max_size = b,
-            _ => ctx.error(v, "logs.max_size", "must be more than 0 bytes"),
+            Ok(b) if b > 0 => cfg.log_max_size = b,
+            Ok(_) => ctx.error(v, "logs.max_size", "must be more than 0 bytes"),
+            Err(e) => ctx.error(v, "logs.max_size", e),
         }
     }
     if let Some(v) = f.get("max_files") {

@@ -420,9 +420,7 @@ const POD_SPEC_UNSUPPORTED: &[(&str, &str)] = &[
 /// Walks the whole document. Returns the pod name and its services when the
 /// pod got far enough to resolve (errors may still be in `ctx`).
 fn read_pod(ctx: &mut Ctx<'_>, root: &Node, cfg: &Config) -> Option<(String, Vec<ServiceSpec>)> {
-    let Some(mut top) = ctx.fields(root, "") else {
-        return None;
-    };
+    let mut top = ctx.fields(root, "")?;
     if matches!(root.kind, Kind::Null) {
         ctx.error(root, "", "empty manifest: no Pod");
         return None;
@@ -448,7 +446,14 @@ fn read_pod(ctx: &mut Ctx<'_>, root: &Node, cfg: &Config) -> Option<(String, Vec
             ctx.error(
                 n,
                 "kind",
-                format!("{k} is not supported: a static manifest must be a Pod (kind: Pod); controllers such as Deployments need an API server"),
+                format!(
+                    "{k} is not supported: a static manifest must be a Pod (apiVersion: v1, kind: Pod){}",
+                    if matches!(k.as_str(), "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" | "Job") {
+                        "; controllers need an API server"
+                    } else {
+                        ""
+                    }
+                ),
             );
             return None;
         }
@@ -488,7 +493,8 @@ fn read_pod(ctx: &mut Ctx<'_>, root: &Node, cfg: &Config) -> Option<(String, Vec
         ctx.error(root, "spec", "missing: a Pod needs a spec with containers");
         return None;
     };
-    let name = name?;
+    // Without a name (already an error) the rest is still checked.
+    let name = name.unwrap_or_default();
     let uid = uid_field.unwrap_or_else(|| {
         let text = format!(
             "{}host:{}file:{}",

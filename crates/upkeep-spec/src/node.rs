@@ -187,8 +187,39 @@ pub(crate) struct ParseError {
 
 /// Parses the first YAML (or JSON) document of `text`. Returns the node and
 /// whether more documents followed. `Ok(None)` means no document at all.
+///
+/// Parsing runs on its own thread with a large stack: the deserializer
+/// recurses once per nesting level, with big frames in debug builds, and a
+/// stack overflow would abort the whole daemon. The depth budget is lowered
+/// too (real manifests nest about 8 deep).
 pub(crate) fn parse_yaml(text: &str) -> Result<(Option<Node>, bool), ParseError> {
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("yaml-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_yaml_here(text))
+        {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(ParseError {
+                    message: "the YAML parser failed".into(),
+                    line: None,
+                })
+            }),
+            Err(_) => parse_yaml_here(text),
+        }
+    })
+}
+
+/// Stack of the parsing thread (reserved, not committed, memory).
+const PARSE_STACK: usize = 64 << 20;
+/// Nesting limit for manifests.
+const MAX_DEPTH: usize = 32;
+
+fn parse_yaml_here(text: &str) -> Result<(Option<Node>, bool), ParseError> {
     let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+        },
         // YAML 1.2 booleans: `yes`/`on` stay strings (bool fields accept them explicitly).
         strict_booleans: true,
         with_snippet: false,
@@ -638,5 +669,30 @@ mod tests {
         assert_eq!(inner[0].value.line, Some(4));
         let errs = parse_toml("x = \n").unwrap_err();
         assert_eq!(errs[0].line, Some(1));
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    #[test]
+    fn deep_block_nesting_is_an_error_not_an_overflow() {
+        for n in [40, 100, 10_000] {
+            let text = format!("{}x\n", "- ".repeat(n));
+            assert!(super::parse_yaml(&text).is_err(), "seq {n}");
+            let mut text = String::new();
+            for i in 0..n.min(2000) {
+                text.push_str(&" ".repeat(i));
+                text.push_str("a:\n");
+            }
+            let err = super::parse_yaml(&text).unwrap_err();
+            assert!(
+                err.message.to_lowercase().contains("depth"),
+                "{}",
+                err.message
+            );
+        }
+        // 20 levels are fine.
+        let text = format!("{}x\n", "- ".repeat(20));
+        assert!(super::parse_yaml(&text).is_ok());
     }
 }

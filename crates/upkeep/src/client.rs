@@ -98,9 +98,26 @@ pub fn logs(paths: &Paths, name: &str, follow: bool, lines: usize) -> i32 {
         }
     }
     if follow {
-        if let Err(e) = upkeep_runtime::logs::follow(&path, &mut std::io::stdout()) {
-            eprintln!("upkeep: following {}: {e}", path.display());
-            return 1;
+        let mut follower = match upkeep_runtime::logs::Follower::from_end(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("upkeep: following {}: {e}", path.display());
+                return 1;
+            }
+        };
+        loop {
+            match follower.poll() {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("upkeep: following {}: {e}", path.display());
+                    return 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
     0

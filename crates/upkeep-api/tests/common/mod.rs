@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use upkeep_api::HttpConfig;
 use upkeep_core::snapshot::{Histogram, LastExit, ManifestError, ServiceStatus, Shared, Snapshot};
+use upkeep_core::ExitStatus;
 
 /// Fails the test (instead of hanging) when `fut` takes longer than `secs`.
 pub async fn deadline<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
@@ -25,7 +26,10 @@ pub async fn deadline<T>(secs: u64, what: &str, fut: impl Future<Output = T>) ->
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// A running server; dropping the handle leaves it running until the test's
@@ -38,24 +42,42 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(shared: Arc<Shared>, config: HttpConfig) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
+    pub async fn start(shared: Arc<Shared>, config: impl Into<HttpConfig>) -> Server {
+        let config = config.into();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(upkeep_api::serve_http(listener, shared.clone(), config, async move {
-            let _ = rx.await;
-        }));
-        Server { addr, shared, stop: Some(tx), task }
+        let task = tokio::spawn(upkeep_api::serve_http(
+            listener,
+            shared.clone(),
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Server {
+            addr,
+            shared,
+            stop: Some(tx),
+            task,
+        }
     }
 
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        deadline(10, "server shutdown", &mut self.task).await.expect("server task");
+        deadline(10, "server shutdown", &mut self.task)
+            .await
+            .expect("server task");
     }
 }
 
 pub fn test_config() -> HttpConfig {
-    HttpConfig { version: "9.8.7-test".into(), ..HttpConfig::default() }
+    HttpConfig {
+        version: "9.8.7-test".into(),
+        ..HttpConfig::default()
+    }
 }
 
 /// A parsed HTTP response.
@@ -68,20 +90,27 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).expect("utf-8 body")
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 }
 
 /// Parses a whole `Connection: close` response (no chunked bodies: the
 /// server always sends a content length).
 pub fn parse_response(raw: &[u8]) -> Resp {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
     let head = std::str::from_utf8(&raw[..split]).expect("ascii head");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
@@ -92,7 +121,11 @@ pub fn parse_response(raw: &[u8]) -> Resp {
             (k.trim().to_string(), v.trim().to_string())
         })
         .collect();
-    Resp { status, headers, body: raw[split + 4..].to_vec() }
+    Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 /// Sends `raw` as-is and reads until the server closes.
@@ -133,7 +166,11 @@ fn histogram(values: &[f64]) -> Histogram {
 
 /// A running, ready service.
 pub fn running(name: &str, pid: u32) -> ServiceStatus {
-    let mut s = ServiceStatus::new(name, &format!("/etc/kubernetes/manifests/{name}.yaml"), at(-300));
+    let mut s = ServiceStatus::new(
+        name,
+        &format!("/etc/kubernetes/manifests/{name}.yaml"),
+        at(-300),
+    );
     s.state = "running".into();
     s.pid = Some(pid);
     s.ready = true;
@@ -159,10 +196,27 @@ pub fn degraded_snapshot() -> Snapshot {
     let mut snap = Snapshot::default();
     let mut etcd = running("etcd", 1001);
     etcd.restarts = 2;
-    etcd.last_exit = Some(LastExit { code: None, signal: Some("SIGKILL".into()), at: upkeep_core::snapshot::rfc3339(at(-400)) });
-    etcd.exits = BTreeMap::from([("signal_SIGKILL".to_string(), 1), ("code_1".to_string(), 1)]);
+    etcd.last_exit = Some(LastExit {
+        code: None,
+        signal: Some("SIGKILL".into()),
+        at: upkeep_core::snapshot::rfc3339(at(-400)),
+    });
+    etcd.exits = BTreeMap::from([
+        (
+            ExitStatus::Signaled {
+                signal: 9,
+                core: false,
+            }
+            .reason(),
+            1,
+        ),
+        (ExitStatus::Exited(1).reason(), 1),
+    ]);
     etcd.probe_durations = BTreeMap::from([
-        ("liveness".to_string(), histogram(&[0.0008, 0.003, 0.004, 0.02, 0.7, 20.0])),
+        (
+            "liveness".to_string(),
+            histogram(&[0.0008, 0.003, 0.004, 0.02, 0.7, 20.0]),
+        ),
         ("readiness".to_string(), histogram(&[0.002])),
     ]);
     etcd.probe_failures = BTreeMap::from([("liveness".to_string(), 1)]);
@@ -175,16 +229,31 @@ pub fn degraded_snapshot() -> Snapshot {
     api.probe_durations = BTreeMap::from([("readiness".to_string(), histogram(&[0.01, 0.2]))]);
     snap.services.insert("kube-apiserver".into(), api);
 
-    let mut crasher = ServiceStatus::new(CRASHER, "/etc/kubernetes/manifests/kube-system-pod.yaml", at(-2));
+    let mut crasher = ServiceStatus::new(
+        CRASHER,
+        "/etc/kubernetes/manifests/kube-system-pod.yaml",
+        at(-2),
+    );
     crasher.state = "backoff".into();
     crasher.restarts = 37;
-    crasher.last_exit = Some(LastExit { code: Some(1), signal: None, at: upkeep_core::snapshot::rfc3339(at(-2)) });
+    crasher.last_exit = Some(LastExit {
+        code: Some(1),
+        signal: None,
+        at: upkeep_core::snapshot::rfc3339(at(-2)),
+    });
     crasher.next_start_at = Some(at(30));
-    crasher.exits = BTreeMap::from([("code_1".to_string(), 37)]);
+    crasher.exits = BTreeMap::from([(ExitStatus::Exited(1).reason(), 37)]);
     crasher.message = "restarted 37 times in 10m, last exit code 1".into();
     snap.services.insert(CRASHER.into(), crasher);
 
-    snap.services.insert("kube-scheduler".into(), ServiceStatus::new("kube-scheduler", "/etc/kubernetes/manifests/kube-scheduler.yaml", at(-10)));
+    snap.services.insert(
+        "kube-scheduler".into(),
+        ServiceStatus::new(
+            "kube-scheduler",
+            "/etc/kubernetes/manifests/kube-scheduler.yaml",
+            at(-10),
+        ),
+    );
     snap.manifest_errors.push(ManifestError {
         file: "/etc/kubernetes/manifests/broken.yaml".into(),
         error: "spec.containers[0].image: missing".into(),

@@ -61,14 +61,20 @@ pub(crate) fn failure_message(status: &ExitStatus, output: &[u8]) -> String {
 }
 
 /// Runs one exec probe attempt, bounded by `timeout`.
-pub(crate) async fn probe_exec(argv: &[String], timeout: Duration, ctx: &ExecContext) -> ProbeResult {
+pub(crate) async fn probe_exec(
+    argv: &[String],
+    timeout: Duration,
+    ctx: &ExecContext,
+) -> ProbeResult {
     let Some((program, args)) = argv.split_first() else {
         return ProbeResult::Failure("exec probe has an empty command".into());
     };
     let deadline = Instant::now() + timeout;
     let (writer, mut reader) = match tokio::net::unix::pipe::pipe() {
         Ok(p) => p,
-        Err(e) => return ProbeResult::Error(format!("exec probe {program:?}: cannot create a pipe: {e}")),
+        Err(e) => {
+            return ProbeResult::Error(format!("exec probe {program:?}: cannot create a pipe: {e}"))
+        }
     };
     let stdout = match writer.into_blocking_fd() {
         Ok(fd) => fd,
@@ -97,10 +103,16 @@ pub(crate) async fn probe_exec(argv: &[String], timeout: Duration, ctx: &ExecCon
     // The command holds our copies of the pipe's write end: close them now,
     // or the read side never sees EOF.
     drop(cmd);
-    let Spawned { pid, pidfd, mut exit } = match spawned {
+    let Spawned {
+        pid,
+        pidfd,
+        mut exit,
+    } = match spawned {
         Ok(s) => s,
         // The kubelet counts an exec probe that cannot run as failed.
-        Err(e) => return ProbeResult::Failure(format!("cannot run probe command {program:?}: {e}")),
+        Err(e) => {
+            return ProbeResult::Failure(format!("cannot run probe command {program:?}: {e}"))
+        }
     };
     let Ok(pgid) = i32::try_from(pid) else {
         return ProbeResult::Error(format!("exec probe {program:?}: pid {pid} out of range"));
@@ -172,7 +184,13 @@ mod tests {
     fn failure_message_uses_first_non_empty_line() {
         let st = ExitStatus::Exited(3);
         assert_eq!(failure_message(&st, b""), "exit code 3");
-        assert_eq!(failure_message(&st, b"\n  boom  \nmore\n"), "exit code 3: boom");
-        assert_eq!(failure_message(&st, &[0xff, b'x']), "exit code 3: \u{fffd}x");
+        assert_eq!(
+            failure_message(&st, b"\n  boom  \nmore\n"),
+            "exit code 3: boom"
+        );
+        assert_eq!(
+            failure_message(&st, &[0xff, b'x']),
+            "exit code 3: \u{fffd}x"
+        );
     }
 }

@@ -111,7 +111,12 @@ pub(crate) fn normalize_path(path: &str) -> String {
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}') {
+        if (0x21..=0x7e).contains(&b)
+            && !matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -172,7 +177,9 @@ fn parse_authority(scheme: Scheme, rest: &str) -> Result<Target, String> {
     let (authority, path) = rest.split_at(end);
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-        let close = inner.find(']').ok_or_else(|| format!("invalid host in {authority:?}"))?;
+        let close = inner
+            .find(']')
+            .ok_or_else(|| format!("invalid host in {authority:?}"))?;
         let after = &inner[close + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
@@ -194,7 +201,9 @@ fn parse_authority(scheme: Scheme, rest: &str) -> Result<Target, String> {
             Scheme::Http => 80,
             Scheme::Https => 443,
         },
-        Some(p) => p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port {p:?}"))?,
     };
     let (p, q) = split_query(path);
     let p = if p.is_empty() { "/" } else { p };
@@ -215,7 +224,9 @@ pub(crate) fn resolve_location(base: &Target, location: &str) -> Result<(Target,
     let scheme_end = loc.find(':').filter(|&i| {
         i > 0
             && loc[..i].starts_with(|c: char| c.is_ascii_alphabetic())
-            && loc[..i].chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            && loc[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     });
     if let Some(i) = scheme_end {
         let scheme = match loc[..i].to_ascii_lowercase().as_str() {
@@ -246,7 +257,13 @@ pub(crate) fn resolve_location(base: &Target, location: &str) -> Result<(Target,
         path.push('/');
     }
     path.push_str(query);
-    Ok((Target { path: percent_encode(&path), ..base.clone() }, false))
+    Ok((
+        Target {
+            path: percent_encode(&path),
+            ..base.clone()
+        },
+        false,
+    ))
 }
 
 /// An error and its sources, joined with `: `.
@@ -300,7 +317,10 @@ where
     let task = ConnTask(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let resp = sender.send_request(req).await.map_err(|e| error_chain(&e))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| error_chain(&e))?;
     Ok((resp, task))
 }
 
@@ -325,7 +345,11 @@ async fn read_capped(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
 /// The result of a final response (the kubelet's `DoHTTPProbe`).
 fn classify(status: u16, url: &str) -> ProbeResult {
     if (300..400).contains(&status) {
-        tracing::warn!(url, status, "probe terminated redirects; counted as success");
+        tracing::warn!(
+            url,
+            status,
+            "probe terminated redirects; counted as success"
+        );
         ProbeResult::Success
     } else if (200..300).contains(&status) {
         ProbeResult::Success
@@ -340,9 +364,12 @@ async fn request(
     host: &HeaderValue,
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<(Response<Incoming>, ConnTask), String> {
-    let tcp = connect_tcp(&target.host, target.port)
-        .await
-        .map_err(|e| format!("dial tcp {}: {e}", join_host_port(&target.host, target.port)))?;
+    let tcp = connect_tcp(&target.host, target.port).await.map_err(|e| {
+        format!(
+            "dial tcp {}: {e}",
+            join_host_port(&target.host, target.port)
+        )
+    })?;
     let _ = tcp.set_nodelay(true);
     match target.scheme {
         Scheme::Http => send(tcp, &target.path, host, headers).await,
@@ -397,7 +424,10 @@ pub(crate) async fn probe_http(
         };
         requests += 1;
         let status = resp.status().as_u16();
-        let location = resp.headers().get(LOCATION).map(|l| l.to_str().map(str::to_string));
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().map(str::to_string));
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             match location {
                 Some(Ok(loc)) if !loc.is_empty() => {
@@ -406,18 +436,29 @@ pub(crate) async fn probe_http(
                         Err(e) => return ProbeResult::Failure(format!("Get {url:?}: {e}")),
                     };
                     if next.host != first_host {
-                        tracing::warn!(url, location = loc, "probe redirect to another host not followed; counted as success");
+                        tracing::warn!(
+                            url,
+                            location = loc,
+                            "probe redirect to another host not followed; counted as success"
+                        );
                         return ProbeResult::Success;
                     }
                     if requests >= MAX_REQUESTS {
-                        return ProbeResult::Failure(format!("Get {:?}: stopped after 10 redirects", next.url()));
+                        return ProbeResult::Failure(format!(
+                            "Get {:?}: stopped after 10 redirects",
+                            next.url()
+                        ));
                     }
                     drop(conn);
                     host_header = match (&prepared.host, absolute) {
                         (Some(h), false) => h.clone(),
                         _ => match default_host(&next) {
                             Ok(h) => h,
-                            Err(_) => return ProbeResult::Failure(format!("Get {url:?}: invalid redirect location {loc:?}")),
+                            Err(_) => {
+                                return ProbeResult::Failure(format!(
+                                    "Get {url:?}: invalid redirect location {loc:?}"
+                                ))
+                            }
                         },
                     };
                     target = next;
@@ -433,7 +474,9 @@ pub(crate) async fn probe_http(
         drop(conn);
         return match body {
             Ok(_) => classify(status, &url),
-            Err(e) => ProbeResult::Failure(format!("Get {url:?}: reading body: {}", error_chain(&e))),
+            Err(e) => {
+                ProbeResult::Failure(format!("Get {url:?}: reading body: {}", error_chain(&e)))
+            }
         };
     }
 }
@@ -488,7 +531,12 @@ impl ServerCertVerifier for SkipVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -497,7 +545,12 @@ impl ServerCertVerifier for SkipVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -545,7 +598,10 @@ mod tests {
     fn defaults_added_only_when_absent() {
         let p = prepare_headers(&[]).unwrap();
         assert_eq!(p.host, None);
-        assert_eq!(p.headers, vec![(USER_AGENT, hv("kube-probe/1.29")), (ACCEPT, hv("*/*"))]);
+        assert_eq!(
+            p.headers,
+            vec![(USER_AGENT, hv("kube-probe/1.29")), (ACCEPT, hv("*/*"))]
+        );
 
         let given = vec![
             ("X-Custom".to_string(), "1".to_string()),
@@ -554,16 +610,28 @@ mod tests {
             ("Accept".to_string(), "application/json".to_string()),
         ];
         let p = prepare_headers(&given).unwrap();
-        let names: Vec<_> = p.headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
+        let names: Vec<_> = p
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
         assert_eq!(
             names,
-            vec![("x-custom", "1"), ("user-agent", "mine/2"), ("x-custom", "2"), ("accept", "application/json")]
+            vec![
+                ("x-custom", "1"),
+                ("user-agent", "mine/2"),
+                ("x-custom", "2"),
+                ("accept", "application/json")
+            ]
         );
     }
 
     #[test]
     fn empty_accept_and_user_agent_are_removed() {
-        let given = vec![("Accept".to_string(), String::new()), ("User-Agent".to_string(), String::new())];
+        let given = vec![
+            ("Accept".to_string(), String::new()),
+            ("User-Agent".to_string(), String::new()),
+        ];
         let p = prepare_headers(&given).unwrap();
         assert!(p.headers.is_empty(), "{:?}", p.headers);
     }
@@ -597,6 +665,20 @@ mod tests {
     }
 
     #[test]
+    fn odd_paths_still_make_valid_requests() {
+        for raw in [
+            "/a b/\u{fc}?x=[1]&y=\"q\"",
+            "/{x}|^`\\",
+            "/%zz?%",
+            "no-slash?q=1#frag",
+        ] {
+            let path = normalize_path(raw);
+            let req = Request::get(path.as_str()).body(Empty::<Bytes>::new());
+            assert!(req.is_ok(), "{raw:?} -> {path:?}");
+        }
+    }
+
+    #[test]
     fn dot_segments_as_go() {
         for (input, want) in [
             ("/a/b/../c", "/a/c"),
@@ -623,11 +705,20 @@ mod tests {
         let (t, _) = resolve_location(&b, "?q").unwrap();
         assert_eq!(t.path, "/a/b/c?q");
         let (t, abs) = resolve_location(&b, "https://127.0.0.1:9443/s#f").unwrap();
-        assert_eq!((t.scheme, t.port, t.path.as_str(), abs), (Scheme::Https, 9443, "/s", true));
+        assert_eq!(
+            (t.scheme, t.port, t.path.as_str(), abs),
+            (Scheme::Https, 9443, "/s", true)
+        );
         let (t, _) = resolve_location(&b, "HTTPS://other.test").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("other.test", 443, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("other.test", 443, "/")
+        );
         let (t, abs) = resolve_location(&b, "//[::1]:81/v6").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.authority.as_str(), abs), ("::1", 81, "[::1]:81", false));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str(), abs),
+            ("::1", 81, "[::1]:81", false)
+        );
         let (t, _) = resolve_location(&b, "http://user:pw@h.test:82/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("h.test", 82));
         assert!(resolve_location(&b, "ftp://h/").is_err());

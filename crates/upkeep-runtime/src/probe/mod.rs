@@ -88,8 +88,18 @@ impl std::fmt::Debug for ExecContext {
 /// A timeout is reported as `Failure("timeout after <timeout>")`.
 pub async fn run_once(handler: &ProbeHandler, timeout: Duration, ctx: &ExecContext) -> ProbeResult {
     match handler {
-        ProbeHandler::Http { scheme, host, port, path, headers } => {
-            bounded(timeout, http::probe_http(*scheme, host, *port, path, headers)).await
+        ProbeHandler::Http {
+            scheme,
+            host,
+            port,
+            path,
+            headers,
+        } => {
+            bounded(
+                timeout,
+                http::probe_http(*scheme, host, *port, path, headers),
+            )
+            .await
         }
         ProbeHandler::HttpUnix { socket, path } => {
             bounded(timeout, http::probe_unix(socket, path)).await
@@ -105,7 +115,10 @@ pub(crate) fn timeout_message(timeout: Duration) -> String {
     format!("timeout after {timeout:?}")
 }
 
-async fn bounded(timeout: Duration, fut: impl std::future::Future<Output = ProbeResult>) -> ProbeResult {
+async fn bounded(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = ProbeResult>,
+) -> ProbeResult {
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
         Err(_) => ProbeResult::Failure(timeout_message(timeout)),
@@ -114,7 +127,9 @@ async fn bounded(timeout: Duration, fut: impl std::future::Future<Output = Probe
 
 /// Strips the brackets of an IPv6 literal (`[::1]` → `::1`).
 pub(crate) fn bare_host(host: &str) -> &str {
-    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// `host:port`, with brackets around an IPv6 literal.
@@ -164,6 +179,9 @@ mod tests {
     #[test]
     fn timeout_message_names_the_timeout() {
         assert_eq!(timeout_message(Duration::from_secs(1)), "timeout after 1s");
-        assert_eq!(timeout_message(Duration::from_millis(1500)), "timeout after 1.5s");
+        assert_eq!(
+            timeout_message(Duration::from_millis(1500)),
+            "timeout after 1.5s"
+        );
     }
 }

@@ -138,7 +138,12 @@ impl Shared {
     /// Sends a synthetic success flip (no probe of that kind).
     fn synthetic(&self, kind: ProbeKind) -> bool {
         self.tx
-            .send(ProbeReport { kind, result: ProbeResult::Success, duration: Duration::ZERO, flip: Some(true) })
+            .send(ProbeReport {
+                kind,
+                result: ProbeResult::Success,
+                duration: Duration::ZERO,
+                flip: Some(true),
+            })
             .is_ok()
     }
 
@@ -157,13 +162,23 @@ pub fn spawn_worker(
     initial: Initial,
     tx: mpsc::UnboundedSender<ProbeReport>,
 ) -> ProbeWorker {
-    let shared = Arc::new(Shared { started_at, ctx, tx, initial });
+    let shared = Arc::new(Shared {
+        started_at,
+        ctx,
+        tx,
+        initial,
+    });
     let mut tasks = Vec::new();
     let has_readiness = probes.readiness.is_some();
     let (started_tx, started_rx) = watch::channel(false);
     match probes.startup {
         Some(probe) => {
-            tasks.push(tokio::spawn(run_startup(probe, shared.clone(), started_tx, !has_readiness)));
+            tasks.push(tokio::spawn(run_startup(
+                probe,
+                shared.clone(),
+                started_tx,
+                !has_readiness,
+            )));
         }
         None => {
             shared.synthetic(ProbeKind::Startup);
@@ -174,10 +189,20 @@ pub fn spawn_worker(
         }
     }
     if let Some(probe) = probes.liveness {
-        tasks.push(tokio::spawn(run_gated(ProbeKind::Liveness, probe, shared.clone(), started_rx.clone())));
+        tasks.push(tokio::spawn(run_gated(
+            ProbeKind::Liveness,
+            probe,
+            shared.clone(),
+            started_rx.clone(),
+        )));
     }
     if let Some(probe) = probes.readiness {
-        tasks.push(tokio::spawn(run_gated(ProbeKind::Readiness, probe, shared, started_rx)));
+        tasks.push(tokio::spawn(run_gated(
+            ProbeKind::Readiness,
+            probe,
+            shared,
+            started_rx,
+        )));
     }
     ProbeWorker { tasks }
 }
@@ -191,7 +216,12 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 
 /// Runs one attempt (errors tried up to [`MAX_TRIES`] times), records it and
 /// reports it. `None` when nobody listens any more.
-async fn attempt(kind: ProbeKind, probe: &Probe, tracker: &mut ProbeTracker, shared: &Shared) -> Option<Option<bool>> {
+async fn attempt(
+    kind: ProbeKind,
+    probe: &Probe,
+    tracker: &mut ProbeTracker,
+    shared: &Shared,
+) -> Option<Option<bool>> {
     let begin = Instant::now();
     let mut result = run_once(&probe.handler, probe.timeout, &shared.ctx).await;
     for _ in 1..MAX_TRIES {
@@ -203,15 +233,37 @@ async fn attempt(kind: ProbeKind, probe: &Probe, tracker: &mut ProbeTracker, sha
     let duration = begin.elapsed();
     let flip = tracker.record(&result);
     if let Some(state) = flip {
-        tracing::debug!(probe = kind.as_str(), state, ?result, "probe result flipped");
+        tracing::debug!(
+            probe = kind.as_str(),
+            state,
+            ?result,
+            "probe result flipped"
+        );
     }
-    shared.tx.send(ProbeReport { kind, result, duration, flip }).ok()?;
+    shared
+        .tx
+        .send(ProbeReport {
+            kind,
+            result,
+            duration,
+            flip,
+        })
+        .ok()?;
     Some(flip)
 }
 
-async fn run_startup(probe: Probe, shared: Arc<Shared>, started: watch::Sender<bool>, synth_readiness: bool) {
+async fn run_startup(
+    probe: Probe,
+    shared: Arc<Shared>,
+    started: watch::Sender<bool>,
+    synth_readiness: bool,
+) {
     let kind = ProbeKind::Startup;
-    let mut tracker = ProbeTracker::new(probe.success_threshold, probe.failure_threshold, kind.initial());
+    let mut tracker = ProbeTracker::new(
+        probe.success_threshold,
+        probe.failure_threshold,
+        kind.initial(),
+    );
     let mut ticker = ticker(probe.period);
     loop {
         ticker.tick().await;
@@ -234,7 +286,12 @@ async fn run_startup(probe: Probe, shared: Arc<Shared>, started: watch::Sender<b
     }
 }
 
-async fn run_gated(kind: ProbeKind, probe: Probe, shared: Arc<Shared>, mut started: watch::Receiver<bool>) {
+async fn run_gated(
+    kind: ProbeKind,
+    probe: Probe,
+    shared: Arc<Shared>,
+    mut started: watch::Receiver<bool>,
+) {
     let initial = match kind {
         ProbeKind::Readiness if shared.initial.ready => Some(true),
         _ => kind.initial(),

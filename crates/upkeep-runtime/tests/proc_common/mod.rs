@@ -97,6 +97,24 @@ pub struct Cleanup {
     pub groups: Vec<u32>,
 }
 
+impl Cleanup {
+    /// Kills these pids on drop.
+    pub fn pids(pids: Vec<u32>) -> Cleanup {
+        Cleanup {
+            pids,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Kills these process groups on drop.
+    pub fn groups(groups: Vec<u32>) -> Cleanup {
+        Cleanup {
+            pids: Vec::new(),
+            groups,
+        }
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for &g in &self.groups {

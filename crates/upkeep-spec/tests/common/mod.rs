@@ -33,7 +33,10 @@ pub fn pod(outcome: FileOutcome) -> LoadedPod {
 pub fn invalid(outcome: FileOutcome) -> Vec<Diagnostic> {
     match outcome {
         FileOutcome::Invalid(d) => {
-            assert!(d.iter().any(|d| d.severity == Severity::Error), "invalid without an error: {d:#?}");
+            assert!(
+                d.iter().any(|d| d.severity == Severity::Error),
+                "invalid without an error: {d:#?}"
+            );
             d
         }
         other => panic!("expected an invalid file, got {other:#?}"),

@@ -1,0 +1,78 @@
+//! docs/alerts.yml passes `promtool check rules` and its unit tests
+//! (`promtool test rules`), and docs/metrics.md documents every metric that
+//! /metrics can emit. promtool is required: these tests fail without it.
+
+use prometheus::core::Collector;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+use upkeep_api::metrics::{snapshot_families, ProcessCollector};
+use upkeep_core::snapshot::{Histogram, ServiceStatus, Snapshot};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool is required for this test (Debian package `prometheus`): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn alerts_pass_promtool_check_rules() {
+    let (ok, out) = promtool(&["check", "rules", "docs/alerts.yml"]);
+    assert!(ok, "promtool check rules docs/alerts.yml:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn alerts_pass_their_promtool_unit_tests() {
+    let (ok, out) = promtool(&["test", "rules", "crates/upkeep-api/tests/alerts_test.yml"]);
+    assert!(ok, "promtool test rules:\n{out}");
+}
+
+#[test]
+fn metrics_doc_covers_every_emitted_metric() {
+    let now = SystemTime::now();
+    let mut s = ServiceStatus::new("a", "/x", now);
+    s.pid = Some(1);
+    s.start_time = Some(now);
+    s.exits = BTreeMap::from([("exit_nonzero".into(), 1)]);
+    s.probe_failures = BTreeMap::from([("liveness".into(), 1)]);
+    let mut h = Histogram::default();
+    h.observe(0.01);
+    s.probe_durations = BTreeMap::from([("liveness".into(), h)]);
+    s.next_start_at = Some(now + Duration::from_secs(1));
+    let mut snap = Snapshot::default();
+    snap.services.insert("a".into(), s);
+    let mut names: Vec<String> = snapshot_families(&snap, "1", now)
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    names.extend(
+        ProcessCollector::new()
+            .collect()
+            .iter()
+            .map(|f| f.name().to_string()),
+    );
+    assert!(names.len() >= 17, "{names:?}");
+    let doc = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    for name in &names {
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "docs/metrics.md has no table row for {name}"
+        );
+    }
+}

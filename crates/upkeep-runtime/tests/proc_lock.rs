@@ -1,0 +1,94 @@
+//! The state-directory lock with real open file descriptions and children.
+
+mod proc_common;
+
+use proc_common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use upkeep_runtime::lock::{LockError, StateLock, LOCK_FILE};
+
+#[test]
+fn second_holder_is_refused_with_the_owner_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state/nested");
+    let lock = StateLock::acquire(&dir).unwrap();
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(lock.path(), dir.join(LOCK_FILE));
+    assert_eq!(read(lock.path()).trim(), std::process::id().to_string());
+
+    // A second open file description conflicts even within one process.
+    let err = StateLock::acquire(&dir).unwrap_err();
+    match &err {
+        LockError::Held { pid, dir: d } => {
+            assert_eq!(*pid, Some(std::process::id()));
+            assert_eq!(d, &dir);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "another upkeep (pid {}) is already running with state directory {}",
+            std::process::id(),
+            dir.display()
+        )
+    );
+    // The refused attempt did not clobber the owner's pid.
+    assert_eq!(read(lock.path()).trim(), std::process::id().to_string());
+
+    drop(lock);
+    let again = acquire_soon(&dir);
+    drop(again);
+}
+
+/// flock locks belong to the open file description: a fork by a test
+/// running in parallel briefly holds a copy of our (close-on-exec)
+/// descriptor until its child execs. So retry briefly.
+fn acquire_soon(dir: &std::path::Path) -> StateLock {
+    let start = std::time::Instant::now();
+    loop {
+        match StateLock::acquire(dir) {
+            Ok(l) => return l,
+            Err(e) if start.elapsed() > DEADLINE => panic!("lock not released: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
+#[test]
+fn another_process_is_refused_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lock = StateLock::acquire(tmp.path()).unwrap();
+    // util-linux flock(1) in another process: -n fails (exit 1) while held.
+    let st = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(lock.path())
+        .arg("true")
+        .status();
+    // This binary runs no reaper, so waiting on a std Child is safe here.
+    let st = st.expect("flock(1) is installed");
+    assert_eq!(st.code(), Some(1));
+    drop(lock);
+    // Free again (see acquire_soon for why this may take a moment).
+    drop(acquire_soon(tmp.path()));
+    let st = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(tmp.path().join(LOCK_FILE))
+        .arg("true")
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn unusable_state_dir_is_an_io_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    fs::write(&file, "").unwrap();
+    let err = StateLock::acquire(&file.join("sub")).unwrap_err();
+    assert!(matches!(err, LockError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("file/sub"), "{err}");
+}
