@@ -225,6 +225,15 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> (Option<Config>,
     let mut cfg = Config::defaults();
     cfg.path = Some(path.to_path_buf());
     read_root(&mut ctx, &root, &mut cfg);
+    // Relative paths in the file are relative to the file's directory (so a
+    // config works from any working directory); command-line overrides stay
+    // relative to the working directory.
+    let base = path.parent().unwrap_or(Path::new(""));
+    for p in [&mut cfg.manifests, &mut cfg.state_dir, &mut cfg.log_dir] {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
     overrides.apply(&mut cfg);
     check_listen(&mut ctx, &root, &cfg.listen);
     let ok = !ctx.has_errors();
