@@ -133,6 +133,30 @@ if ! /usr/bin/upkeep check --config "$repo/examples/kubeadm/upkeep.toml" --manif
     cat "$work/check2.out" >&2
     fail "upkeep check of examples/kubeadm/upkeep.toml + kubeadm manifests did not exit 0"
 fi
+# The shipped config documents every key commented out. (a) Uncommenting
+# everything (every key, the [images] entries and all three services) must
+# still be a valid config, so a renamed or removed key cannot rot there;
+# (b) uncommenting only the daemon keys must render exactly what the empty
+# file renders, so the values shown really are the built-in defaults.
+awk 'inarr { print substr($0, 2); if ($0 ~ /^#\]/) inarr = 0; next }
+     /^#[A-Za-z\["]/ { line = substr($0, 2); print line; if (line ~ /\[[[:space:]]*$/) inarr = 1; next }
+     { print }' /etc/upkeep/upkeep.toml >"$work/all.toml"
+grep -q '^\[services\.kubelet\]' "$work/all.toml" || fail "uncommenting the shipped config found no [services.kubelet]"
+if ! /usr/bin/upkeep check --config "$work/all.toml" --manifests "$manifests" >"$work/check-all.out" 2>&1; then
+    cat "$work/check-all.out" >&2
+    fail "the shipped config with every key uncommented does not pass upkeep check"
+fi
+awk '/^\[images\]/ { exit } /^#node_name/ { print; next } /^#[A-Za-z\["]/ { print substr($0, 2); next } { print }' \
+    /etc/upkeep/upkeep.toml >"$work/defaults.toml"
+grep -q '^initial = ' "$work/defaults.toml" ||
+    fail "uncommenting the daemon keys of the shipped config found no [defaults.backoff] initial"
+/usr/bin/upkeep render -o json --config /etc/upkeep/upkeep.toml --manifests "$manifests" >"$work/render-shipped.json" 2>/dev/null ||
+    fail "upkeep render -o json with the shipped config failed"
+/usr/bin/upkeep render -o json --config "$work/defaults.toml" --manifests "$manifests" >"$work/render-defaults.json" 2>/dev/null ||
+    fail "upkeep render -o json with the uncommented defaults failed"
+[ -s "$work/render-shipped.json" ] || fail "upkeep render -o json printed nothing"
+cmp -s "$work/render-shipped.json" "$work/render-defaults.json" ||
+    fail "the defaults written in the shipped config differ from the built-in ones (render output differs)"
 # A broken config must fail the same check (the check is not a no-op).
 printf 'no_such_key = 1\n' >"$work/bad.toml"
 if /usr/bin/upkeep check --config "$work/bad.toml" --manifests "$manifests" >"$work/check3.out" 2>&1; then

@@ -16,6 +16,7 @@ USAGE:
   upkeep-bench all|restart|sigkill|etcd|liveness|manifest|http|idle [OPTIONS]
   upkeep-bench stamp FILE [--exit-after-ms N | --sleep] [--tag T]
   upkeep-bench http-server PORT [--hang-after-ms N] [--stamp FILE] [--tag T]
+  upkeep-bench detach PROGRAM [ARGS...]   (monit's start program: fork, setsid, exec; exit 0)
 
 OPTIONS (scenarios):
   --runs N            samples per latency figure (default 30; etcd and liveness use at most 10)
@@ -42,6 +43,7 @@ fn main() {
         }
         Some("stamp") => cmd_stamp(&args[1..]),
         Some("http-server") => cmd_http_server(&args[1..]),
+        Some("detach") => cmd_detach(&args[1..]),
         Some(name) if name == "all" || SCENARIOS.contains(&name) => match cmd_bench(name, &args[1..]) {
             Ok(()) => 0,
             Err(e) => {
@@ -114,6 +116,41 @@ fn cmd_http_server(args: &[String]) -> i32 {
     match port {
         Some(p) => stamp::run_http_server(p, hang, file.as_deref()),
         None => usage_error("http-server: PORT is required"),
+    }
+}
+
+/// Runs `args` in a new session with stdio on /dev/null and returns at once,
+/// like a daemon's start script.
+fn cmd_detach(args: &[String]) -> i32 {
+    let Some(prog) = args.first() else { return usage_error("detach: PROGRAM is required") };
+    let cargs: Result<Vec<std::ffi::CString>, _> = args.iter().map(|a| std::ffi::CString::new(a.as_bytes())).collect();
+    let Ok(cargs) = cargs else { return usage_error("detach: argument with a NUL byte") };
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: this process is single-threaded here; the child only calls
+    // async-signal-safe functions (setsid, open, dup2, execv, _exit).
+    unsafe {
+        match libc::fork() {
+            -1 => {
+                eprintln!("upkeep-bench detach: fork: {}", std::io::Error::last_os_error());
+                1
+            }
+            0 => {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                }
+                libc::execv(cargs[0].as_ptr(), argv.as_ptr());
+                libc::_exit(127)
+            }
+            _ => {
+                let _ = prog;
+                0
+            }
+        }
     }
 }
 

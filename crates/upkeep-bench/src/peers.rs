@@ -239,7 +239,16 @@ pub fn runit_run(svc: &Service) -> String {
 
 /// monit's control file for `setup`. Errors when an argv word cannot be
 /// expressed in monit's `program = "..."` (which splits on spaces).
-pub fn monitrc(setup: &Setup) -> Result<String, String> {
+///
+/// monit expects a `start program` to daemonize and exit 0; it waits for the
+/// program to finish (up to the timeout) before it looks at the process, and
+/// closes the program's output pipe afterwards (SIGPIPE for a chatty child).
+/// So each workload is started through `launcher` (`upkeep-bench detach`),
+/// which forks the workload into its own session with output to /dev/null
+/// and returns at once. The start
+/// timeout is 1 s (default 30 s): a workload that dies before monit sees it
+/// otherwise stalls monit for the whole timeout.
+pub fn monitrc(setup: &Setup, launcher: &str) -> Result<String, String> {
     let d = &setup.dir;
     let mut s = String::new();
     let _ = write!(
@@ -257,10 +266,10 @@ pub fn monitrc(setup: &Setup) -> Result<String, String> {
         let pattern = regex_escape(&svc.argv.join(" "));
         let _ = write!(
             s,
-            "\ncheck process {} matching \"{}\"\n  start program = \"{}\" with timeout 30 seconds\n  stop program = \"{}\"\n",
+            "\ncheck process {} matching \"{}\"\n  start program = \"{}\" with timeout 1 seconds\n  stop program = \"{}\"\n",
             svc.name,
             pattern,
-            svc.argv.join(" "),
+            format!("{launcher} {}", svc.argv.join(" ")),
             d.join("monit-stop.sh").display(),
         );
         if let Some(l) = svc.liveness {
@@ -315,7 +324,8 @@ pub fn prepare(peer: Peer, setup: &Setup, upkeep: Option<&Path>) -> Result<Vec<S
         }
         Peer::Monit => {
             w(d.join("monit-stop.sh"), MONIT_STOP_SCRIPT, 0o755)?;
-            w(d.join("monitrc"), &monitrc(setup)?, 0o600)?;
+            let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+            w(d.join("monitrc"), &monitrc(setup, &format!("{} detach", me.display()))?, 0o600)?;
             Ok(vec!["monit".into(), "-I".into(), "-c".into(), ds(d.join("monitrc"))])
         }
     }
@@ -499,12 +509,12 @@ mod tests {
     #[test]
     fn monitrc_polls_every_second() {
         let mut s = setup();
-        assert!(monitrc(&s).unwrap_err().contains("space"));
+        assert!(monitrc(&s, "/x/b detach").unwrap_err().contains("space"));
         s.services.remove(0);
-        let m = monitrc(&s).unwrap();
+        let m = monitrc(&s, "/x/b detach").unwrap();
         assert!(m.starts_with("set daemon 1\n"));
         assert!(m.contains("check process web matching \"/b/upkeep-bench http-server 8080\"\n"));
-        assert!(m.contains("  start program = \"/b/upkeep-bench http-server 8080\" with timeout 30 seconds\n"));
+        assert!(m.contains("  start program = \"/x/b detach /b/upkeep-bench http-server 8080\" with timeout 1 seconds\n"));
         assert!(m.contains("if failed host 127.0.0.1 port 8080 protocol http request \"/\" with timeout 1 seconds for 1 cycles then restart"));
         assert!(m.contains("check process etcd matching \"/usr/bin/etcd --data-dir=/t/d\""));
     }

@@ -418,6 +418,10 @@ fn reset_if_healthy(s: &mut ServiceState, now: Instant) {
     }
 }
 
+/// The shortest wait before retrying a spawn that failed (missing binary,
+/// permission, bad interpreter), whatever the backoff says.
+pub const SPAWN_FAILURE_MIN_DELAY: Duration = Duration::from_millis(100);
+
 /// The restart decision after a run ended (or never began); appends the
 /// outcome to `message`.
 fn after_run(s: &mut ServiceState, run: Run, now: Instant, jitter: f64, actions: &mut Vec<Action>) {
@@ -441,7 +445,12 @@ fn after_run(s: &mut ServiceState, run: Run, now: Instant, jitter: f64, actions:
     if !matches!(run, Run::SpawnFailed) {
         reset_if_healthy(s, now);
     }
-    let delay = crate::backoff::delay(&s.backoff, s.failures, jitter);
+    let mut delay = crate::backoff::delay(&s.backoff, s.failures, jitter);
+    if matches!(run, Run::SpawnFailed) {
+        // A failed exec fails again at once: never retry it in a tight loop,
+        // even with a zero backoff (the executor would spin).
+        delay = delay.max(SPAWN_FAILURE_MIN_DELAY);
+    }
     s.failures = s.failures.saturating_add(1);
     if delay.is_zero() {
         s.message = format!("{}; restarting", s.message);

@@ -243,6 +243,7 @@ impl Actor {
         let mut exit: Option<ExitFuture> = None;
         let mut ready_rx = self.ctx.ready_tx.subscribe();
         let mut removing = false;
+        let mut inbox_closed = false;
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
 
         match initial {
@@ -289,8 +290,13 @@ impl Actor {
             }
             let deadline = self.state.deadline();
             tokio::select! {
-                cmd = inbox.recv() => {
+                cmd = inbox.recv(), if !inbox_closed => {
                     let Some(cmd) = cmd else {
+                        if removing || shutdown_reply.is_some() {
+                            // Removed: the supervisor dropped its sender; finish the stop.
+                            inbox_closed = true;
+                            continue;
+                        }
                         // The supervisor is gone without a word: leave the process alone.
                         self.finish(ActorEnd::Detached);
                         return;
@@ -565,7 +571,9 @@ impl Actor {
             clear_group(proc.pid, self.cgroup.as_ref()).await;
         }
         *self.exits.entry(status.reason()).or_default() += 1;
+        let requested = matches!(self.state.phase, Phase::Stopping { .. });
         match status {
+            _ if requested => info!(service = self.name(), "stopped ({status})"),
             ExitStatus::Exited(0) => info!(service = self.name(), "exited with code 0"),
             ExitStatus::Unknown => info!(service = self.name(), "adopted process exited (status unknown)"),
             _ => warn!(service = self.name(), "{status}"),
@@ -601,8 +609,10 @@ impl Actor {
         };
         let cgroup_kill = self.cgroup.clone();
         let name = self.spec.name.clone();
+        debug!(service = self.name(), pid, "stopping: {} then SIGKILL after {:?}", self.spec.stop_signal, grace);
         self.terminate = Some(tokio::spawn(async move {
             let begin = tokio::time::Instant::now();
+            debug!(service = %name, "terminate task running, preStop: {}", pre_stop.is_some());
             if let Some(argv) = pre_stop {
                 if !grace.is_zero() {
                     let handler = upkeep_spec::ProbeHandler::Exec { argv };
@@ -616,8 +626,9 @@ impl Actor {
             if is_pod {
                 remaining = remaining.max(Duration::from_secs(2));
             }
-            let _ = reaper::pidfd_signal(&pidfd, sig);
-            let _ = spawn::signal_group(pid, sig);
+            let r1 = reaper::pidfd_signal(&pidfd, sig);
+            let r2 = spawn::signal_group(pid, sig);
+            debug!(service = %name, "sent signal {sig}: {r1:?} {r2:?}; waiting {remaining:?}");
             tokio::time::sleep(remaining).await;
             warn!(service = %name, "did not stop within {:?}: sending SIGKILL", grace);
             let _ = reaper::pidfd_signal(&pidfd, libc::SIGKILL);

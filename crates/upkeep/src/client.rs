@@ -7,7 +7,10 @@ use crate::cli::{Output, Paths};
 use crate::load::config_only;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// `upkeep status [NAME]`.
@@ -27,7 +30,10 @@ pub fn status(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
                 return 1;
             }
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                ),
                 Output::Text => {
                     let table_input = if name.is_some() {
                         serde_json::json!({ "services": [body], "manifest_errors": [] })

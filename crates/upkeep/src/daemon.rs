@@ -22,13 +22,20 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
     for d in &diags {
         warn!("{d}");
     }
-    std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
     let _lock = StateLock::acquire(&cfg.state_dir)?;
     if let Err(e) = std::fs::create_dir_all(&cfg.log_dir) {
-        warn!("cannot create the log directory {}: {e}; service output will be discarded", cfg.log_dir.display());
+        warn!(
+            "cannot create the log directory {}: {e}; service output will be discarded",
+            cfg.log_dir.display()
+        );
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let reaper = Reaper::start().context("starting the reaper (child subreaper + SIGCHLD)")?;
         let shared = Arc::new(Shared::default());
@@ -101,11 +108,17 @@ async fn notifier(shared: Arc<Shared>, started: oneshot::Receiver<()>, watchdog:
         let ready = snap.services.values().filter(|s| s.healthy()).count();
         let mut s = format!("{n} services, {ready} ready");
         if !snap.manifest_errors.is_empty() {
-            s.push_str(&format!(", {} manifest error(s)", snap.manifest_errors.len()));
+            s.push_str(&format!(
+                ", {} manifest error(s)",
+                snap.manifest_errors.len()
+            ));
         }
         s
     };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status(&shared))]);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status(&shared)),
+    ]);
     let Some(wd) = watchdog else {
         return;
     };
@@ -122,7 +135,10 @@ async fn notifier(shared: Arc<Shared>, started: oneshot::Receiver<()>, watchdog:
         }
         let s = status(&shared);
         if s != last_status {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&s)]);
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Status(&s),
+            ]);
             last_status = s;
         } else {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -131,5 +147,8 @@ async fn notifier(shared: Arc<Shared>, started: oneshot::Receiver<()>, watchdog:
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }

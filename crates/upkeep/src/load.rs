@@ -20,7 +20,9 @@ pub struct Loaded {
 impl Loaded {
     /// True when any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 }
 
@@ -49,7 +51,11 @@ pub fn config_only(paths: &Paths) -> anyhow::Result<(Config, Vec<Diagnostic>)> {
 pub fn load_all(paths: &Paths) -> Loaded {
     let (cfg, mut diagnostics) = config::load(paths.config.as_deref(), &overrides(paths));
     let Some(cfg) = cfg else {
-        return Loaded { config: None, services: Vec::new(), diagnostics };
+        return Loaded {
+            config: None,
+            services: Vec::new(),
+            diagnostics,
+        };
     };
     let scan = manifest::scan(&cfg);
     let mut tracker = ManifestTracker::new();
@@ -64,7 +70,11 @@ pub fn load_all(paths: &Paths) -> Loaded {
         }
     }
     diagnostics.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.file.cmp(&b.file)));
-    Loaded { config: Some(cfg), services, diagnostics }
+    Loaded {
+        config: Some(cfg),
+        services,
+        diagnostics,
+    }
 }
 
 /// A warning when `argv[0]` cannot be found (not an error: the binary may be
@@ -75,7 +85,9 @@ fn missing_executable(svc: &ServiceSpec) -> Option<Diagnostic> {
         is_executable(Path::new(prog))
     } else {
         let path = svc.env.get("PATH").map(String::as_str).unwrap_or("");
-        path.split(':').filter(|d| !d.is_empty()).any(|d| is_executable(&Path::new(d).join(prog)))
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .any(|d| is_executable(&Path::new(d).join(prog)))
     };
     if found {
         return None;
@@ -89,5 +101,7 @@ fn missing_executable(svc: &ServiceSpec) -> Option<Diagnostic> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }

@@ -16,7 +16,11 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { paths, quiet } => render::check(&paths, quiet),
-        Command::Render { name, paths, output } => render::render(&paths, name.as_deref(), output),
+        Command::Render {
+            name,
+            paths,
+            output,
+        } => render::render(&paths, name.as_deref(), output),
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());
             let mut out = std::io::stdout().lock();
@@ -43,11 +47,26 @@ fn main() {
                 }
             }
         }
-        Command::Status { name, paths, output } => client::status(&paths, name.as_deref(), output),
-        Command::Logs { name, follow, lines, paths } => client::logs(&paths, &name, follow, lines),
-        Command::Restart { name, paths } => client::control(&paths, upkeep_core::control::ControlRequest::Restart(name)),
-        Command::Stop { name, paths } => client::control(&paths, upkeep_core::control::ControlRequest::Stop(name)),
-        Command::Start { name, paths } => client::control(&paths, upkeep_core::control::ControlRequest::Start(name)),
+        Command::Status {
+            name,
+            paths,
+            output,
+        } => client::status(&paths, name.as_deref(), output),
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            paths,
+        } => client::logs(&paths, &name, follow, lines),
+        Command::Restart { name, paths } => {
+            client::control(&paths, upkeep_core::control::ControlRequest::Restart(name))
+        }
+        Command::Stop { name, paths } => {
+            client::control(&paths, upkeep_core::control::ControlRequest::Stop(name))
+        }
+        Command::Start { name, paths } => {
+            client::control(&paths, upkeep_core::control::ControlRequest::Start(name))
+        }
     };
     std::process::exit(code);
 }

@@ -11,12 +11,21 @@ pub fn check(paths: &Paths, quiet: bool) -> i32 {
     let loaded = load_all(paths);
     if !quiet {
         if let Some(cfg) = &loaded.config {
-            let src = cfg.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+            let src = cfg
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
             println!("config: {src}");
             println!("manifests: {}", cfg.manifests.display());
         }
         if !loaded.services.is_empty() {
-            let width = loaded.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+            let width = loaded
+                .services
+                .iter()
+                .map(|s| s.name.len())
+                .max()
+                .unwrap_or(0);
             println!("{} service(s):", loaded.services.len());
             for s in &loaded.services {
                 println!("  {:width$}  {}", s.name, s.source.display());
@@ -29,8 +38,16 @@ pub fn check(paths: &Paths, quiet: bool) -> i32 {
         }
         eprintln!("{d}");
     }
-    let errors = loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-    let warnings = loaded.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+    let errors = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
     if errors > 0 {
         eprintln!("check failed: {errors} error(s), {warnings} warning(s)");
         1
@@ -45,22 +62,41 @@ pub fn check(paths: &Paths, quiet: bool) -> i32 {
 /// `upkeep render`: prints resolved specs; returns the exit code.
 pub fn render(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
     let loaded = load_all(paths);
-    for d in loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+    for d in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+    {
         eprintln!("{d}");
     }
     if loaded.config.is_none() {
         return 1;
     }
-    let selected: Vec<&ServiceSpec> = loaded.services.iter().filter(|s| name.is_none_or(|n| s.name == n)).collect();
+    let selected: Vec<&ServiceSpec> = loaded
+        .services
+        .iter()
+        .filter(|s| name.is_none_or(|n| s.name == n))
+        .collect();
     if let Some(n) = name {
         if selected.is_empty() {
-            eprintln!("no service named {n:?} (known: {})", loaded.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "no service named {n:?} (known: {})",
+                loaded
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             return 1;
         }
     }
     match output {
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&selected).expect("specs serialize"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&selected).expect("specs serialize")
+            );
         }
         Output::Text => {
             for (i, s) in selected.iter().enumerate() {
@@ -88,7 +124,10 @@ fn text(s: &ServiceSpec) -> String {
         let _ = writeln!(o, "    {k}={v}");
     }
     let _ = writeln!(o, "  working_dir:  {}", s.working_dir.display());
-    let who = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "(upkeep's)".into());
+    let who = |v: Option<u32>| {
+        v.map(|v| v.to_string())
+            .unwrap_or_else(|| "(upkeep's)".into())
+    };
     let _ = writeln!(o, "  uid/gid:      {}/{}", who(s.uid), who(s.gid));
     let _ = writeln!(o, "  restart:      {:?}", s.restart);
     let b = &s.backoff;
@@ -101,20 +140,47 @@ fn text(s: &ServiceSpec) -> String {
         d(b.reset_after),
         b.jitter
     );
-    let _ = writeln!(o, "  stop:         {} then SIGKILL after {}", s.stop_signal, d(s.stop_grace));
+    let _ = writeln!(
+        o,
+        "  stop:         {} then SIGKILL after {}",
+        s.stop_signal,
+        d(s.stop_grace)
+    );
     if let Some(p) = &s.pre_stop {
         let _ = writeln!(o, "  preStop:      {}", p.join(" "));
     }
     if !s.after.is_empty() {
         let _ = writeln!(o, "  after:        {}", s.after.join(", "));
     }
-    for (kind, p) in [("liveness", &s.probes.liveness), ("readiness", &s.probes.readiness), ("startup", &s.probes.startup)] {
+    for (kind, p) in [
+        ("liveness", &s.probes.liveness),
+        ("readiness", &s.probes.readiness),
+        ("startup", &s.probes.startup),
+    ] {
         if let Some(p) = p {
             let what = match &p.handler {
-                ProbeHandler::Http { scheme, host, port, path, .. } => {
-                    format!("{}://{}:{}{}", if *scheme == upkeep_spec::Scheme::Https { "https" } else { "http" }, host, port, path)
+                ProbeHandler::Http {
+                    scheme,
+                    host,
+                    port,
+                    path,
+                    ..
+                } => {
+                    format!(
+                        "{}://{}:{}{}",
+                        if *scheme == upkeep_spec::Scheme::Https {
+                            "https"
+                        } else {
+                            "http"
+                        },
+                        host,
+                        port,
+                        path
+                    )
                 }
-                ProbeHandler::HttpUnix { socket, path } => format!("http+unix {}{}", socket.display(), path),
+                ProbeHandler::HttpUnix { socket, path } => {
+                    format!("http+unix {}{}", socket.display(), path)
+                }
                 ProbeHandler::Tcp { host, port } => format!("tcp {host}:{port}"),
                 ProbeHandler::Exec { argv } => format!("exec {}", argv.join(" ")),
                 ProbeHandler::Unresolved { reason } => format!("unresolved ({reason})"),
@@ -134,7 +200,11 @@ fn text(s: &ServiceSpec) -> String {
         let _ = writeln!(o, "  hostPath:     {} ({:?})", v.path.display(), v.kind);
     }
     if s.resources.memory_max.is_some() || s.resources.cpu_max_millis.is_some() {
-        let _ = writeln!(o, "  limits:       memory {:?} cpu {:?}m", s.resources.memory_max, s.resources.cpu_max_millis);
+        let _ = writeln!(
+            o,
+            "  limits:       memory {:?} cpu {:?}m",
+            s.resources.memory_max, s.resources.cpu_max_millis
+        );
     }
     let _ = writeln!(o, "  log:          {:?}", s.log);
     let _ = writeln!(o, "  hash:         {}", s.hash);

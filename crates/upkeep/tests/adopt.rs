@@ -15,7 +15,9 @@ fn keep_config(extra: &str) -> String {
 }
 
 fn set_keep(d: &Daemon) {
-    let text = std::fs::read_to_string(&d.config).unwrap().replace("on_exit = \"stop\"", "on_exit = \"keep\"");
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
     std::fs::write(&d.config, text).unwrap();
 }
 
@@ -32,24 +34,44 @@ fn count(marker: &str) -> usize {
 
 #[test]
 fn sigterm_leaves_services_running_and_the_next_upkeep_adopts_them() {
-    let mut d = Daemon::prepare(&keep_config("[services.host]\ncommand = [\"/bin/sleep\", \"4242\"]\n"), &[("p.yaml", &pod("pod", "4343"))]);
+    let mut d = Daemon::prepare(
+        &keep_config("[services.host]\ncommand = [\"/bin/sleep\", \"4242\"]\n"),
+        &[("p.yaml", &pod("pod", "4343"))],
+    );
     set_keep(&d);
     d.spawn();
     let host = d.wait_pid("host", Duration::from_secs(10), |_| true);
     let pod_pid = d.wait_pid("pod", Duration::from_secs(10), |_| true);
-    d.wait_service("pod", Duration::from_secs(10), "ready", |s| s["ready"] == true);
+    d.wait_service("pod", Duration::from_secs(10), "ready", |s| {
+        s["ready"] == true
+    });
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(pid_alive(host) && pid_alive(pod_pid), "services must survive upkeep's exit");
+    assert!(
+        pid_alive(host) && pid_alive(pod_pid),
+        "services must survive upkeep's exit"
+    );
 
     d.spawn();
     // The very first answer already shows the adopted, ready service: no flip to not-ready.
     let (code, h) = d.health();
-    let pod_s = h["services"].as_array().unwrap().iter().find(|s| s["name"] == "pod").unwrap().clone();
+    let pod_s = h["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "pod")
+        .unwrap()
+        .clone();
     assert_eq!(pod_s["pid"].as_u64().unwrap() as u32, pod_pid, "{h}");
-    assert_eq!(pod_s["ready"], true, "readiness must survive upkeep's restart: {h}");
+    assert_eq!(
+        pod_s["ready"], true,
+        "readiness must survive upkeep's restart: {h}"
+    );
     assert_eq!(code, 200, "{h}");
-    assert_eq!(d.service("host").unwrap()["pid"].as_u64().unwrap() as u32, host);
+    assert_eq!(
+        d.service("host").unwrap()["pid"].as_u64().unwrap() as u32,
+        host
+    );
     assert_eq!(count("4242"), 1);
     assert_eq!(count("4343"), 1);
     // Adopted processes are still supervised: kill one, it comes back.
@@ -57,12 +79,18 @@ fn sigterm_leaves_services_running_and_the_next_upkeep_adopts_them() {
     let host2 = d.wait_pid("host", Duration::from_secs(10), |p| p != host);
     assert_ne!(host, host2);
     let s = d.service("host").unwrap();
-    assert!(s["last_exit"]["code"].is_null() && s["last_exit"]["signal"].is_null(), "adopted exit status is unknown: {s}");
+    assert!(
+        s["last_exit"]["code"].is_null() && s["last_exit"]["signal"].is_null(),
+        "adopted exit status is unknown: {s}"
+    );
 }
 
 #[test]
 fn sigkill_of_upkeep_then_restart_adopts_without_duplicates() {
-    let mut d = Daemon::prepare(&keep_config("[services.host]\ncommand = [\"/bin/sleep\", \"5252\"]\n"), &[]);
+    let mut d = Daemon::prepare(
+        &keep_config("[services.host]\ncommand = [\"/bin/sleep\", \"5252\"]\n"),
+        &[],
+    );
     set_keep(&d);
     d.spawn();
     let host = d.wait_pid("host", Duration::from_secs(10), |_| true);
@@ -89,12 +117,16 @@ fn changed_spec_is_restarted_and_dead_service_is_started_after_upkeep_restart() 
     d.signal(libc::SIGTERM);
     d.wait_exit(Duration::from_secs(10));
     // While upkeep is away: a's spec changes, b dies.
-    let text = std::fs::read_to_string(&d.config).unwrap().replace("6161", "6363");
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("6161", "6363");
     std::fs::write(&d.config, text).unwrap();
     unsafe { libc::kill(b as i32, libc::SIGKILL) };
     d.spawn();
     let a2 = d.wait_pid("a", Duration::from_secs(10), |p| p != a);
-    assert!(std::fs::read_to_string(format!("/proc/{a2}/cmdline")).unwrap().contains("6363"));
+    assert!(std::fs::read_to_string(format!("/proc/{a2}/cmdline"))
+        .unwrap()
+        .contains("6363"));
     assert!(!pid_alive(a), "the old generation must be stopped");
     d.wait_pid("b", Duration::from_secs(10), |p| p != b);
     assert_eq!(count("6363"), 1);
@@ -113,7 +145,10 @@ fn killing_upkeep_at_any_point_never_duplicates_a_service() {
         d.spawn();
         // Kill at varying points: during start, running, backoff, a manifest change.
         if round % 3 == 1 {
-            d.write_manifest("p.yaml", &pod("pod", if round % 2 == 0 { "7373" } else { "7373.0" }));
+            d.write_manifest(
+                "p.yaml",
+                &pod("pod", if round % 2 == 0 { "7373" } else { "7373.0" }),
+            );
         }
         std::thread::sleep(Duration::from_millis(40 + round * 90));
         d.signal(libc::SIGKILL);
@@ -124,7 +159,11 @@ fn killing_upkeep_at_any_point_never_duplicates_a_service() {
     d.wait_pid("pod", Duration::from_secs(10), |_| true);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(count("7171"), 1, "steady duplicated");
-    assert!(count("7373") <= 1, "pod duplicated: {:?}", pids_with_arg("7373"));
+    assert!(
+        count("7373") <= 1,
+        "pod duplicated: {:?}",
+        pids_with_arg("7373")
+    );
     assert!(count("7272") <= 1, "flappy duplicated");
     let (_, h) = d.health();
     for s in h["services"].as_array().unwrap() {
@@ -136,7 +175,10 @@ fn killing_upkeep_at_any_point_never_duplicates_a_service() {
 
 #[test]
 fn corrupt_state_file_is_reported_and_ignored() {
-    let mut d = Daemon::prepare(&keep_config("[services.s]\ncommand = [\"/bin/sleep\", \"8181\"]\n"), &[]);
+    let mut d = Daemon::prepare(
+        &keep_config("[services.s]\ncommand = [\"/bin/sleep\", \"8181\"]\n"),
+        &[],
+    );
     std::fs::create_dir_all(&d.state).unwrap();
     std::fs::write(d.state.join("state.json"), "{not json").unwrap();
     d.spawn();

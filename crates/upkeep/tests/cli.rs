@@ -9,7 +9,12 @@ use std::process::Command;
 fn kubeadm_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    for c in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+    for c in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
         let dst = dir.path().join(format!("{c}.yaml"));
         std::fs::copy(fixtures().join(format!("kubeadm-v1.29-{c}.yaml")), &dst).unwrap();
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -17,7 +22,10 @@ fn kubeadm_dir() -> tempfile::TempDir {
     dir
 }
 
-fn empty_config(dir: &std::path::Path) -> std::path::PathBuf {
+/// An empty config file in a directory of its own (not in the manifests dir:
+/// every non-dot file there is a manifest).
+fn empty_config(_manifests: &std::path::Path) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
     let p = dir.join("upkeep.toml");
     std::fs::write(&p, "").unwrap();
     p
@@ -27,15 +35,29 @@ fn empty_config(dir: &std::path::Path) -> std::path::PathBuf {
 fn check_accepts_the_kubeadm_manifests() {
     let dir = kubeadm_dir();
     let cfg = empty_config(dir.path());
-    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check failed:\n{stdout}\n{stderr}");
-    for c in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+    for c in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
         assert!(stdout.contains(c), "summary lacks {c}: {stdout}");
     }
     // kube-apiserver is not installed here: a warning, not an error.
-    assert!(stderr.contains("warning") && stderr.contains("kube-apiserver"), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("kube-apiserver"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -47,15 +69,31 @@ fn check_rejects_the_broken_olddocs_scheduler_naming_file_and_mount() {
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
     // A second bad file: all problems of all files in one run.
     let bad = dir.path().join("deploy.yaml");
-    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n").unwrap();
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = empty_config(dir.path());
-    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("kube-scheduler.yaml") && stderr.contains("default-token-s8ejd"), "{stderr}");
+    assert!(
+        stderr.contains("kube-scheduler.yaml") && stderr.contains("default-token-s8ejd"),
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("volume"), "{stderr}");
-    assert!(stderr.contains("deploy.yaml") && stderr.contains("Deployment"), "{stderr}");
+    assert!(
+        stderr.contains("deploy.yaml") && stderr.contains("Deployment"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -63,7 +101,13 @@ fn check_reports_config_errors_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("upkeep.toml");
     std::fs::write(&cfg, "listen = \"127.0.0.1:9900\"\n\n[services.a]\ncommand = [\"/bin/true\"]\nafter = [\"b\"]\n\n[services.b]\ncommand = [\"/bin/true\"]\nafter = [\"a\"]\nbogus_key = 1\n").unwrap();
-    let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path().join("none")).output().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg("--manifests")
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("upkeep.toml"), "{stderr}");
@@ -74,8 +118,18 @@ fn check_reports_config_errors_with_file_and_line() {
 fn render_json_has_the_stable_fields_and_expanded_argv() {
     let dir = kubeadm_dir();
     let cfg = empty_config(dir.path());
-    let out = Command::new(bin()).args(["render", "etcd", "-o", "json", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(["render", "etcd", "-o", "json", "--config"])
+        .arg(&cfg)
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let etcd = &v.as_array().unwrap()[0];
     for k in ["name", "source", "argv", "env", "working_dir", "probes"] {
@@ -83,11 +137,24 @@ fn render_json_has_the_stable_fields_and_expanded_argv() {
     }
     assert_eq!(etcd["name"], "etcd");
     assert_eq!(etcd["argv"][0], "etcd");
-    assert!(etcd["argv"].as_array().unwrap().iter().any(|a| a == "--data-dir=/var/lib/etcd"));
+    assert!(etcd["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--data-dir=/var/lib/etcd"));
     assert_eq!(etcd["working_dir"], "/");
-    let text = Command::new(bin()).args(["render", "--config"]).arg(&cfg).arg("--manifests").arg(dir.path()).output().unwrap();
+    let text = Command::new(bin())
+        .args(["render", "--config"])
+        .arg(&cfg)
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let t = String::from_utf8_lossy(&text.stdout);
-    assert!(t.contains("kube-apiserver") && t.contains("kube-scheduler"), "{t}");
+    assert!(
+        t.contains("kube-apiserver") && t.contains("kube-scheduler"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -97,7 +164,10 @@ fn version_man_and_completions() {
     let man = Command::new(bin()).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH"));
     for sh in ["bash", "zsh", "fish"] {
-        let c = Command::new(bin()).args(["completions", sh]).output().unwrap();
+        let c = Command::new(bin())
+            .args(["completions", sh])
+            .output()
+            .unwrap();
         assert!(c.status.success() && !c.stdout.is_empty(), "{sh}");
     }
 }
@@ -107,7 +177,11 @@ fn status_fails_when_upkeep_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("upkeep.toml");
     std::fs::write(&cfg, format!("listen = \"127.0.0.1:{}\"\n", free_port())).unwrap();
-    let out = Command::new(bin()).args(["status", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
 }

@@ -16,20 +16,43 @@ pub fn etcd_manifest(client: u16, peer: u16, metrics: u16, data: &std::path::Pat
     for line in fixture.lines() {
         let t = line.trim_start();
         // Drop TLS flags: no certificates in a test.
-        if ["- --cert-file", "- --key-file", "- --peer-cert-file", "- --peer-key-file", "- --trusted-ca-file", "- --peer-trusted-ca-file", "- --client-cert-auth", "- --peer-client-cert-auth", "- --experimental-initial-corrupt-check", "- --experimental-watch-progress-notify-interval"]
-            .iter()
-            .any(|p| t.starts_with(p))
+        if [
+            "- --cert-file",
+            "- --key-file",
+            "- --peer-cert-file",
+            "- --peer-key-file",
+            "- --trusted-ca-file",
+            "- --peer-trusted-ca-file",
+            "- --client-cert-auth",
+            "- --peer-client-cert-auth",
+            "- --experimental-initial-corrupt-check",
+            "- --experimental-watch-progress-notify-interval",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
         {
             continue;
         }
         let line = line
-            .replace("https://172.30.1.2:2379", &format!("http://127.0.0.1:{client}"))
+            .replace(
+                "https://172.30.1.2:2379",
+                &format!("http://127.0.0.1:{client}"),
+            )
             .replace("https://127.0.0.1:2379,", "")
-            .replace("https://172.30.1.2:2380", &format!("http://127.0.0.1:{peer}"))
-            .replace("http://127.0.0.1:2381", &format!("http://127.0.0.1:{metrics}"))
+            .replace(
+                "https://172.30.1.2:2380",
+                &format!("http://127.0.0.1:{peer}"),
+            )
+            .replace(
+                "http://127.0.0.1:2381",
+                &format!("http://127.0.0.1:{metrics}"),
+            )
             .replace("port: 2381", &format!("port: {metrics}"))
             .replace("/var/lib/etcd", &data.display().to_string())
-            .replace("/etc/kubernetes/pki/etcd", &data.join("pki").display().to_string())
+            .replace(
+                "/etc/kubernetes/pki/etcd",
+                &data.join("pki").display().to_string(),
+            )
             .replace("initialDelaySeconds: 10", "initialDelaySeconds: 1")
             .replace("periodSeconds: 10", "periodSeconds: 1");
         out.push_str(&line);
@@ -50,21 +73,35 @@ fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn real_etcd_survives_sigkill_with_its_data() {
-    assert!(Command::new("etcd").arg("--version").output().is_ok(), "etcd is not installed (Debian etcd-server; scripts/test.sh installs it)");
+    assert!(
+        Command::new("etcd").arg("--version").output().is_ok(),
+        "etcd is not installed (Debian etcd-server; scripts/test.sh installs it)"
+    );
     let (client, peer, metrics) = (free_port(), free_port(), free_port());
     let mut d = Daemon::prepare("", &[]);
     let data = d.dir.path().join("etcd-data");
     d.write_manifest("etcd.yaml", &etcd_manifest(client, peer, metrics, &data));
     d.spawn();
     let pid = d.wait_pid("etcd", Duration::from_secs(30), |_| true);
-    d.wait_service("etcd", Duration::from_secs(60), "etcd started and ready", |s| s["ready"] == true && s["state"] == "running");
+    d.wait_service(
+        "etcd",
+        Duration::from_secs(60),
+        "etcd started and ready",
+        |s| s["ready"] == true && s["state"] == "running",
+    );
     let out = etcdctl(client, &["put", "upkeep-test-key", "it-survives"]);
-    assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let pid2 = d.wait_pid("etcd", Duration::from_secs(30), |p| p != pid);
     assert_ne!(pid, pid2);
-    let s = d.wait_service("etcd", Duration::from_secs(60), "etcd ready again", |s| s["ready"] == true && s["state"] == "running");
+    let s = d.wait_service("etcd", Duration::from_secs(60), "etcd ready again", |s| {
+        s["ready"] == true && s["state"] == "running"
+    });
     assert_eq!(s["last_exit"]["signal"], "SIGKILL");
     assert_eq!(s["restarts"], 1);
     let out = wait_for("etcdctl get after restart", Duration::from_secs(20), || {

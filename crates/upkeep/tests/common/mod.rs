@@ -19,13 +19,21 @@ pub fn bin() -> &'static str {
 /// The shared fixtures directory (`../shared/fixtures/manifests` beside the repo).
 pub fn fixtures() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/manifests");
-    assert!(p.is_dir(), "fixtures missing at {} (CI clones the repo with shared/ beside it)", p.display());
+    assert!(
+        p.is_dir(),
+        "fixtures missing at {} (CI clones the repo with shared/ beside it)",
+        p.display()
+    );
     p
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
@@ -46,14 +54,28 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     // Chunked bodies: keep it simple by decoding if needed.
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
     Some((status, body))
 }
 
@@ -103,7 +125,16 @@ impl Daemon {
         );
         // Tables in `extra_config` must come after the top-level keys.
         std::fs::write(&config, format!("{base}{extra_config}")).unwrap();
-        let d = Daemon { dir, port, child: None, config, manifests: manifests_dir, state, logs, seen_pids: Default::default() };
+        let d = Daemon {
+            dir,
+            port,
+            child: None,
+            config,
+            manifests: manifests_dir,
+            state,
+            logs,
+            seen_pids: Default::default(),
+        };
         for (name, text) in manifests {
             d.write_manifest(name, text);
         }
@@ -125,7 +156,9 @@ impl Daemon {
             .env("RUST_LOG", "debug")
             .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
+            ))
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -161,7 +194,8 @@ impl Daemon {
     /// GET /health as JSON.
     pub fn health(&mut self) -> (u16, Value) {
         let (code, body) = http_get(self.port, "/health").expect("/health answers");
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /health JSON {e}: {body}"));
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /health JSON {e}: {body}"));
         for s in v["services"].as_array().into_iter().flatten() {
             if let Some(p) = s["pid"].as_u64() {
                 self.seen_pids.insert(p as u32);
@@ -173,7 +207,11 @@ impl Daemon {
     /// The /health object of one service, if listed.
     pub fn service(&mut self, name: &str) -> Option<Value> {
         let (_, v) = self.health();
-        v["services"].as_array()?.iter().find(|s| s["name"] == name).cloned()
+        v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
     }
 
     /// Waits until `name` has a pid that satisfies `pred`, returns it.
@@ -181,20 +219,34 @@ impl Daemon {
         let what = format!("{name} to have a matching pid");
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(p) = self.service(name).and_then(|s| s["pid"].as_u64()).map(|p| p as u32) {
+            if let Some(p) = self
+                .service(name)
+                .and_then(|s| s["pid"].as_u64())
+                .map(|p| p as u32)
+            {
                 if pred(p) && pid_alive(p) {
                     return p;
                 }
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; health: {}\nstderr:\n{}", self.health().1, self.stderr());
+                panic!(
+                    "timed out waiting for {what}; health: {}\nstderr:\n{}",
+                    self.health().1,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Waits until `name`'s /health object satisfies `pred`.
-    pub fn wait_service(&mut self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_service(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.service(name);
@@ -204,7 +256,10 @@ impl Daemon {
                 }
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {name}: {what}; last: {s:?}\nstderr:\n{}", self.stderr());
+                panic!(
+                    "timed out waiting for {name}: {what}; last: {s:?}\nstderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -233,7 +288,12 @@ impl Daemon {
 
     /// Runs an upkeep client subcommand against this daemon.
     pub fn client(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin()).args(args).arg("--config").arg(&self.config).output().unwrap()
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
     }
 
     /// Remembers a pid to kill at the end.
@@ -266,7 +326,10 @@ impl Drop for Daemon {
 /// True if the pid exists and is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -276,7 +339,9 @@ pub fn pids_with_arg(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     let me = std::process::id();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -293,11 +358,15 @@ pub fn pids_with_arg(needle: &str) -> Vec<u32> {
 pub fn zombies_of(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             if let Some((_, r)) = s.rsplit_once(')') {
                 let f: Vec<&str> = r.split_whitespace().collect();
-                if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                if f.first() == Some(&"Z")
+                    && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+                {
                     out.push(pid);
                 }
             }
@@ -308,13 +377,19 @@ pub fn zombies_of(parent: u32) -> Vec<u32> {
 
 /// Number of open fds of a process.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Resident set size of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes an executable script into `dir`.
@@ -327,5 +402,9 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 /// Asserts we run as root (tests that need it fail loudly otherwise).
 pub fn require_root() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (run the suite as root: sudo bash scripts/test.sh)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (run the suite as root: sudo bash scripts/test.sh)"
+    );
 }
