@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use upkeep_core::machine::{step, Event, ServiceState};
-use upkeep_core::snapshot::{Histogram, Shared, ServiceStatus, Snapshot};
+use upkeep_core::snapshot::{Histogram, ServiceStatus, Shared, Snapshot};
 use upkeep_core::ExitStatus;
 use upkeep_spec::manifest::FileOutcome;
 use upkeep_spec::{BackoffSpec, RestartPolicy};
@@ -60,10 +60,14 @@ fn manifests(c: &mut Criterion) {
             b.iter(|| upkeep_spec::manifest::parse(black_box(&text), &path, &cfg));
         });
         group.bench_function(format!("parse+render/{name}"), |b| {
-            b.iter(|| match upkeep_spec::manifest::parse(black_box(&text), &path, &cfg) {
-                FileOutcome::Pod(p) => serde_json::to_vec_pretty(&p.services).map(|v| v.len()).unwrap_or(0),
-                _ => 0,
-            });
+            b.iter(
+                || match upkeep_spec::manifest::parse(black_box(&text), &path, &cfg) {
+                    FileOutcome::Pod(p) => serde_json::to_vec_pretty(&p.services)
+                        .map(|v| v.len())
+                        .unwrap_or(0),
+                    _ => 0,
+                },
+            );
         });
     }
     group.finish();
@@ -78,7 +82,16 @@ fn machine(c: &mut Criterion) {
     c.bench_function("machine/step running+exited(1)", |b| {
         b.iter_batched(
             || running.clone(),
-            |st| step(st, Event::Exited { status: ExitStatus::Exited(1) }, black_box(now), 0.0),
+            |st| {
+                step(
+                    st,
+                    Event::Exited {
+                        status: ExitStatus::Exited(1),
+                    },
+                    black_box(now),
+                    0.0,
+                )
+            },
             BatchSize::SmallInput,
         );
     });
@@ -90,7 +103,11 @@ fn snapshot(n: usize) -> Snapshot {
     for i in 0..n {
         let name = format!("service-{i:03}");
         let mut s = ServiceStatus::new(&name, "/etc/kubernetes/manifests/x.yaml", now);
-        s.state = if i % 20 == 0 { "backoff".into() } else { "running".into() };
+        s.state = if i % 20 == 0 {
+            "backoff".into()
+        } else {
+            "running".into()
+        };
         s.pid = Some(1000 + u32::try_from(i).unwrap_or(0));
         s.ready = true;
         s.restarts = u64::try_from(i).unwrap_or(0);
@@ -109,9 +126,14 @@ fn metrics(c: &mut Criterion) {
     let snap = snapshot(100);
     c.bench_function("metrics/encode 100 services (snapshot families)", |b| {
         b.iter(|| {
-            let fams = upkeep_api::metrics::snapshot_families(black_box(&snap), "bench", SystemTime::now());
+            let fams = upkeep_api::metrics::snapshot_families(
+                black_box(&snap),
+                "bench",
+                SystemTime::now(),
+            );
             let mut buf = Vec::with_capacity(64 * 1024);
-            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &fams, &mut buf).map(|()| buf.len())
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &fams, &mut buf)
+                .map(|()| buf.len())
         });
     });
     let shared = Arc::new(Shared::default());
@@ -119,11 +141,16 @@ fn metrics(c: &mut Criterion) {
         *w = snap;
     }
     match upkeep_api::metrics::Metrics::new(Arc::clone(&shared), "bench") {
-        Ok(m) => c.bench_function("metrics/render 100 services (full /metrics incl. process_*)", |b| {
-            b.iter(|| m.render().map(|v| v.len()));
-        }),
+        Ok(m) => {
+            c.bench_function(
+                "metrics/render 100 services (full /metrics incl. process_*)",
+                |b| {
+                    b.iter(|| m.render().map(|v| v.len()));
+                },
+            );
+        }
         Err(e) => eprintln!("GAP: Metrics::new failed: {e}"),
-    };
+    }
 }
 
 criterion_group!(benches, manifests, machine, metrics);

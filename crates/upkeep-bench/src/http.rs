@@ -22,7 +22,10 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> io::Result<Response> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw).ok_or_else(|| io::Error::other("malformed HTTP response"))
@@ -38,7 +41,10 @@ pub fn parse_response(raw: &[u8]) -> Option<Response> {
         return None;
     }
     let status = parts.next()?.parse().ok()?;
-    Some(Response { status, body: body.to_string() })
+    Some(Response {
+        status,
+        body: body.to_string(),
+    })
 }
 
 /// Latency percentiles (ms) and request rate from `wrk --latency` output.
@@ -55,13 +61,20 @@ pub struct WrkResult {
 /// Parses `wrk --latency` output ("50%  1.23ms", "Requests/sec: 123.4").
 pub fn parse_wrk(out: &str) -> Option<WrkResult> {
     let pct = |key: &str| -> Option<f64> {
-        out.lines().map(str::trim).find_map(|l| l.strip_prefix(key)).and_then(|v| parse_wrk_duration(v.trim()))
+        out.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| parse_wrk_duration(v.trim()))
     };
     let rps = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())?;
-    Some(WrkResult { p50_ms: pct("50%")?, p99_ms: pct("99%")?, rps })
+    Some(WrkResult {
+        p50_ms: pct("50%")?,
+        p99_ms: pct("99%")?,
+        rps,
+    })
 }
 
 /// `1.23ms`, `850.00us`, `1.02s`, `2.00m` -> milliseconds.
@@ -85,8 +98,16 @@ mod tests {
 
     #[test]
     fn parses_responses() {
-        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: x\r\n\r\n{\"a\":1}").unwrap();
-        assert_eq!(r, Response { status: 503, body: "{\"a\":1}".into() });
+        let r =
+            parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: x\r\n\r\n{\"a\":1}")
+                .unwrap();
+        assert_eq!(
+            r,
+            Response {
+                status: 503,
+                body: "{\"a\":1}".into()
+            }
+        );
         assert!(parse_response(b"garbage").is_none());
         assert!(parse_response(b"SSH-2.0\r\n\r\n").is_none());
     }
@@ -111,10 +132,17 @@ mod tests {
             let (mut c, _) = l.accept().unwrap();
             let mut buf = [0u8; 1024];
             let _ = c.read(&mut buf).unwrap();
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                .unwrap();
         });
         let r = get(port, "/x", Duration::from_secs(5)).unwrap();
         t.join().unwrap();
-        assert_eq!(r, Response { status: 200, body: "hi".into() });
+        assert_eq!(
+            r,
+            Response {
+                status: 200,
+                body: "hi".into()
+            }
+        );
     }
 }

@@ -26,9 +26,21 @@ use std::process::{Command, Stdio};
 
 /// First line of `cmd args...` output (stdout, else stderr), if it ran.
 pub fn version_of(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().ok()?;
-    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    String::from_utf8_lossy(&text).lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 /// The machine and the versions of everything measured.
@@ -37,17 +49,41 @@ pub fn machine_info(upkeep: Option<&Path>) -> Map<String, Value> {
     let mem_kib = read("/proc/meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_ascii_whitespace().next().and_then(|n| n.parse::<u64>().ok()));
-    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
+        .and_then(|v| {
+            v.split_ascii_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
     let dpkg = |pkg: &str| version_of("dpkg-query", &["-W", "-f", "${Version}", pkg]);
     let mut m = Map::new();
-    m.insert("nproc".into(), json!(std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0)));
+    m.insert(
+        "nproc".into(),
+        json!(std::thread::available_parallelism()
+            .map(std::num::NonZero::get)
+            .unwrap_or(0)),
+    );
     m.insert("cpu".into(), json!(cpu));
-    m.insert("mem_gib".into(), json!(mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0)));
-    m.insert("kernel".into(), json!(read("/proc/sys/kernel/osrelease").trim()));
-    m.insert("upkeep".into(), json!(upkeep.and_then(|p| version_of(&p.to_string_lossy(), &["--version"]))));
+    m.insert(
+        "mem_gib".into(),
+        json!(mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0)),
+    );
+    m.insert(
+        "kernel".into(),
+        json!(read("/proc/sys/kernel/osrelease").trim()),
+    );
+    m.insert(
+        "upkeep".into(),
+        json!(upkeep.and_then(|p| version_of(&p.to_string_lossy(), &["--version"]))),
+    );
     m.insert("monit".into(), json!(version_of("monit", &["-V"])));
-    m.insert("supervisord".into(), json!(version_of("supervisord", &["-v"])));
+    m.insert(
+        "supervisord".into(),
+        json!(version_of("supervisord", &["-v"])),
+    );
     m.insert("runit".into(), json!(dpkg("runit")));
     m.insert("etcd".into(), json!(version_of("etcd", &["--version"])));
     m.insert("wrk".into(), json!(version_of("wrk", &["-v"])));

@@ -44,13 +44,15 @@ fn main() {
         Some("stamp") => cmd_stamp(&args[1..]),
         Some("http-server") => cmd_http_server(&args[1..]),
         Some("detach") => cmd_detach(&args[1..]),
-        Some(name) if name == "all" || SCENARIOS.contains(&name) => match cmd_bench(name, &args[1..]) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("upkeep-bench: {e}");
-                2
+        Some(name) if name == "all" || SCENARIOS.contains(&name) => {
+            match cmd_bench(name, &args[1..]) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("upkeep-bench: {e}");
+                    2
+                }
             }
-        },
+        }
         Some(other) => {
             eprintln!("upkeep-bench: unknown command {other:?}\n\n{HELP}");
             2
@@ -61,7 +63,8 @@ fn main() {
 
 fn num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
     let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse().map_err(|_| format!("{flag}: invalid value {v:?}"))
+    v.parse()
+        .map_err(|_| format!("{flag}: invalid value {v:?}"))
 }
 
 fn cmd_stamp(args: &[String]) -> i32 {
@@ -122,9 +125,16 @@ fn cmd_http_server(args: &[String]) -> i32 {
 /// Runs `args` in a new session with stdio on /dev/null and returns at once,
 /// like a daemon's start script.
 fn cmd_detach(args: &[String]) -> i32 {
-    let Some(prog) = args.first() else { return usage_error("detach: PROGRAM is required") };
-    let cargs: Result<Vec<std::ffi::CString>, _> = args.iter().map(|a| std::ffi::CString::new(a.as_bytes())).collect();
-    let Ok(cargs) = cargs else { return usage_error("detach: argument with a NUL byte") };
+    if args.is_empty() {
+        return usage_error("detach: PROGRAM is required");
+    }
+    let cargs: Result<Vec<std::ffi::CString>, _> = args
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect();
+    let Ok(cargs) = cargs else {
+        return usage_error("detach: argument with a NUL byte");
+    };
     let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     // SAFETY: this process is single-threaded here; the child only calls
@@ -132,7 +142,10 @@ fn cmd_detach(args: &[String]) -> i32 {
     unsafe {
         match libc::fork() {
             -1 => {
-                eprintln!("upkeep-bench detach: fork: {}", std::io::Error::last_os_error());
+                eprintln!(
+                    "upkeep-bench detach: fork: {}",
+                    std::io::Error::last_os_error()
+                );
                 1
             }
             0 => {
@@ -146,10 +159,7 @@ fn cmd_detach(args: &[String]) -> i32 {
                 libc::execv(cargs[0].as_ptr(), argv.as_ptr());
                 libc::_exit(127)
             }
-            _ => {
-                let _ = prog;
-                0
-            }
+            _ => 0,
         }
     }
 }
@@ -193,7 +203,10 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
             "--peers" => {
                 let v = it.next().ok_or("--peers needs a list")?;
                 let mut list = Vec::new();
-                for p in v.split(',').filter(|s| !s.trim().is_empty() && s.trim() != "none") {
+                for p in v
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty() && s.trim() != "none")
+                {
                     list.push(Peer::parse(p).filter(|p| *p != Peer::Upkeep).ok_or_else(|| {
                         format!("--peers: unknown peer {p:?} (known: monit, supervisord, runit)")
                     })?);
@@ -205,7 +218,13 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
             "--sizes" => {
                 let v = it.next().ok_or("--sizes needs a list")?;
                 sizes = Some(
-                    v.split(',').map(|s| s.trim().parse::<usize>().map_err(|_| format!("--sizes: bad {s:?}"))).collect::<Result<Vec<_>, _>>()?,
+                    v.split(',')
+                        .map(|s| {
+                            s.trim()
+                                .parse::<usize>()
+                                .map_err(|_| format!("--sizes: bad {s:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
                 );
             }
             "--http-secs" => http_secs = Some(num::<u64>(a, it.next())?.max(1)),
@@ -219,17 +238,26 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
         Some("none") => Err("skipped (--upkeep none)".to_string()),
         Some(p) => {
             let p = PathBuf::from(p);
-            if p.is_file() { Ok(p) } else { Err(format!("--upkeep {}: no such file", p.display())) }
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("--upkeep {}: no such file", p.display()))
+            }
         }
         None => default_upkeep(&exe),
     };
     if let Err(e) = &upkeep {
         eprintln!("[upkeep-bench] warning: {e}; upkeep's cells will say so");
     }
-    let peers = peers.unwrap_or_else(|| Peer::PEERS.into_iter().filter(|p| p.installed()).collect());
+    let peers =
+        peers.unwrap_or_else(|| Peer::PEERS.into_iter().filter(|p| p.installed()).collect());
     for p in &peers {
         if !p.installed() {
-            return Err(format!("{} is not installed (needs {})", p.name(), p.binaries().join(", ")));
+            return Err(format!(
+                "{} is not installed (needs {})",
+                p.name(),
+                p.binaries().join(", ")
+            ));
         }
     }
     // Lots of services need lots of descriptors: raise the soft limit for
@@ -241,7 +269,13 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
         upkeep,
         peers,
         idle_secs: idle_secs.unwrap_or(if quick { 5 } else { 60 }),
-        sizes: sizes.unwrap_or_else(|| if quick { vec![10, 100] } else { vec![10, 100, 1000] }),
+        sizes: sizes.unwrap_or_else(|| {
+            if quick {
+                vec![10, 100]
+            } else {
+                vec![10, 100, 1000]
+            }
+        }),
         http_secs: http_secs.unwrap_or(if quick { 3 } else { 10 }),
         exit_after_ms,
         settle_ms,
@@ -262,7 +296,11 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
     .as_object()
     .cloned()
     .unwrap_or_default();
-    let list: Vec<&str> = if name == "all" { SCENARIOS.to_vec() } else { vec![name] };
+    let list: Vec<&str> = if name == "all" {
+        SCENARIOS.to_vec()
+    } else {
+        vec![name]
+    };
     let started = std::time::Instant::now();
     let mut result = Ok(());
     for s in list {
@@ -279,18 +317,26 @@ fn cmd_bench(name: &str, args: &[String]) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&root);
     }
     result?;
-    rep.settings.insert("elapsed_s".into(), json!(started.elapsed().as_secs()));
-    println!("\nMachine: {}", serde_json::Value::Object(rep.machine.clone()));
+    rep.settings
+        .insert("elapsed_s".into(), json!(started.elapsed().as_secs()));
+    println!(
+        "\nMachine: {}",
+        serde_json::Value::Object(rep.machine.clone())
+    );
     println!("\n{}", rep.table(&opts.supervisors()));
     let out = out.unwrap_or_else(|| exe.with_file_name("upkeep-bench.json"));
-    let text = serde_json::to_string_pretty(&rep.to_json()).map_err(|e| format!("encoding JSON: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&rep.to_json()).map_err(|e| format!("encoding JSON: {e}"))?;
     std::fs::write(&out, text + "\n").map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("JSON: {}", out.display());
     Ok(())
 }
 
 fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

@@ -50,7 +50,9 @@ impl Peer {
 
     /// Parses a `--peers` entry.
     pub fn parse(s: &str) -> Option<Peer> {
-        [Peer::Upkeep, Peer::Monit, Peer::Supervisord, Peer::Runit].into_iter().find(|p| p.name() == s.trim())
+        [Peer::Upkeep, Peer::Monit, Peer::Supervisord, Peer::Runit]
+            .into_iter()
+            .find(|p| p.name() == s.trim())
     }
 
     /// The executables this peer needs (looked up in PATH).
@@ -77,9 +79,9 @@ impl Peer {
 /// Finds `name` in PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
-        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// An HTTP liveness probe.
@@ -111,7 +113,12 @@ pub struct Service {
 impl Service {
     /// A plain service.
     pub fn new(name: impl Into<String>, argv: Vec<String>) -> Self {
-        Service { name: name.into(), argv, liveness: None, as_pod: false }
+        Service {
+            name: name.into(),
+            argv,
+            liveness: None,
+            as_pod: false,
+        }
     }
 }
 
@@ -143,7 +150,10 @@ pub fn quote(s: &str) -> String {
 
 /// A POSIX shell single-quoted word.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+".contains(&b))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -162,23 +172,39 @@ pub fn regex_escape(s: &str) -> String {
 }
 
 fn array(argv: &[String]) -> String {
-    format!("[{}]", argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// upkeep's config file for `setup`.
 pub fn upkeep_toml(setup: &Setup) -> String {
     let d = &setup.dir;
     let mut s = String::new();
-    let _ = writeln!(s, "manifests = {}", quote(&setup.manifests_dir().to_string_lossy()));
+    let _ = writeln!(
+        s,
+        "manifests = {}",
+        quote(&setup.manifests_dir().to_string_lossy())
+    );
     let _ = writeln!(s, "listen = \"127.0.0.1:{}\"", setup.listen_port);
-    let _ = writeln!(s, "state_dir = {}", quote(&d.join("state").to_string_lossy()));
+    let _ = writeln!(
+        s,
+        "state_dir = {}",
+        quote(&d.join("state").to_string_lossy())
+    );
     let _ = writeln!(s, "log_dir = {}", quote(&d.join("log").to_string_lossy()));
     s.push_str("on_exit = \"stop\"\n");
     let _ = writeln!(s, "debounce = \"{}ms\"", setup.debounce_ms);
     s.push_str("relist_period = \"20s\"\n\n");
     s.push_str("[defaults.backoff]\ninitial = \"0s\"\nmax = \"0s\"\nfactor = 1.0\nreset_after = \"10m\"\njitter = 0.0\n");
     for svc in setup.services.iter().filter(|s| !s.as_pod) {
-        let _ = write!(s, "\n[services.{}]\ncommand = {}\nrestart = \"always\"\n", quote(&svc.name), array(&svc.argv));
+        let _ = write!(
+            s,
+            "\n[services.{}]\ncommand = {}\nrestart = \"always\"\n",
+            quote(&svc.name),
+            array(&svc.argv)
+        );
         if let Some(l) = svc.liveness {
             let _ = writeln!(
                 s,
@@ -196,7 +222,11 @@ pub fn pod_manifest(svc: &Service) -> String {
     s.push_str("apiVersion: v1\nkind: Pod\nmetadata:\n");
     let _ = writeln!(s, "  name: {}\n  namespace: kube-system", svc.name);
     s.push_str("spec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n");
-    let _ = writeln!(s, "  - name: {}\n    image: bench.invalid/{}:1", svc.name, svc.name);
+    let _ = writeln!(
+        s,
+        "  - name: {}\n    image: bench.invalid/{}:1",
+        svc.name, svc.name
+    );
     let _ = writeln!(s, "    command: {}", array(&svc.argv));
     if let Some(l) = svc.liveness {
         let _ = writeln!(
@@ -220,7 +250,12 @@ pub fn supervisord_conf(setup: &Setup) -> String {
         d.join("log").display()
     );
     for svc in &setup.services {
-        let cmd = svc.argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
+        let cmd = svc
+            .argv
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
         let _ = write!(
             s,
             "\n[program:{}]\ncommand={}\nautostart=true\nautorestart=true\nstartsecs=0\nstartretries=1000000\nredirect_stderr=true\nstopwaitsecs=2\n",
@@ -233,7 +268,12 @@ pub fn supervisord_conf(setup: &Setup) -> String {
 
 /// runit's `run` script for `svc`.
 pub fn runit_run(svc: &Service) -> String {
-    let cmd = svc.argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
+    let cmd = svc
+        .argv
+        .iter()
+        .map(|a| sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!("#!/bin/sh\nexec 2>&1\nexec {cmd}\n")
 }
 
@@ -260,16 +300,23 @@ pub fn monitrc(setup: &Setup, launcher: &str) -> Result<String, String> {
         d.join("monit.state").display()
     );
     for svc in &setup.services {
-        if let Some(bad) = svc.argv.iter().find(|a| a.is_empty() || a.contains([' ', '"', '\''])) {
-            return Err(format!("monit: argument {bad:?} of {} has a space or quote", svc.name));
+        if let Some(bad) = svc
+            .argv
+            .iter()
+            .find(|a| a.is_empty() || a.contains([' ', '"', '\'']))
+        {
+            return Err(format!(
+                "monit: argument {bad:?} of {} has a space or quote",
+                svc.name
+            ));
         }
         let pattern = regex_escape(&svc.argv.join(" "));
         let _ = write!(
             s,
-            "\ncheck process {} matching \"{}\"\n  start program = \"{}\" with timeout 1 seconds\n  stop program = \"{}\"\n",
+            "\ncheck process {} matching \"{}\"\n  start program = \"{launcher} {}\" with timeout 1 seconds\n  stop program = \"{}\"\n",
             svc.name,
             pattern,
-            format!("{launcher} {}", svc.argv.join(" ")),
+            svc.argv.join(" "),
             d.join("monit-stop.sh").display(),
         );
         if let Some(l) = svc.liveness {
@@ -292,9 +339,11 @@ pub fn prepare(peer: Peer, setup: &Setup, upkeep: Option<&Path>) -> Result<Vec<S
     let d = &setup.dir;
     let w = |p: PathBuf, text: &str, mode: u32| -> Result<(), String> {
         fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", p.display()))
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))
     };
-    let mkdir = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()));
+    let mkdir =
+        |p: PathBuf| fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()));
     mkdir(d.join("log"))?;
     let ds = |p: PathBuf| p.to_string_lossy().into_owned();
     match peer {
@@ -305,14 +354,28 @@ pub fn prepare(peer: Peer, setup: &Setup, upkeep: Option<&Path>) -> Result<Vec<S
             fs::set_permissions(setup.manifests_dir(), fs::Permissions::from_mode(0o755))
                 .map_err(|e| format!("chmod manifests: {e}"))?;
             for svc in setup.services.iter().filter(|s| s.as_pod) {
-                w(setup.manifests_dir().join(format!("{}.yaml", svc.name)), &pod_manifest(svc), 0o644)?;
+                w(
+                    setup.manifests_dir().join(format!("{}.yaml", svc.name)),
+                    &pod_manifest(svc),
+                    0o644,
+                )?;
             }
             w(d.join("upkeep.toml"), &upkeep_toml(setup), 0o644)?;
-            Ok(vec![ds(bin.to_path_buf()), "run".into(), "--config".into(), ds(d.join("upkeep.toml"))])
+            Ok(vec![
+                ds(bin.to_path_buf()),
+                "run".into(),
+                "--config".into(),
+                ds(d.join("upkeep.toml")),
+            ])
         }
         Peer::Supervisord => {
             w(d.join("supervisord.conf"), &supervisord_conf(setup), 0o644)?;
-            Ok(vec!["supervisord".into(), "-n".into(), "-c".into(), ds(d.join("supervisord.conf"))])
+            Ok(vec![
+                "supervisord".into(),
+                "-n".into(),
+                "-c".into(),
+                ds(d.join("supervisord.conf")),
+            ])
         }
         Peer::Runit => {
             let sv = d.join("sv");
@@ -324,9 +387,19 @@ pub fn prepare(peer: Peer, setup: &Setup, upkeep: Option<&Path>) -> Result<Vec<S
         }
         Peer::Monit => {
             w(d.join("monit-stop.sh"), MONIT_STOP_SCRIPT, 0o755)?;
-            let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-            w(d.join("monitrc"), &monitrc(setup, &format!("{} detach", me.display()))?, 0o600)?;
-            Ok(vec!["monit".into(), "-I".into(), "-c".into(), ds(d.join("monitrc"))])
+            let me =
+                std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+            w(
+                d.join("monitrc"),
+                &monitrc(setup, &format!("{} detach", me.display()))?,
+                0o600,
+            )?;
+            Ok(vec![
+                "monit".into(),
+                "-I".into(),
+                "-c".into(),
+                ds(d.join("monitrc")),
+            ])
         }
     }
 }
@@ -350,8 +423,16 @@ impl Running {
     /// with output to `DIR/<peer>.out`.
     pub fn start(peer: Peer, setup: &Setup, upkeep: Option<&Path>) -> Result<Running, String> {
         let argv = prepare(peer, setup, upkeep)?;
+        if peer == Peer::Runit {
+            // runsvdir ignores a directory modified within the last second (it
+            // may still be being populated) and looks again a second later;
+            // real service directories exist long before boot, so let the
+            // fresh ones age first rather than bill runit for it.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
         let out_path = setup.dir.join(format!("{}.out", peer.name()));
-        let out = fs::File::create(&out_path).map_err(|e| format!("creating {}: {e}", out_path.display()))?;
+        let out = fs::File::create(&out_path)
+            .map_err(|e| format!("creating {}: {e}", out_path.display()))?;
         let err = out.try_clone().map_err(|e| format!("dup: {e}"))?;
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -361,16 +442,30 @@ impl Running {
             .stderr(err)
             .process_group(0);
         let launch_ns = now_ns();
-        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", argv.join(" ")))?;
-        Ok(Running { peer, pid: child.id(), launch_ns, dir: setup.dir.clone(), child: Some(child) })
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", argv.join(" ")))?;
+        Ok(Running {
+            peer,
+            pid: child.id(),
+            launch_ns,
+            dir: setup.dir.clone(),
+            child: Some(child),
+        })
     }
 
     /// `Err` with the tail of its output when the supervisor has exited.
     pub fn alive(&mut self) -> Result<(), String> {
-        let Some(child) = self.child.as_mut() else { return Err("already stopped".into()) };
+        let Some(child) = self.child.as_mut() else {
+            return Err("already stopped".into());
+        };
         match child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!("{} exited ({status}); output tail:\n{}", self.peer.name(), self.output_tail(20))),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}); output tail:\n{}",
+                self.peer.name(),
+                self.output_tail(20)
+            )),
             Err(e) => Err(format!("waiting for {}: {e}", self.peer.name())),
         }
     }
@@ -378,7 +473,8 @@ impl Running {
     /// The last `n` lines of the supervisor's own output (and log file, for
     /// supervisord and monit).
     pub fn output_tail(&self, n: usize) -> String {
-        let mut text = fs::read_to_string(self.dir.join(format!("{}.out", self.peer.name()))).unwrap_or_default();
+        let mut text = fs::read_to_string(self.dir.join(format!("{}.out", self.peer.name())))
+            .unwrap_or_default();
         for extra in ["supervisord.log", "monit.log"] {
             if let Ok(t) = fs::read_to_string(self.dir.join(extra)) {
                 text.push_str(&t);
@@ -404,8 +500,14 @@ impl Running {
     /// passes TERM to every runsv; SIGTERM otherwise), up to `grace`, then
     /// SIGKILL to its process group and to every process under its directory.
     pub fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
-        let sig = if self.peer == Peer::Runit { libc::SIGHUP } else { libc::SIGTERM };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sig = if self.peer == Peer::Runit {
+            libc::SIGHUP
+        } else {
+            libc::SIGTERM
+        };
         if let Ok(pid) = i32::try_from(self.pid) {
             // SAFETY: kill(2) on the pid of our own unreaped child.
             unsafe { libc::kill(pid, sig) };
@@ -433,13 +535,35 @@ mod tests {
     use super::*;
 
     fn setup() -> Setup {
-        let mut web = Service::new("web", vec!["/b/upkeep-bench".into(), "http-server".into(), "8080".into()]);
-        web.liveness = Some(Liveness { port: 8080, period_s: 1, timeout_s: 1, threshold: 1 });
-        let mut etcd = Service::new("etcd", vec!["/usr/bin/etcd".into(), "--data-dir=/t/d".into()]);
+        let mut web = Service::new(
+            "web",
+            vec![
+                "/b/upkeep-bench".into(),
+                "http-server".into(),
+                "8080".into(),
+            ],
+        );
+        web.liveness = Some(Liveness {
+            port: 8080,
+            period_s: 1,
+            timeout_s: 1,
+            threshold: 1,
+        });
+        let mut etcd = Service::new(
+            "etcd",
+            vec!["/usr/bin/etcd".into(), "--data-dir=/t/d".into()],
+        );
         etcd.as_pod = true;
         Setup {
             dir: PathBuf::from("/t/x"),
-            services: vec![Service::new("s1", vec!["/b/upkeep-bench".into(), "stamp".into(), "/t/x/a b".into()]), web, etcd],
+            services: vec![
+                Service::new(
+                    "s1",
+                    vec!["/b/upkeep-bench".into(), "stamp".into(), "/t/x/a b".into()],
+                ),
+                web,
+                etcd,
+            ],
             listen_port: 9999,
             debounce_ms: 100,
         }
@@ -472,7 +596,9 @@ mod tests {
         assert!(t.contains("initial = \"0s\"\nmax = \"0s\""));
         assert!(t.contains("debounce = \"100ms\""));
         assert!(t.contains("on_exit = \"stop\""));
-        assert!(t.contains("[services.\"s1\"]\ncommand = [\"/b/upkeep-bench\", \"stamp\", \"/t/x/a b\"]"));
+        assert!(t.contains(
+            "[services.\"s1\"]\ncommand = [\"/b/upkeep-bench\", \"stamp\", \"/t/x/a b\"]"
+        ));
         assert!(t.contains(
             "liveness = { http = \"http://127.0.0.1:8080/\", period = \"1s\", timeout = \"1s\", failure_threshold = 1 }"
         ));
@@ -503,7 +629,10 @@ mod tests {
     #[test]
     fn runit_run_execs() {
         let s = setup();
-        assert_eq!(runit_run(&s.services[0]), "#!/bin/sh\nexec 2>&1\nexec /b/upkeep-bench stamp '/t/x/a b'\n");
+        assert_eq!(
+            runit_run(&s.services[0]),
+            "#!/bin/sh\nexec 2>&1\nexec /b/upkeep-bench stamp '/t/x/a b'\n"
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 /// voluntary + nonvoluntary context switches from `/proc/PID/task/TID/status` text.
 pub fn parse_ctxsw(status: &str) -> Option<u64> {
     let field = |key: &str| -> Option<u64> {
-        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
     };
     Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
 }
@@ -59,7 +62,11 @@ pub fn ctxsw(pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0;
     for t in tasks.flatten() {
-        if let Some(n) = std::fs::read_to_string(t.path().join("status")).ok().as_deref().and_then(parse_ctxsw) {
+        if let Some(n) = std::fs::read_to_string(t.path().join("status"))
+            .ok()
+            .as_deref()
+            .and_then(parse_ctxsw)
+        {
             total += n;
         }
     }
@@ -73,20 +80,30 @@ pub fn smaps_rollup(pid: u32) -> Option<(u64, u64)> {
 
 /// Every pid in /proc.
 pub fn all_pids() -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect()
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
 }
 
 /// The direct children of `ppid`.
 pub fn children(ppid: u32) -> Vec<u32> {
-    all_pids().into_iter().filter(|&p| stat(p).is_some_and(|s| s.ppid == ppid)).collect()
+    all_pids()
+        .into_iter()
+        .filter(|&p| stat(p).is_some_and(|s| s.ppid == ppid))
+        .collect()
 }
 
 /// The NUL-separated command line of `pid`, joined with spaces.
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let parts: Vec<String> =
-        raw.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    let parts: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     Some(parts.join(" "))
 }
 
@@ -110,7 +127,9 @@ pub fn pids_under(dir: &Path) -> Vec<u32> {
 pub fn find_process(needle: &str, argv0_suffix: &str) -> Option<u32> {
     let me = std::process::id();
     all_pids().into_iter().filter(|&p| p != me).find(|&p| {
-        let Ok(raw) = std::fs::read(format!("/proc/{p}/cmdline")) else { return false };
+        let Ok(raw) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+            return false;
+        };
         let argv0 = raw.split(|&b| b == 0).next().unwrap_or_default();
         argv0.ends_with(argv0_suffix.as_bytes()) && String::from_utf8_lossy(&raw).contains(needle)
     })
@@ -176,7 +195,13 @@ mod tests {
     #[test]
     fn stat_with_odd_comm() {
         let text = "1234 (we ird) name)) S 77 1234 1234 0 -1 4194560 100 0 0 0 25 17 0 0 20 0 3 0 555 1000 50";
-        assert_eq!(parse_stat(text), Some(Stat { ppid: 77, cpu_ticks: 42 }));
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                ppid: 77,
+                cpu_ticks: 42
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1"), None);
     }

@@ -22,17 +22,29 @@ pub struct Cell {
 impl Cell {
     /// A measured value.
     pub fn value(v: f64) -> Cell {
-        Cell { value: Some(v), note: None, detail: Value::Null }
+        Cell {
+            value: Some(v),
+            note: None,
+            detail: Value::Null,
+        }
     }
 
     /// A measured value with detail.
     pub fn with_detail(v: f64, detail: Value) -> Cell {
-        Cell { value: Some(v), note: None, detail }
+        Cell {
+            value: Some(v),
+            note: None,
+            detail,
+        }
     }
 
     /// Not measured, and why ("n/a: no HTTP probes", "failed: ...").
     pub fn missing(note: impl Into<String>) -> Cell {
-        Cell { value: None, note: Some(note.into()), detail: Value::Null }
+        Cell {
+            value: None,
+            note: Some(note.into()),
+            detail: Value::Null,
+        }
     }
 
     /// Adds a caveat.
@@ -99,7 +111,11 @@ impl Report {
     /// The text table: figure | upkeep | each peer | each peer/upkeep ratio,
     /// then the notes of cells that have one.
     pub fn table(&self, sups: &[Peer]) -> String {
-        let peers: Vec<Peer> = sups.iter().copied().filter(|p| *p != Peer::Upkeep).collect();
+        let peers: Vec<Peer> = sups
+            .iter()
+            .copied()
+            .filter(|p| *p != Peer::Upkeep)
+            .collect();
         let mut header = vec!["figure".to_string(), "unit".into()];
         header.extend(sups.iter().map(|p| p.name().to_string()));
         header.extend(peers.iter().map(|p| format!("{}/upkeep", p.name())));
@@ -111,14 +127,20 @@ impl Report {
             for p in sups {
                 let cell = f.cells.get(p);
                 let text = match cell {
-                    Some(Cell { value: Some(v), note, .. }) => {
+                    Some(Cell {
+                        value: Some(v),
+                        note,
+                        ..
+                    }) => {
                         if note.is_some() {
                             format!("{}*", fmt_num(*v))
                         } else {
                             fmt_num(*v)
                         }
                     }
-                    Some(Cell { value: None, note, .. }) => {
+                    Some(Cell {
+                        value: None, note, ..
+                    }) => {
                         if note.as_deref().is_some_and(|n| n.starts_with("n/a")) {
                             "n/a".into()
                         } else {
@@ -135,7 +157,13 @@ impl Report {
             let up = f.cells.get(&Peer::Upkeep).and_then(|c| c.value);
             for p in &peers {
                 let r = match (f.cells.get(p).and_then(|c| c.value), up) {
-                    (Some(v), Some(u)) => ratio(v, u).map(|r| if r >= 10.0 { format!("{r:.0}x") } else { format!("{r:.2}x") }),
+                    (Some(v), Some(u)) => ratio(v, u).map(|r| {
+                        if r >= 10.0 {
+                            format!("{r:.0}x")
+                        } else {
+                            format!("{r:.2}x")
+                        }
+                    }),
                     _ => None,
                 };
                 row.push(r.unwrap_or_else(|| "-".into()));
@@ -148,7 +176,11 @@ impl Report {
             .collect();
         let mut out = String::new();
         for (n, r) in rows.iter().enumerate() {
-            let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             let _ = writeln!(out, "| {} |", line.join(" | "));
             if n == 0 {
                 let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
@@ -200,10 +232,18 @@ mod tests {
     fn table_and_json() {
         let mut f = Figure::new("restart_p50", "crash -> restart p50", "ms", Some("<= 2 ms"));
         f.cells.insert(Peer::Upkeep, Cell::value(2.0));
-        f.cells.insert(Peer::Runit, Cell::value(1000.0).noted(Some("runsv waits 1 s".into())));
-        f.cells.insert(Peer::Monit, Cell::missing("n/a: no such thing"));
-        f.cells.insert(Peer::Supervisord, Cell::missing("failed: boom"));
-        let r = Report { figures: vec![f], ..Report::default() };
+        f.cells.insert(
+            Peer::Runit,
+            Cell::value(1000.0).noted(Some("runsv waits 1 s".into())),
+        );
+        f.cells
+            .insert(Peer::Monit, Cell::missing("n/a: no such thing"));
+        f.cells
+            .insert(Peer::Supervisord, Cell::missing("failed: boom"));
+        let r = Report {
+            figures: vec![f],
+            ..Report::default()
+        };
         let sups = [Peer::Upkeep, Peer::Monit, Peer::Supervisord, Peer::Runit];
         let t = r.table(&sups);
         let lines: Vec<&str> = t.lines().collect();
@@ -217,6 +257,9 @@ mod tests {
         assert!(t.contains("runit: runsv waits 1 s"));
         let j = r.to_json();
         assert_eq!(j["figures"][0]["results"]["upkeep"]["value"], 2.0);
-        assert_eq!(j["figures"][0]["results"]["monit"]["note"], "n/a: no such thing");
+        assert_eq!(
+            j["figures"][0]["results"]["monit"]["note"],
+            "n/a: no such thing"
+        );
     }
 }

@@ -18,7 +18,9 @@ use crate::stamp::{self, now_ns};
 use crate::stats::{ns_to_ms, summarize};
 
 /// The scenario names, in the order `all` runs them.
-pub const SCENARIOS: [&str; 7] = ["restart", "sigkill", "etcd", "liveness", "manifest", "http", "idle"];
+pub const SCENARIOS: [&str; 7] = [
+    "restart", "sigkill", "etcd", "liveness", "manifest", "http", "idle",
+];
 
 /// Options of a bench run.
 #[derive(Debug, Clone)]
@@ -69,7 +71,11 @@ impl Opts {
             (Peer::Upkeep, Ok(p)) => Some(p.as_path()),
             _ => None,
         };
-        log(&format!("  {}: starting in {}", peer.name(), setup.dir.display()));
+        log(&format!(
+            "  {}: starting in {}",
+            peer.name(),
+            setup.dir.display()
+        ));
         Running::start(peer, setup, upkeep)
     }
 }
@@ -80,7 +86,10 @@ fn log(msg: &str) {
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Polls `f` every `poll` until it returns `Some`, the supervisor dies, or `deadline`.
@@ -97,7 +106,10 @@ fn wait_for<T>(
         }
         run.alive()?;
         if Instant::now() >= deadline {
-            return Err(format!("timed out waiting for {what}; supervisor output tail:\n{}", run.output_tail(10)));
+            return Err(format!(
+                "timed out waiting for {what}; supervisor output tail:\n{}",
+                run.output_tail(10)
+            ));
         }
         std::thread::sleep(poll);
     }
@@ -111,7 +123,11 @@ struct Outcome {
 }
 
 fn outcome(samples: Vec<f64>) -> Outcome {
-    Outcome { samples, note: None, extra: serde_json::Value::Null }
+    Outcome {
+        samples,
+        note: None,
+        extra: serde_json::Value::Null,
+    }
 }
 
 /// Adds p50 and p99 figures (and the full summary as detail) for a latency scenario.
@@ -126,8 +142,18 @@ fn latency_figures(
     applies: impl Fn(Peer) -> Option<String>,
     mut one: impl FnMut(Peer) -> Result<Outcome, String>,
 ) {
-    let mut f50 = Figure::new(&format!("{id}_p50"), &format!("{title}, p50"), "ms", target50);
-    let mut f99 = Figure::new(&format!("{id}_p99"), &format!("{title}, p99"), "ms", target99);
+    let mut f50 = Figure::new(
+        &format!("{id}_p50"),
+        &format!("{title}, p50"),
+        "ms",
+        target50,
+    );
+    let mut f99 = Figure::new(
+        &format!("{id}_p99"),
+        &format!("{title}, p99"),
+        "ms",
+        target99,
+    );
     for peer in o.supervisors() {
         if let Some(why) = applies(peer) {
             f50.cells.insert(peer, Cell::missing(format!("n/a: {why}")));
@@ -162,7 +188,10 @@ fn latency_figures(
             },
             Err(e) => {
                 log(&format!("  {}: FAILED: {e}", peer.name()));
-                (Cell::missing(format!("failed: {e}")), Cell::missing(format!("failed: {e}")))
+                (
+                    Cell::missing(format!("failed: {e}")),
+                    Cell::missing(format!("failed: {e}")),
+                )
             }
         };
         f50.cells.insert(peer, c50);
@@ -179,7 +208,12 @@ fn stamp_service(o: &Opts, name: &str, file: &Path, extra: &[&str]) -> Service {
 }
 
 fn setup(dir: PathBuf, services: Vec<Service>) -> Setup {
-    Setup { dir, services, listen_port: free_port(), debounce_ms: 100 }
+    Setup {
+        dir,
+        services,
+        listen_port: free_port(),
+        debounce_ms: 100,
+    }
 }
 
 fn ms_between(later_ns: u64, earlier_ns: u64) -> f64 {
@@ -205,7 +239,12 @@ pub fn run(name: &str, o: &Opts, rep: &mut Report) -> Result<(), String> {
         "idle" => idle(o, rep),
         "manifest" => manifest(o, rep),
         "http" => http_endpoints(o, rep),
-        other => return Err(format!("unknown scenario {other:?} (known: all, {})", SCENARIOS.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown scenario {other:?} (known: all, {})",
+                SCENARIOS.join(", ")
+            ))
+        }
     }
     Ok(())
 }
@@ -217,7 +256,10 @@ fn restart(o: &Opts, rep: &mut Report) {
         rep,
         o,
         "restart",
-        &format!("crash -> restart, zero backoff (workload lives {} ms)", o.exit_after_ms),
+        &format!(
+            "crash -> restart, zero backoff (workload lives {} ms)",
+            o.exit_after_ms
+        ),
         Some("<= 2 ms"),
         None,
         |_| None,
@@ -229,16 +271,37 @@ fn restart_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
     let dir = o.dir("restart", peer)?;
     let file = dir.join("crash.stamp");
     let life = o.exit_after_ms.to_string();
-    let s = setup(dir, vec![stamp_service(o, "crash", &file, &["--exit-after-ms", &life])]);
+    let s = setup(
+        dir,
+        vec![stamp_service(
+            o,
+            "crash",
+            &file,
+            &["--exit-after-ms", &life],
+        )],
+    );
     let mut run = o.launch(peer, &s)?;
     let per_run = Duration::from_millis(o.exit_after_ms + 4000);
-    let deadline = Instant::now() + Duration::from_secs(30) + per_run * u32::try_from(o.runs).unwrap_or(u32::MAX);
-    let res = wait_for(&mut run, deadline, Duration::from_millis(50), "restarts", || {
-        let g = stamp::exit_to_start(&stamp::read(&file));
-        (g.len() >= o.runs).then_some(g)
-    });
+    let deadline = Instant::now()
+        + Duration::from_secs(30)
+        + per_run * u32::try_from(o.runs).unwrap_or(u32::MAX);
+    let res = wait_for(
+        &mut run,
+        deadline,
+        Duration::from_millis(50),
+        "restarts",
+        || {
+            let g = stamp::exit_to_start(&stamp::read(&file));
+            (g.len() >= o.runs).then_some(g)
+        },
+    );
     run.stop(Duration::from_secs(5));
-    let to_ms = |g: &[i128]| g.iter().take(o.runs).map(|&ns| ns_to_ms(ns)).collect::<Vec<_>>();
+    let to_ms = |g: &[i128]| {
+        g.iter()
+            .take(o.runs)
+            .map(|&ns| ns_to_ms(ns))
+            .collect::<Vec<_>>()
+    };
     match res {
         Ok(g) => Ok(outcome(to_ms(&g))),
         Err(e) => {
@@ -247,7 +310,12 @@ fn restart_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
                 return Err(e);
             }
             let mut out = outcome(to_ms(&g));
-            out.note = Some(format!("only {}/{} restarts: {}", g.len(), o.runs, first_line(&e)));
+            out.note = Some(format!(
+                "only {}/{} restarts: {}",
+                g.len(),
+                o.runs,
+                first_line(&e)
+            ));
             Ok(out)
         }
     }
@@ -276,7 +344,10 @@ fn kill(pid: u32, sig: i32) -> Result<(), String> {
     let p = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     // SAFETY: kill(2) on a specific pid that the caller just verified is a workload of this run.
     if unsafe { libc::kill(p, sig) } != 0 {
-        return Err(format!("kill({pid}, {sig}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -286,9 +357,13 @@ fn sigkill_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
     let file = dir.join("sleeper.stamp");
     let s = setup(dir, vec![stamp_service(o, "sleeper", &file, &["--sleep"])]);
     let mut run = o.launch(peer, &s)?;
-    let mut last = wait_for(&mut run, Instant::now() + Duration::from_secs(60), Duration::from_millis(5), "first start", || {
-        stamp::starts(&stamp::read(&file)).last().copied()
-    })?;
+    let mut last = wait_for(
+        &mut run,
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_millis(5),
+        "first start",
+        || stamp::starts(&stamp::read(&file)).last().copied(),
+    )?;
     let needle = file.to_string_lossy().into_owned();
     let mut samples = Vec::new();
     let mut note = None;
@@ -296,14 +371,20 @@ fn sigkill_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
         sleep_until_ns(last.0 + o.settle_ms * 1_000_000);
         let (_, pid) = last;
         if !procfs::cmdline(pid).is_some_and(|c| c.contains(&needle)) {
-            note = Some(format!("run {i}: workload pid {pid} is gone before the kill"));
+            note = Some(format!(
+                "run {i}: workload pid {pid} is gone before the kill"
+            ));
             break;
         }
         let t0 = now_ns();
         kill(pid, libc::SIGKILL)?;
-        match wait_for(&mut run, Instant::now() + Duration::from_secs(15), Duration::from_millis(2), "restart", || {
-            stamp::first_start_after(&stamp::read(&file), t0, pid)
-        }) {
+        match wait_for(
+            &mut run,
+            Instant::now() + Duration::from_secs(15),
+            Duration::from_millis(2),
+            "restart",
+            || stamp::first_start_after(&stamp::read(&file), t0, pid),
+        ) {
             Ok(next) => {
                 samples.push(ms_between(next.0, t0));
                 last = next;
@@ -315,7 +396,11 @@ fn sigkill_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
         }
     }
     run.stop(Duration::from_secs(5));
-    Ok(Outcome { samples, note, extra: serde_json::Value::Null })
+    Ok(Outcome {
+        samples,
+        note,
+        extra: serde_json::Value::Null,
+    })
 }
 
 // ---------------------------------------------------------------- etcd
@@ -361,9 +446,13 @@ fn etcd_one(o: &Opts, peer: Peer, runs: usize) -> Result<Outcome, String> {
         http::get(cport, "/health", Duration::from_millis(100))
             .is_ok_and(|r| r.status == 200 && r.body.contains("\"health\":\"true\""))
     };
-    wait_for(&mut run, Instant::now() + Duration::from_secs(60), Duration::from_millis(20), "etcd healthy", || {
-        healthy().then_some(())
-    })?;
+    wait_for(
+        &mut run,
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_millis(20),
+        "etcd healthy",
+        || healthy().then_some(()),
+    )?;
     let needle = data.to_string_lossy().into_owned();
     let mut samples = Vec::new();
     let mut note = None;
@@ -375,9 +464,16 @@ fn etcd_one(o: &Opts, peer: Peer, runs: usize) -> Result<Outcome, String> {
         };
         let t0 = Instant::now();
         kill(pid, libc::SIGKILL)?;
-        let back = wait_for(&mut run, t0 + Duration::from_secs(60), Duration::from_millis(5), "etcd healthy again", || {
-            (procfs::find_process(&needle, "etcd").is_some_and(|p| p != pid) && healthy()).then_some(())
-        });
+        let back = wait_for(
+            &mut run,
+            t0 + Duration::from_secs(60),
+            Duration::from_millis(5),
+            "etcd healthy again",
+            || {
+                (procfs::find_process(&needle, "etcd").is_some_and(|p| p != pid) && healthy())
+                    .then_some(())
+            },
+        );
         match back {
             Ok(()) => samples.push(t0.elapsed().as_secs_f64() * 1e3),
             Err(e) => {
@@ -387,7 +483,11 @@ fn etcd_one(o: &Opts, peer: Peer, runs: usize) -> Result<Outcome, String> {
         }
     }
     run.stop(Duration::from_secs(10));
-    Ok(Outcome { samples, note, extra: serde_json::Value::Null })
+    Ok(Outcome {
+        samples,
+        note,
+        extra: serde_json::Value::Null,
+    })
 }
 
 // ---------------------------------------------------------------- liveness
@@ -429,28 +529,53 @@ fn liveness_one(o: &Opts, peer: Peer, runs: usize, bound_ms: u64) -> Result<Outc
             file.to_string_lossy().into_owned(),
         ],
     );
-    svc.liveness = Some(Liveness { port, period_s: PROBE.0, timeout_s: PROBE.1, threshold: PROBE.2 });
+    svc.liveness = Some(Liveness {
+        port,
+        period_s: PROBE.0,
+        timeout_s: PROBE.1,
+        threshold: PROBE.2,
+    });
     let s = setup(dir, vec![svc]);
     let mut run = o.launch(peer, &s)?;
     let per = Duration::from_millis(HANG_AFTER_MS + 10_000);
-    let deadline = Instant::now() + Duration::from_secs(30) + per * u32::try_from(runs).unwrap_or(u32::MAX);
-    let res = wait_for(&mut run, deadline, Duration::from_millis(50), "liveness restarts", || {
-        let g = stamp::hang_to_start(&stamp::read(&file));
-        (g.len() >= runs).then_some(g)
-    });
+    let deadline =
+        Instant::now() + Duration::from_secs(30) + per * u32::try_from(runs).unwrap_or(u32::MAX);
+    let res = wait_for(
+        &mut run,
+        deadline,
+        Duration::from_millis(50),
+        "liveness restarts",
+        || {
+            let g = stamp::hang_to_start(&stamp::read(&file));
+            (g.len() >= runs).then_some(g)
+        },
+    );
     run.stop(Duration::from_secs(5));
     let g = stamp::hang_to_start(&stamp::read(&file));
     let samples: Vec<f64> = g.iter().take(runs).map(|&ns| ns_to_ms(ns)).collect();
     #[allow(clippy::cast_precision_loss)]
-    let over = samples.iter().filter(|&&ms| ms > (bound_ms + 20) as f64).count();
-    let mut note = (over > 0).then(|| format!("{over}/{} restarts beyond the bound + 20 ms", samples.len()));
+    let over = samples
+        .iter()
+        .filter(|&&ms| ms > (bound_ms + 20) as f64)
+        .count();
+    let mut note =
+        (over > 0).then(|| format!("{over}/{} restarts beyond the bound + 20 ms", samples.len()));
     if let Err(e) = res {
         if samples.is_empty() {
             return Err(e);
         }
-        note = Some(format!("only {}/{runs} restarts: {}; {}", samples.len(), first_line(&e), note.unwrap_or_default()));
+        note = Some(format!(
+            "only {}/{runs} restarts: {}; {}",
+            samples.len(),
+            first_line(&e),
+            note.unwrap_or_default()
+        ));
     }
-    Ok(Outcome { samples, note, extra: json!({"bound_ms": bound_ms, "over_bound_plus_20ms": over}) })
+    Ok(Outcome {
+        samples,
+        note,
+        extra: json!({"bound_ms": bound_ms, "over_bound_plus_20ms": over}),
+    })
 }
 
 // ---------------------------------------------------------------- manifest
@@ -484,7 +609,8 @@ fn manifest(o: &Opts, rep: &mut Report) {
     #[allow(clippy::cast_precision_loss)]
     for (peer, cell) in &rep.figures[base].cells {
         let c = match cell.value {
-            Some(v) => Cell::with_detail(v - debounce as f64, json!({"debounce_ms": debounce})).noted(cell.note.clone()),
+            Some(v) => Cell::with_detail(v - debounce as f64, json!({"debounce_ms": debounce}))
+                .noted(cell.note.clone()),
             None => cell.clone(),
         };
         minus.cells.insert(*peer, c);
@@ -502,21 +628,30 @@ fn manifest_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
     };
     let s = setup(dir, vec![gen(0)]);
     let mut run = o.launch(peer, &s)?;
-    let mut last = wait_for(&mut run, Instant::now() + Duration::from_secs(60), Duration::from_millis(5), "first start", || {
-        stamp::starts(&stamp::read(&file)).last().copied()
-    })?;
+    let mut last = wait_for(
+        &mut run,
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_millis(5),
+        "first start",
+        || stamp::starts(&stamp::read(&file)).last().copied(),
+    )?;
     let mdir = s.manifests_dir();
     let mut samples = Vec::new();
     let mut note = None;
     for k in 1..=o.runs {
         std::thread::sleep(Duration::from_millis(300));
         let tmp = mdir.join(".edit.yaml.tmp");
-        std::fs::write(&tmp, crate::peers::pod_manifest(&gen(k))).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        std::fs::write(&tmp, crate::peers::pod_manifest(&gen(k)))
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
         let t0 = now_ns();
         std::fs::rename(&tmp, mdir.join("edit.yaml")).map_err(|e| format!("rename: {e}"))?;
-        match wait_for(&mut run, Instant::now() + Duration::from_secs(15), Duration::from_millis(2), "restart after edit", || {
-            stamp::first_start_after(&stamp::read(&file), t0, last.1)
-        }) {
+        match wait_for(
+            &mut run,
+            Instant::now() + Duration::from_secs(15),
+            Duration::from_millis(2),
+            "restart after edit",
+            || stamp::first_start_after(&stamp::read(&file), t0, last.1),
+        ) {
             Ok(next) => {
                 samples.push(ms_between(next.0, t0));
                 last = next;
@@ -528,7 +663,11 @@ fn manifest_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
         }
     }
     run.stop(Duration::from_secs(5));
-    Ok(Outcome { samples, note, extra: json!({"debounce_ms": s.debounce_ms}) })
+    Ok(Outcome {
+        samples,
+        note,
+        extra: json!({"debounce_ms": s.debounce_ms}),
+    })
 }
 
 // ---------------------------------------------------------------- http
@@ -551,7 +690,8 @@ fn http_endpoints(o: &Opts, rep: &mut Report) {
     for &peer in &sups {
         if peer != Peer::Upkeep {
             for f in &mut figs {
-                f.cells.insert(peer, Cell::missing("n/a: no HTTP status endpoint"));
+                f.cells
+                    .insert(peer, Cell::missing("n/a: no HTTP status endpoint"));
             }
             continue;
         }
@@ -577,17 +717,37 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
     let starts = dir.join("sleepers.stamp");
     let crashes = dir.join("crashers.stamp");
     let mut services: Vec<Service> = (0..100)
-        .map(|i| stamp_service(o, &format!("s{i:03}"), &starts, &["--sleep", "--tag", &format!("s{i:03}")]))
+        .map(|i| {
+            stamp_service(
+                o,
+                &format!("s{i:03}"),
+                &starts,
+                &["--sleep", "--tag", &format!("s{i:03}")],
+            )
+        })
         .collect();
     for i in 0..5 {
-        services.push(stamp_service(o, &format!("crash{i}"), &crashes, &["--exit-after-ms", "50", "--tag", &format!("c{i}")]));
+        services.push(stamp_service(
+            o,
+            &format!("crash{i}"),
+            &crashes,
+            &["--exit-after-ms", "50", "--tag", &format!("c{i}")],
+        ));
     }
     let s = setup(dir, services);
     let port = s.listen_port;
     let mut run = o.launch(peer, &s)?;
-    wait_for(&mut run, Instant::now() + Duration::from_secs(60), Duration::from_millis(20), "100 services and /health", || {
-        (distinct_pids(&starts) >= 100 && http::get(port, "/health", Duration::from_secs(1)).is_ok()).then_some(())
-    })?;
+    wait_for(
+        &mut run,
+        Instant::now() + Duration::from_secs(60),
+        Duration::from_millis(20),
+        "100 services and /health",
+        || {
+            (distinct_pids(&starts) >= 100
+                && http::get(port, "/health", Duration::from_secs(1)).is_ok())
+            .then_some(())
+        },
+    )?;
     std::thread::sleep(Duration::from_secs(2));
     let exits_before = count_exits(&crashes);
     let t_start = Instant::now();
@@ -600,12 +760,15 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
         while Instant::now() < until && lat.len() < 200_000 {
             let t = Instant::now();
             match http::get(port, path, Duration::from_secs(2)) {
-                Ok(r) if r.status == 200 || r.status == 503 => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                Ok(r) if r.status == 200 || r.status == 503 => {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3)
+                }
                 _ => errors += 1,
             }
         }
         run.alive()?;
-        let summary = summarize(&lat).ok_or_else(|| format!("no successful GET {path} ({errors} errors)"))?;
+        let summary =
+            summarize(&lat).ok_or_else(|| format!("no successful GET {path} ({errors} errors)"))?;
         log(&format!(
             "  {} {path}: {} requests, p50 {:.3} ms, p99 {:.3} ms, {errors} errors",
             peer.name(),
@@ -622,7 +785,13 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
         match run_wrk(port, path, o.http_secs) {
             Ok(w) => {
                 let detail = json!({"p50": w.p50_ms, "p99": w.p99_ms, "rps": w.rps});
-                log(&format!("  {} {path} wrk: p50 {:.3} ms, p99 {:.3} ms, {:.0} req/s", peer.name(), w.p50_ms, w.p99_ms, w.rps));
+                log(&format!(
+                    "  {} {path} wrk: p50 {:.3} ms, p99 {:.3} ms, {:.0} req/s",
+                    peer.name(),
+                    w.p50_ms,
+                    w.p99_ms,
+                    w.rps
+                ));
                 cells.push(Cell::with_detail(w.p50_ms, detail.clone()));
                 cells.push(Cell::with_detail(w.p99_ms, detail));
             }
@@ -634,7 +803,9 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
     }
     #[allow(clippy::cast_precision_loss)]
     let rate = (count_exits(&crashes) - exits_before) as f64 / t_start.elapsed().as_secs_f64();
-    log(&format!("  crash-loopers restarted {rate:.1} times/s during the load"));
+    log(&format!(
+        "  crash-loopers restarted {rate:.1} times/s during the load"
+    ));
     for c in &mut cells {
         if c.value.is_some() {
             c.detail["crash_restarts_per_s"] = json!(rate);
@@ -647,7 +818,13 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
 fn run_wrk(port: u16, path: &str, secs: u64) -> Result<http::WrkResult, String> {
     let wrk = which("wrk").ok_or("wrk is not installed")?;
     let mut child = Command::new(wrk)
-        .args(["-t1", "-c4", &format!("-d{secs}s"), "--latency", &format!("http://127.0.0.1:{port}{path}")])
+        .args([
+            "-t1",
+            "-c4",
+            &format!("-d{secs}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -674,11 +851,18 @@ fn run_wrk(port: u16, path: &str, secs: u64) -> Result<http::WrkResult, String> 
 }
 
 fn distinct_pids(file: &Path) -> usize {
-    stamp::starts(&stamp::read(file)).into_iter().map(|(_, p)| p).collect::<HashSet<_>>().len()
+    stamp::starts(&stamp::read(file))
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect::<HashSet<_>>()
+        .len()
 }
 
 fn count_exits(file: &Path) -> usize {
-    stamp::read(file).iter().filter(|s| matches!(s, stamp::Stamp::Exit { .. })).count()
+    stamp::read(file)
+        .iter()
+        .filter(|s| matches!(s, stamp::Stamp::Exit { .. }))
+        .count()
 }
 
 // ---------------------------------------------------------------- idle + start
@@ -692,11 +876,24 @@ fn idle(o: &Opts, rep: &mut Report) {
             "ms",
             t100.then_some("<= 100 ms"),
         );
-        let mut pss =
-            Figure::new(&format!("idle_{n}_pss"), &format!("idle, {n} services: PSS"), "MiB", t100.then_some("<= 4 MiB"));
-        let mut rss = Figure::new(&format!("idle_{n}_rss"), &format!("idle, {n} services: RSS"), "MiB", None);
-        let mut cpu =
-            Figure::new(&format!("idle_{n}_cpu"), &format!("idle, {n} services: CPU"), "ms/min", t100.then_some("~0"));
+        let mut pss = Figure::new(
+            &format!("idle_{n}_pss"),
+            &format!("idle, {n} services: PSS"),
+            "MiB",
+            t100.then_some("<= 4 MiB"),
+        );
+        let mut rss = Figure::new(
+            &format!("idle_{n}_rss"),
+            &format!("idle, {n} services: RSS"),
+            "MiB",
+            None,
+        );
+        let mut cpu = Figure::new(
+            &format!("idle_{n}_cpu"),
+            &format!("idle, {n} services: CPU"),
+            "ms/min",
+            t100.then_some("~0"),
+        );
         let mut wake = Figure::new(
             &format!("idle_{n}_wakeups"),
             &format!("idle, {n} services: context switches"),
@@ -717,7 +914,10 @@ fn idle(o: &Opts, rep: &mut Report) {
                         }
                         None => {
                             for f in [&mut pss, &mut rss, &mut cpu, &mut wake] {
-                                f.cells.insert(peer, Cell::missing("failed: supervisor died during the window"));
+                                f.cells.insert(
+                                    peer,
+                                    Cell::missing("failed: supervisor died during the window"),
+                                );
                             }
                         }
                     }
@@ -745,37 +945,63 @@ struct IdleResult {
 fn idle_one(o: &Opts, peer: Peer, n: usize) -> Result<IdleResult, String> {
     let dir = o.dir(&format!("idle{n}"), peer)?;
     let file = dir.join("starts.stamp");
-    let services: Vec<Service> =
-        (0..n).map(|i| stamp_service(o, &format!("s{i:04}"), &file, &["--sleep", "--tag", &format!("s{i:04}")])).collect();
+    let services: Vec<Service> = (0..n)
+        .map(|i| {
+            stamp_service(
+                o,
+                &format!("s{i:04}"),
+                &file,
+                &["--sleep", "--tag", &format!("s{i:04}")],
+            )
+        })
+        .collect();
     let s = setup(dir, services);
     let mut run = o.launch(peer, &s)?;
-    let startup = Duration::from_millis(u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(100)).clamp(
-        Duration::from_secs(30),
-        Duration::from_secs(120),
+    let startup = Duration::from_millis(u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(100))
+        .clamp(Duration::from_secs(30), Duration::from_secs(120));
+    let started = wait_for(
+        &mut run,
+        Instant::now() + startup,
+        Duration::from_millis(2),
+        &format!("{n} starts"),
+        || {
+            let st = stamp::starts(&stamp::read(&file));
+            let pids: HashSet<u32> = st.iter().map(|&(_, p)| p).collect();
+            (pids.len() >= n).then(|| st.iter().map(|&(ns, _)| ns).max().unwrap_or(0))
+        },
     );
-    let started = wait_for(&mut run, Instant::now() + startup, Duration::from_millis(2), &format!("{n} starts"), || {
-        let st = stamp::starts(&stamp::read(&file));
-        let pids: HashSet<u32> = st.iter().map(|&(_, p)| p).collect();
-        (pids.len() >= n).then(|| st.iter().map(|&(ns, _)| ns).max().unwrap_or(0))
-    });
     let last_start = match started {
         Ok(t) => t,
         Err(e) => {
             let k = distinct_pids(&file);
-            return Err(format!("only {k}/{n} services started within {} s: {}", startup.as_secs(), first_line(&e)));
+            return Err(format!(
+                "only {k}/{n} services started within {} s: {}",
+                startup.as_secs(),
+                first_line(&e)
+            ));
         }
     };
     let start_ms = ms_between(last_start, run.launch_ns);
-    log(&format!("  {}: {n} services started in {start_ms:.1} ms", peer.name()));
+    log(&format!(
+        "  {}: {n} services started in {start_ms:.1} ms",
+        peer.name()
+    ));
     std::thread::sleep(Duration::from_secs(if o.idle_secs >= 30 { 5 } else { 1 }));
     let pids = run.own_pids();
     let a = procfs::usage(&pids);
     let t_a = Instant::now();
     let end = t_a + Duration::from_secs(o.idle_secs);
     while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+        );
         if run.alive().is_err() {
-            return Ok(IdleResult { start_ms, usage: None, procs: pids.len(), window_s: 0.0 });
+            return Ok(IdleResult {
+                start_ms,
+                usage: None,
+                procs: pids.len(),
+                window_s: 0.0,
+            });
         }
     }
     let b = procfs::usage(&pids);
@@ -786,7 +1012,12 @@ fn idle_one(o: &Opts, peer: Peer, n: usize) -> Result<IdleResult, String> {
         b.ctxsw.saturating_sub(a.ctxsw) as f64,
     );
     #[allow(clippy::cast_precision_loss)]
-    let usage = (b.pss_kib as f64 / 1024.0, b.rss_kib as f64 / 1024.0, cpu_ms * 60.0 / window, sw / window);
+    let usage = (
+        b.pss_kib as f64 / 1024.0,
+        b.rss_kib as f64 / 1024.0,
+        cpu_ms * 60.0 / window,
+        sw / window,
+    );
     log(&format!(
         "  {}: {} procs, PSS {:.2} MiB, RSS {:.2} MiB, CPU {:.1} ms/min, {:.2} switches/s",
         peer.name(),
@@ -797,5 +1028,10 @@ fn idle_one(o: &Opts, peer: Peer, n: usize) -> Result<IdleResult, String> {
         usage.3
     ));
     run.stop(Duration::from_secs(10));
-    Ok(IdleResult { start_ms, usage: Some(usage), procs: b.procs, window_s: window })
+    Ok(IdleResult {
+        start_ms,
+        usage: Some(usage),
+        procs: b.procs,
+        window_s: window,
+    })
 }

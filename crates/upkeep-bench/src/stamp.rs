@@ -54,7 +54,9 @@ impl Stamp {
 
 /// `CLOCK_REALTIME` now, in nanoseconds since the epoch.
 pub fn now_ns() -> u64 {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -64,7 +66,10 @@ pub fn parse_line(line: &str) -> Option<Stamp> {
     let kind = it.next()?;
     let ns: u64 = it.next()?.parse().ok()?;
     let stamp = match kind {
-        "start" => Stamp::Start { ns, pid: it.next()?.parse().ok()? },
+        "start" => Stamp::Start {
+            ns,
+            pid: it.next()?.parse().ok()?,
+        },
         "exit" => Stamp::Exit { ns },
         "hang" => Stamp::Hang { ns },
         _ => return None,
@@ -84,7 +89,9 @@ pub fn parse(text: &str) -> Vec<Stamp> {
 
 /// Reads and parses `path`; a missing file is an empty list.
 pub fn read(path: &Path) -> Vec<Stamp> {
-    std::fs::read_to_string(path).map(|t| parse(&t)).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|t| parse(&t))
+        .unwrap_or_default()
 }
 
 /// Every `start` stamp as `(ns, pid)`.
@@ -126,7 +133,9 @@ fn gaps(stamps: &[Stamp], is_trigger: impl Fn(&Stamp) -> bool) -> Vec<i128> {
 
 /// The first `start` after time `t0_ns` whose pid differs from `old_pid`.
 pub fn first_start_after(stamps: &[Stamp], t0_ns: u64, old_pid: u32) -> Option<(u64, u32)> {
-    starts(stamps).into_iter().find(|&(ns, pid)| ns >= t0_ns && pid != old_pid)
+    starts(stamps)
+        .into_iter()
+        .find(|&(ns, pid)| ns >= t0_ns && pid != old_pid)
 }
 
 /// Appends `line` to `path` with one `write` on an `O_APPEND` descriptor.
@@ -134,7 +143,11 @@ pub fn append(path: &Path, line: &str) -> io::Result<()> {
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let n = f.write(line.as_bytes())?;
     if n != line.len() {
-        return Err(io::Error::other(format!("short write to {}: {n} of {} bytes", path.display(), line.len())));
+        return Err(io::Error::other(format!(
+            "short write to {}: {n} of {} bytes",
+            path.display(),
+            line.len()
+        )));
     }
     Ok(())
 }
@@ -151,7 +164,10 @@ pub enum StampMode {
 /// The `stamp` workload: stamps `start`, then exits or sleeps. Returns the exit
 /// status for `main` (it never returns in [`StampMode::Sleep`]).
 pub fn run_stamp(file: &Path, mode: StampMode) -> i32 {
-    if let Err(e) = append(file, &format!("start {} {}\n", now_ns(), std::process::id())) {
+    if let Err(e) = append(
+        file,
+        &format!("start {} {}\n", now_ns(), std::process::id()),
+    ) {
         eprintln!("upkeep-bench stamp: cannot write {}: {e}", file.display());
         return 2;
     }
@@ -192,8 +208,14 @@ pub fn run_http_server(port: u16, hang_after: Option<Duration>, stamp: Option<&P
         }
     };
     if let Some(file) = stamp {
-        if let Err(e) = append(file, &format!("start {} {}\n", now_ns(), std::process::id())) {
-            eprintln!("upkeep-bench http-server: cannot write {}: {e}", file.display());
+        if let Err(e) = append(
+            file,
+            &format!("start {} {}\n", now_ns(), std::process::id()),
+        ) {
+            eprintln!(
+                "upkeep-bench http-server: cannot write {}: {e}",
+                file.display()
+            );
             return 2;
         }
     }
@@ -226,7 +248,8 @@ pub fn run_http_server(port: u16, hang_after: Option<Duration>, stamp: Option<&P
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
     }
     0
 }
@@ -237,7 +260,10 @@ mod tests {
 
     #[test]
     fn parses_lines() {
-        assert_eq!(parse_line("start 10 42"), Some(Stamp::Start { ns: 10, pid: 42 }));
+        assert_eq!(
+            parse_line("start 10 42"),
+            Some(Stamp::Start { ns: 10, pid: 42 })
+        );
         assert_eq!(parse_line("exit 11"), Some(Stamp::Exit { ns: 11 }));
         assert_eq!(parse_line("hang 12"), Some(Stamp::Hang { ns: 12 }));
         assert_eq!(parse_line("start 10"), None);
@@ -250,7 +276,14 @@ mod tests {
     #[test]
     fn parse_skips_torn_tail_and_garbage() {
         let s = parse("start 1 5\nnoise\nexit 3\nstart 7 6\nexit 9");
-        assert_eq!(s, vec![Stamp::Start { ns: 1, pid: 5 }, Stamp::Exit { ns: 3 }, Stamp::Start { ns: 7, pid: 6 }]);
+        assert_eq!(
+            s,
+            vec![
+                Stamp::Start { ns: 1, pid: 5 },
+                Stamp::Exit { ns: 3 },
+                Stamp::Start { ns: 7, pid: 6 }
+            ]
+        );
         assert!(parse("start 1 5").is_empty());
     }
 
@@ -273,7 +306,10 @@ mod tests {
         let f = dir.join("s");
         append(&f, "start 1 2\n").unwrap();
         append(&f, "exit 3\n").unwrap();
-        assert_eq!(read(&f), vec![Stamp::Start { ns: 1, pid: 2 }, Stamp::Exit { ns: 3 }]);
+        assert_eq!(
+            read(&f),
+            vec![Stamp::Start { ns: 1, pid: 2 }, Stamp::Exit { ns: 3 }]
+        );
         assert!(read(&dir.join("missing")).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -40,7 +40,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let n = sorted.len();
     // Ranks are small (sample counts), so the float round trip is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let rank = ((p / 100.0) * n as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, n) - 1])
 }

@@ -612,7 +612,6 @@ impl Actor {
         debug!(service = self.name(), pid, "stopping: {} then SIGKILL after {:?}", self.spec.stop_signal, grace);
         self.terminate = Some(tokio::spawn(async move {
             let begin = tokio::time::Instant::now();
-            debug!(service = %name, "terminate task running, preStop: {}", pre_stop.is_some());
             if let Some(argv) = pre_stop {
                 if !grace.is_zero() {
                     let handler = upkeep_spec::ProbeHandler::Exec { argv };
@@ -626,13 +625,17 @@ impl Actor {
             if is_pod {
                 remaining = remaining.max(Duration::from_secs(2));
             }
-            let r1 = reaper::pidfd_signal(&pidfd, sig);
-            let r2 = spawn::signal_group(pid, sig);
-            debug!(service = %name, "sent signal {sig}: {r1:?} {r2:?}; waiting {remaining:?}");
+            // The group id is the main pid: signal the group only while the main
+            // process is not yet reaped (the pidfd says so), so a reused pid is
+            // never hit. The reaper runs on this thread and cannot reap in between.
+            if reaper::pidfd_signal(&pidfd, sig).unwrap_or(false) {
+                let _ = spawn::signal_group(pid, sig);
+            }
             tokio::time::sleep(remaining).await;
             warn!(service = %name, "did not stop within {:?}: sending SIGKILL", grace);
-            let _ = reaper::pidfd_signal(&pidfd, libc::SIGKILL);
-            let _ = spawn::signal_group(pid, libc::SIGKILL);
+            if reaper::pidfd_signal(&pidfd, libc::SIGKILL).unwrap_or(false) {
+                let _ = spawn::signal_group(pid, libc::SIGKILL);
+            }
             if let Some(cg) = cgroup_kill {
                 let _ = cg.kill();
             }
@@ -744,33 +747,48 @@ impl Actor {
     }
 }
 
-/// Kills what is left of a service's process group and cgroup after its main
-/// process ended, and waits (bounded) until nothing is left.
+/// Kills what is left of a service after its main process ended, and waits
+/// (bounded) until nothing is left.
+///
+/// With a cgroup this is exact (`cgroup.kill`, then wait for "populated 0").
+/// Without one, the process group is used; its id is the main pid, which is
+/// already reaped, so the group is signalled only while it still has members
+/// (a pgid with live members cannot be reused by the kernel).
 async fn clear_group(pgid: u32, cgroup: Option<&Cgroup>) {
-    let mut alive = spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false);
-    if let Some(cg) = cgroup {
-        if cg.populated() {
-            let _ = cg.kill();
-            alive = true;
+    let alive = match cgroup {
+        Some(cg) => {
+            let populated = cg.populated();
+            if populated {
+                let _ = cg.kill();
+            }
+            populated
         }
-    }
+        None => spawn::group_alive(pgid) && spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false),
+    };
     if !alive {
         return;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut wait = Duration::from_micros(200);
     loop {
-        let group = spawn::group_alive(pgid);
-        let cg = cgroup.is_some_and(|c| c.populated());
-        if !group && !cg {
+        let left = match cgroup {
+            Some(cg) => cg.populated(),
+            None => spawn::group_alive(pgid),
+        };
+        if !left {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            warn!(pgid, "processes of the group are still present 5s after SIGKILL");
+            warn!(pgid, "processes of the service are still present 5s after SIGKILL");
             return;
         }
-        if group {
-            let _ = spawn::signal_group(pgid, libc::SIGKILL);
+        match cgroup {
+            Some(cg) => {
+                let _ = cg.kill();
+            }
+            None => {
+                let _ = spawn::signal_group(pgid, libc::SIGKILL);
+            }
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(50));
@@ -929,6 +947,12 @@ impl Supervisor {
             }
         };
         drop(watcher);
+        if ended == Ended::Stopped {
+            if let Some(root) = &self.ctx.cgroup_root {
+                // Empty once every service is stopped; harmless if not.
+                let _ = root.remove();
+            }
+        }
         // Final state write.
         self.ctx.save.notify_one();
         tokio::task::yield_now().await;

@@ -81,7 +81,7 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
             reaper,
             control: control_rx,
             on_started: Some(started_tx),
-            cgroup_prefix: "upkeep".into(),
+            cgroup_prefix: cgroup_prefix(&cfg.state_dir),
             heartbeat,
         });
         info!(listen = %addr, manifests = %cfg.manifests.display(), state_dir = %cfg.state_dir.display(), "upkeep {} starting", env!("CARGO_PKG_VERSION"));
@@ -144,6 +144,19 @@ async fn notifier(shared: Arc<Shared>, started: oneshot::Receiver<()>, watchdog:
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
     }
+}
+
+/// The cgroup directory of this upkeep instance: `upkeep` for the default state
+/// directory, `upkeep-<hash>` for any other, so several upkeeps on one machine
+/// (tests, the three-masters example) never share (or kill) each other's cgroups.
+fn cgroup_prefix(state_dir: &std::path::Path) -> String {
+    let default = std::path::Path::new(upkeep_spec::config::DEFAULT_STATE_DIR);
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    if dir == default {
+        return "upkeep".into();
+    }
+    let hash = upkeep_spec::hash::fnv1a_128_hex(dir.as_os_str().as_encoded_bytes());
+    format!("upkeep-{}", &hash[..12])
 }
 
 fn unix_ms() -> u64 {

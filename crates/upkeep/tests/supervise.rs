@@ -178,7 +178,9 @@ fn follows_the_manifests_directory() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         d.service("alpha").unwrap()["pid"].as_u64().unwrap() as u32,
-        p1
+        p1,
+        "a comment changed nothing, yet the pod was restarted:\n{}",
+        d.stderr()
     );
     // An edit restarts it with the new spec (old stopped first).
     d.write_manifest("a.yaml", &pod("alpha", "exec sleep 1002", ""));
