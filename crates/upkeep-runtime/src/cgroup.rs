@@ -305,7 +305,11 @@ pub fn cgroup_dir_name(service: &str) -> String {
     name
 }
 
-fn sanitize_component(s: &str) -> String {
+/// A service name as one safe path component: characters other than
+/// `[A-Za-z0-9._:@-]` become `_`, a leading `.` (or an empty name) is escaped
+/// and the length is capped, so the name never leaves its directory. Shared by
+/// cgroup directories and log file names.
+pub fn sanitize_component(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {

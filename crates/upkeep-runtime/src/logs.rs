@@ -28,20 +28,7 @@ use std::path::{Path, PathBuf};
 /// `pod_container.log`; characters other than `[A-Za-z0-9._:@-]` become `_`
 /// and a leading `.` is escaped, so the name never leaves the log directory.
 pub fn log_file_name(service: &str) -> String {
-    let mut name: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() || name.starts_with('.') {
-        name.insert(0, '_');
-    }
-    name.truncate(200);
+    let mut name = crate::cgroup::sanitize_component(service);
     name.push_str(".log");
     name
 }

@@ -134,8 +134,14 @@ impl Ctx {
     }
 
     fn dependencies_ready(&self, after: &[String]) -> bool {
-        let snap = self.shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        after.iter().all(|d| snap.services.get(d).is_some_and(|s| s.healthy()))
+        let snap = self
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        after
+            .iter()
+            .all(|d| snap.services.get(d).is_some_and(|s| s.healthy()))
     }
 }
 
@@ -144,7 +150,10 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new() -> Self {
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
         Jitter(t ^ (u64::from(std::process::id()) << 32) | 1)
     }
 
@@ -207,7 +216,12 @@ enum ActorEnd {
 impl Actor {
     fn new(spec: ServiceSpec, ctx: Arc<Ctx>) -> Self {
         let state = ServiceState::new(spec.restart, spec.backoff, Instant::now());
-        let log = ServiceLog::new(&ctx.log_dir, &spec.name, ctx.log_max_size, ctx.log_max_files);
+        let log = ServiceLog::new(
+            &ctx.log_dir,
+            &spec.name,
+            ctx.log_max_size,
+            ctx.log_max_files,
+        );
         Actor {
             log,
             spec,
@@ -234,7 +248,12 @@ impl Actor {
     }
 
     /// Runs the actor until it is removed, shut down or detached.
-    async fn run(mut self, initial: Initial, mut inbox: mpsc::UnboundedReceiver<Cmd>, wait_for: Option<JoinHandle<()>>) {
+    async fn run(
+        mut self,
+        initial: Initial,
+        mut inbox: mpsc::UnboundedReceiver<Cmd>,
+        wait_for: Option<JoinHandle<()>>,
+    ) {
         // Never two generations: a previous actor of the same name must be gone first.
         if let Some(prev) = wait_for {
             let _ = prev.await;
@@ -258,12 +277,18 @@ impl Actor {
                     self.perform_all(q, &mut exit, &probe_tx);
                     self.publish();
                     if rec.spec_hash != self.spec.hash {
-                        info!(service = self.name(), "spec changed while upkeep was away: restarting with the new spec");
+                        info!(
+                            service = self.name(),
+                            "spec changed while upkeep was away: restarting with the new spec"
+                        );
                         self.feed(Event::Restart, &mut exit, &probe_tx);
                     }
                 }
                 Err(e) => {
-                    warn!(service = self.name(), "cannot adopt pid {}: {e}; starting a new process", rec.pid);
+                    warn!(
+                        service = self.name(),
+                        "cannot adopt pid {}: {e}; starting a new process", rec.pid
+                    );
                     self.start_pending = true;
                 }
             },
@@ -271,17 +296,22 @@ impl Actor {
         self.publish();
 
         loop {
-            if self.start_pending && !self.operator_stopped && !removing && shutdown_reply.is_none() {
+            if self.start_pending && !self.operator_stopped && !removing && shutdown_reply.is_none()
+            {
                 if self.ctx.dependencies_ready(&self.spec.after) {
                     self.start_pending = false;
                     self.feed(Event::Start, &mut exit, &probe_tx);
                 } else if self.state.message.is_empty() {
-                    self.state.message = format!("waiting for {} to be ready", self.spec.after.join(", "));
+                    self.state.message =
+                        format!("waiting for {} to be ready", self.spec.after.join(", "));
                     self.publish();
                 }
             }
             // Done?
-            if (removing || shutdown_reply.is_some()) && self.proc.is_none() && !matches!(self.state.phase, Phase::Starting) {
+            if (removing || shutdown_reply.is_some())
+                && self.proc.is_none()
+                && !matches!(self.state.phase, Phase::Starting)
+            {
                 self.finish(ActorEnd::Stopped);
                 if let Some(r) = shutdown_reply.take() {
                     let _ = r.send(());
@@ -347,7 +377,12 @@ impl Actor {
 
     /// Applies an event and performs the resulting actions (which may produce
     /// further events, e.g. Spawned).
-    fn feed(&mut self, ev: Event, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+    fn feed(
+        &mut self,
+        ev: Event,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) {
         let mut events = VecDeque::from([ev]);
         while let Some(ev) = events.pop_front() {
             let was_ready = self.state.ready;
@@ -366,7 +401,12 @@ impl Actor {
         self.publish();
     }
 
-    fn perform_all(&mut self, actions: VecDeque<Action>, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+    fn perform_all(
+        &mut self,
+        actions: VecDeque<Action>,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) {
         for a in actions {
             if let Some(ev) = self.perform(a, exit, probe_tx) {
                 self.feed(ev, exit, probe_tx);
@@ -374,7 +414,12 @@ impl Actor {
         }
     }
 
-    fn perform(&mut self, action: Action, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) -> Option<Event> {
+    fn perform(
+        &mut self,
+        action: Action,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) -> Option<Event> {
         match action {
             Action::Spawn => Some(match self.spawn() {
                 Ok((proc, fut)) => {
@@ -450,19 +495,33 @@ impl Actor {
         req.stderr = output;
         req.cgroup = self.cgroup.as_ref();
         let mut cmd = spawn::build_command(&req).map_err(|e| e.to_string())?;
-        let child = self.ctx.reaper.spawn(&mut cmd).map_err(|e| format!("cannot execute {:?}: {e}", self.spec.argv.first().map(String::as_str).unwrap_or("")))?;
+        let child = self.ctx.reaper.spawn(&mut cmd).map_err(|e| {
+            format!(
+                "cannot execute {:?}: {e}",
+                self.spec.argv.first().map(String::as_str).unwrap_or("")
+            )
+        })?;
         drop(cmd);
         let started_wall = SystemTime::now();
         let start_time = reaper::process_start_time(child.pid).unwrap_or(0);
         let exit_rx = child.exit;
         let fut: ExitFuture = Box::pin(async move { exit_rx.await.unwrap_or(ExitStatus::Unknown) });
-        let proc = Proc { pid: child.pid, pidfd: Arc::new(child.pidfd), started_wall, start_time };
+        let proc = Proc {
+            pid: child.pid,
+            pidfd: Arc::new(child.pidfd),
+            started_wall,
+            start_time,
+        };
         Ok((proc, fut))
     }
 
     /// Takes over a live process left by an earlier upkeep.
     fn adopt(&mut self, rec: &ServiceRecord) -> Result<ExitFuture, String> {
-        let (pidfd, fut) = self.ctx.reaper.watch_pid(rec.pid).map_err(|e| e.to_string())?;
+        let (pidfd, fut) = self
+            .ctx
+            .reaper
+            .watch_pid(rec.pid)
+            .map_err(|e| e.to_string())?;
         let fut: ExitFuture = Box::pin(fut);
         if let Some(root) = &self.ctx.cgroup_root {
             self.cgroup = Cgroup::find_existing(root, &rec.name);
@@ -484,22 +543,33 @@ impl Actor {
             started_wall: SystemTime::UNIX_EPOCH + Duration::from_millis(rec.started_at_unix_ms),
             start_time: rec.start_time,
         });
-        info!(service = self.name(), pid = rec.pid, "adopted running process");
+        info!(
+            service = self.name(),
+            pid = rec.pid,
+            "adopted running process"
+        );
         Ok(fut)
     }
 
-    fn start_probes(&mut self, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
-        let Some(proc) = &self.proc else { return };
-        let age = SystemTime::now().duration_since(proc.started_wall).unwrap_or_default();
-        let now = tokio::time::Instant::now();
-        let started_at = now.checked_sub(age).unwrap_or(now);
-        let ctx = ExecContext {
+    /// How exec probes and hooks of this service run: its env, cwd and user.
+    fn exec_context(&self) -> ExecContext {
+        ExecContext {
             reaper: self.ctx.reaper.clone(),
             env: self.spec.env.clone(),
             working_dir: self.spec.working_dir.clone(),
             uid: self.spec.uid,
             gid: self.spec.gid,
-        };
+        }
+    }
+
+    fn start_probes(&mut self, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+        let Some(proc) = &self.proc else { return };
+        let age = SystemTime::now()
+            .duration_since(proc.started_wall)
+            .unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        let started_at = now.checked_sub(age).unwrap_or(now);
+        let ctx = self.exec_context();
         let mut probes: Probes = self.spec.probes.clone();
         let mut initial = probe::Initial::default();
         if let Some((started, ready)) = self.adopted_probe_state.take() {
@@ -508,10 +578,21 @@ impl Actor {
             }
             initial.ready = ready;
         }
-        self.worker = Some(probe::spawn_worker(probes, started_at, ctx, initial, probe_tx.clone()));
+        self.worker = Some(probe::spawn_worker(
+            probes,
+            started_at,
+            ctx,
+            initial,
+            probe_tx.clone(),
+        ));
     }
 
-    fn on_probe(&mut self, r: ProbeReport, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+    fn on_probe(
+        &mut self,
+        r: ProbeReport,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) {
         if self.worker.is_none() {
             return; // a report from a worker that was stopped
         }
@@ -521,7 +602,10 @@ impl Actor {
             ProbeKind::Startup => "startup",
         };
         if !r.duration.is_zero() || !matches!(r.result, ProbeResult::Success) {
-            self.probe_durations.entry(kind.into()).or_default().observe(r.duration.as_secs_f64());
+            self.probe_durations
+                .entry(kind.into())
+                .or_default()
+                .observe(r.duration.as_secs_f64());
         }
         if let ProbeResult::Failure(why) = &r.result {
             *self.probe_failures.entry(kind.into()).or_default() += 1;
@@ -530,8 +614,22 @@ impl Actor {
         match (r.kind, r.flip) {
             (ProbeKind::Startup, Some(true)) => self.feed(Event::StartupPassed, exit, probe_tx),
             (ProbeKind::Startup, Some(false)) => {
-                warn!(service = self.name(), "startup probe failed {} times: restarting", self.spec.probes.startup.as_ref().map_or(0, |p| p.failure_threshold));
-                self.feed(Event::ProbeFailed { probe: ProbeKill::Startup }, exit, probe_tx)
+                warn!(
+                    service = self.name(),
+                    "startup probe failed {} times: restarting",
+                    self.spec
+                        .probes
+                        .startup
+                        .as_ref()
+                        .map_or(0, |p| p.failure_threshold)
+                );
+                self.feed(
+                    Event::ProbeFailed {
+                        probe: ProbeKill::Startup,
+                    },
+                    exit,
+                    probe_tx,
+                )
             }
             (ProbeKind::Liveness, Some(false)) => {
                 self.live = false;
@@ -539,8 +637,17 @@ impl Actor {
                     ProbeResult::Failure(w) => w.clone(),
                     _ => String::new(),
                 };
-                warn!(service = self.name(), "liveness probe failed: {why}; restarting");
-                self.feed(Event::ProbeFailed { probe: ProbeKill::Liveness }, exit, probe_tx);
+                warn!(
+                    service = self.name(),
+                    "liveness probe failed: {why}; restarting"
+                );
+                self.feed(
+                    Event::ProbeFailed {
+                        probe: ProbeKill::Liveness,
+                    },
+                    exit,
+                    probe_tx,
+                );
                 self.state.message = format!("liveness probe failed: {why}");
             }
             (ProbeKind::Liveness, Some(true)) => self.live = true,
@@ -560,7 +667,12 @@ impl Actor {
     }
 
     /// The main process exited: clean up its group, then tell the machine.
-    async fn on_exit(&mut self, status: ExitStatus, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
+    async fn on_exit(
+        &mut self,
+        status: ExitStatus,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) {
         if let Some(t) = self.terminate.take() {
             t.abort();
         }
@@ -575,7 +687,10 @@ impl Actor {
         match status {
             _ if requested => info!(service = self.name(), "stopped ({status})"),
             ExitStatus::Exited(0) => info!(service = self.name(), "exited with code 0"),
-            ExitStatus::Unknown => info!(service = self.name(), "adopted process exited (status unknown)"),
+            ExitStatus::Unknown => info!(
+                service = self.name(),
+                "adopted process exited (status unknown)"
+            ),
             _ => warn!(service = self.name(), "{status}"),
         }
         self.ctx.record(&self.spec.name, None);
@@ -600,16 +715,13 @@ impl Actor {
         let pid = proc.pid;
         let pidfd = proc.pidfd.clone();
         let pre_stop = self.spec.pre_stop.clone();
-        let ctx = ExecContext {
-            reaper: self.ctx.reaper.clone(),
-            env: self.spec.env.clone(),
-            working_dir: self.spec.working_dir.clone(),
-            uid: self.spec.uid,
-            gid: self.spec.gid,
-        };
+        let ctx = self.exec_context();
         let cgroup_kill = self.cgroup.clone();
         let name = self.spec.name.clone();
-        debug!(service = self.name(), pid, "stopping: {} then SIGKILL after {:?}", self.spec.stop_signal, grace);
+        debug!(
+            service = self.name(),
+            pid, "stopping: {} then SIGKILL after {:?}", self.spec.stop_signal, grace
+        );
         self.terminate = Some(tokio::spawn(async move {
             let begin = tokio::time::Instant::now();
             if let Some(argv) = pre_stop {
@@ -642,8 +754,16 @@ impl Actor {
         }));
     }
 
-    fn update(&mut self, spec: ServiceSpec, exit: &mut Option<ExitFuture>, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
-        info!(service = self.name(), "spec changed: restarting with the new spec");
+    fn update(
+        &mut self,
+        spec: ServiceSpec,
+        exit: &mut Option<ExitFuture>,
+        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
+    ) {
+        info!(
+            service = self.name(),
+            "spec changed: restarting with the new spec"
+        );
         self.state.restart = spec.restart;
         self.state.backoff = spec.backoff;
         self.state.failures = 0;
@@ -681,7 +801,12 @@ impl Actor {
                     let _ = cg.remove();
                 }
                 self.ctx.record(&self.spec.name, None);
-                let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+                let mut snap = self
+                    .ctx
+                    .shared
+                    .snapshot
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
                 snap.services.remove(&self.spec.name);
             }
             ActorEnd::Detached => {
@@ -701,7 +826,11 @@ impl Actor {
             start_time: p.start_time,
             spec_hash: self.spec.hash.clone(),
             pgid: p.pid,
-            started_at_unix_ms: p.started_wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            started_at_unix_ms: p
+                .started_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
             restarts: self.state.restarts,
             ready: self.state.ready,
             started: self.state.started,
@@ -715,8 +844,16 @@ impl Actor {
     fn publish(&mut self) {
         let now_i = Instant::now();
         let now_w = SystemTime::now();
-        let to_wall = |i: Instant| now_w.checked_sub(now_i.saturating_duration_since(i)).unwrap_or(now_w);
-        let mut st = ServiceStatus::new(&self.spec.name, &self.spec.source.display().to_string(), now_w);
+        let to_wall = |i: Instant| {
+            now_w
+                .checked_sub(now_i.saturating_duration_since(i))
+                .unwrap_or(now_w)
+        };
+        let mut st = ServiceStatus::new(
+            &self.spec.name,
+            &self.spec.source.display().to_string(),
+            now_w,
+        );
         st.state = self.state.state_name().to_string();
         if self.start_pending && self.proc.is_none() && !self.operator_stopped {
             st.state = "starting".into();
@@ -738,7 +875,12 @@ impl Actor {
         st.probe_failures = self.probe_failures.clone();
         st.probe_durations = self.probe_durations.clone();
         {
-            let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            let mut snap = self
+                .ctx
+                .shared
+                .snapshot
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             snap.services.insert(self.spec.name.clone(), st);
         }
         if self.proc.is_some() {
@@ -763,7 +905,9 @@ async fn clear_group(pgid: u32, cgroup: Option<&Cgroup>) {
             }
             populated
         }
-        None => spawn::group_alive(pgid) && spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false),
+        None => {
+            spawn::group_alive(pgid) && spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false)
+        }
     };
     if !alive {
         return;
@@ -779,7 +923,10 @@ async fn clear_group(pgid: u32, cgroup: Option<&Cgroup>) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            warn!(pgid, "processes of the service are still present 5s after SIGKILL");
+            warn!(
+                pgid,
+                "processes of the service are still present 5s after SIGKILL"
+            );
             return;
         }
         match cgroup {
@@ -803,7 +950,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// The reconcile loop and the set of actors.
@@ -833,7 +983,9 @@ impl Supervisor {
             cgroup_root: match CgroupRoot::detect(&opts.cgroup_prefix) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    warn!("running without cgroups ({e}): services are tracked by process group only");
+                    warn!(
+                        "running without cgroups ({e}): services are tracked by process group only"
+                    );
                     None
                 }
             },
@@ -964,7 +1116,9 @@ impl Supervisor {
     /// Loads the manifests (in a blocking task) and returns the desired set.
     async fn rescan(&mut self) -> Vec<ServiceSpec> {
         let cfg = self.cfg.clone();
-        let scan = tokio::task::spawn_blocking(move || manifest::scan(&cfg)).await.unwrap_or_default();
+        let scan = tokio::task::spawn_blocking(move || manifest::scan(&cfg))
+            .await
+            .unwrap_or_default();
         let desired = self.tracker.update(scan, &self.cfg.services);
         for w in &desired.warnings {
             debug!("{w}");
@@ -981,11 +1135,19 @@ impl Supervisor {
             })
             .collect();
         {
-            let mut snap = self.ctx.shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            let mut snap = self
+                .ctx
+                .shared
+                .snapshot
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             if snap.manifest_errors != errors {
                 for e in &errors {
                     if !snap.manifest_errors.contains(e) {
-                        error!("manifest {}: {} (the last good version, if any, keeps running)", e.file, e.error);
+                        error!(
+                            "manifest {}: {} (the last good version, if any, keeps running)",
+                            e.file, e.error
+                        );
                     }
                 }
                 snap.manifest_errors = errors;
@@ -1002,7 +1164,12 @@ impl Supervisor {
         for s in desired {
             wanted.insert(s.name.clone(), s);
         }
-        let gone: Vec<String> = self.actors.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+        let gone: Vec<String> = self
+            .actors
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(h) = self.actors.remove(&name) {
                 info!(service = %name, "removed: stopping");
@@ -1033,7 +1200,15 @@ impl Supervisor {
                     let actor = Actor::new(spec.clone(), self.ctx.clone());
                     let wait_for = self.draining.remove(name);
                     let join = tokio::spawn(actor.run(initial, rx, wait_for));
-                    self.actors.insert(name.clone(), ActorHandle { tx, hash: spec.hash.clone(), after: spec.after.clone(), join });
+                    self.actors.insert(
+                        name.clone(),
+                        ActorHandle {
+                            tx,
+                            hash: spec.hash.clone(),
+                            after: spec.after.clone(),
+                            join,
+                        },
+                    );
                 }
             }
         }
@@ -1095,16 +1270,26 @@ impl Supervisor {
             Some(h) => {
                 info!(service = %name, "control: {verb}");
                 let _ = h.tx.send(cmd);
-                ControlReply { ok: true, message: format!("{name}: {verb}") }
+                ControlReply {
+                    ok: true,
+                    message: format!("{name}: {verb}"),
+                }
             }
-            None => ControlReply { ok: false, message: format!("no service named {name:?}") },
+            None => ControlReply {
+                ok: false,
+                message: format!("no service named {name:?}"),
+            },
         }
     }
 
     fn rotate_logs(&self) {
         for name in self.actors.keys() {
             let path = crate::logs::log_path(&self.ctx.log_dir, name);
-            if let Err(e) = crate::logs::truncate_rotate_if_needed(&path, self.ctx.log_max_size, self.ctx.log_max_files) {
+            if let Err(e) = crate::logs::truncate_rotate_if_needed(
+                &path,
+                self.ctx.log_max_size,
+                self.ctx.log_max_files,
+            ) {
                 debug!(service = %name, "log rotation: {e}");
             }
         }
@@ -1113,7 +1298,10 @@ impl Supervisor {
     async fn shutdown(&mut self, why: &str) -> Ended {
         match self.cfg.on_exit {
             OnExit::Keep => {
-                info!("{why}: exiting and leaving {} service(s) running (on_exit = \"keep\")", self.actors.len());
+                info!(
+                    "{why}: exiting and leaving {} service(s) running (on_exit = \"keep\")",
+                    self.actors.len()
+                );
                 let mut waits = Vec::new();
                 for h in self.actors.values() {
                     let (tx, rx) = oneshot::channel();
@@ -1127,12 +1315,19 @@ impl Supervisor {
                 Ended::LeftRunning
             }
             OnExit::Stop => {
-                info!("{why}: stopping {} service(s) in reverse dependency order", self.actors.len());
+                info!(
+                    "{why}: stopping {} service(s) in reverse dependency order",
+                    self.actors.len()
+                );
                 let mut remaining: Vec<String> = self.actors.keys().cloned().collect();
                 while !remaining.is_empty() {
                     let mut batch: Vec<String> = remaining
                         .iter()
-                        .filter(|n| !remaining.iter().any(|o| self.actors.get(o).is_some_and(|h| h.after.contains(n))))
+                        .filter(|n| {
+                            !remaining
+                                .iter()
+                                .any(|o| self.actors.get(o).is_some_and(|h| h.after.contains(n)))
+                        })
                         .cloned()
                         .collect();
                     if batch.is_empty() {
@@ -1172,7 +1367,11 @@ async fn state_saver(ctx: Arc<Ctx>) {
 }
 
 fn write_state(ctx: &Ctx) {
-    let services = ctx.records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let services = ctx
+        .records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let file = StateFile::new(services);
     if let Err(e) = state::save(&ctx.state_dir, &file) {
         warn!("cannot write the state file: {e}");
@@ -1204,7 +1403,10 @@ impl ManifestWatcher {
             Ok(mut w) => match w.watch(path, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => Some(w),
                 Err(e) => {
-                    debug!("cannot watch {}: {e} (will retry at the next re-list)", path.display());
+                    debug!(
+                        "cannot watch {}: {e} (will retry at the next re-list)",
+                        path.display()
+                    );
                     None
                 }
             },
@@ -1213,7 +1415,11 @@ impl ManifestWatcher {
                 None
             }
         };
-        ManifestWatcher { watcher, path: path.to_path_buf(), ino }
+        ManifestWatcher {
+            watcher,
+            path: path.to_path_buf(),
+            ino,
+        }
     }
 
     /// False when the watch could not be placed or the directory was replaced.

@@ -61,16 +61,6 @@ pub fn etcd_manifest(client: u16, peer: u16, metrics: u16, data: &std::path::Pat
     out
 }
 
-fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=http://127.0.0.1:{client}"))
-        .arg("--command-timeout=5s")
-        .args(args)
-        .output()
-        .expect("etcdctl is installed (Debian etcd-client; scripts/test.sh installs it)")
-}
-
 #[test]
 fn real_etcd_survives_sigkill_with_its_data() {
     assert!(

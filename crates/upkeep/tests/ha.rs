@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 struct Member {
@@ -78,16 +77,6 @@ spec:
 "#,
         data = data.display()
     )
-}
-
-fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=http://127.0.0.1:{client}"))
-        .arg("--command-timeout=5s")
-        .args(args)
-        .output()
-        .expect("etcdctl is installed (Debian etcd-client)")
 }
 
 fn put_ok(client: u16, k: &str, v: &str) -> bool {

@@ -408,3 +408,14 @@ pub fn require_root() {
         "this test needs root (run the suite as root: sudo bash scripts/test.sh)"
     );
 }
+
+/// Runs `etcdctl` (v3 API) against a loopback client port.
+pub fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://127.0.0.1:{client}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl is installed (Debian etcd-client; scripts/test.sh installs it)")
+}
