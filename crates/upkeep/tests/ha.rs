@@ -79,8 +79,20 @@ spec:
     )
 }
 
+/// A write succeeds within a few seconds: killing the leader costs one election
+/// (etcd's election timeout is 1 s), during which a put may fail with
+/// "leader changed"; losing quorum would make every attempt fail.
 fn put_ok(client: u16, k: &str, v: &str) -> bool {
-    etcdctl(client, &["put", k, v]).status.success()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if etcdctl(client, &["put", k, v]).status.success() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn get(client: u16, k: &str) -> Option<String> {
