@@ -203,6 +203,10 @@ struct Actor {
     live: bool,
     /// Waiting for dependencies before a start.
     start_pending: bool,
+    /// Failed spawns since the last "start failed" log line.
+    spawn_failures: u32,
+    /// When "start failed" was last logged.
+    spawn_failure_logged: Option<Instant>,
     /// Adopted processes keep their probe state from the record.
     adopted_probe_state: Option<(bool, bool)>,
 }
@@ -239,6 +243,8 @@ impl Actor {
             probe_durations: BTreeMap::new(),
             live: true,
             start_pending: false,
+            spawn_failures: 0,
+            spawn_failure_logged: None,
             adopted_probe_state: None,
         }
     }
@@ -435,7 +441,26 @@ impl Actor {
                     Event::Spawned { pid }
                 }
                 Err(error) => {
-                    warn!(service = self.name(), "start failed: {error}");
+                    // Rate-limited: a missing binary with a short backoff must not
+                    // flood the journal (one line a minute, with the count).
+                    let now = Instant::now();
+                    self.spawn_failures += 1;
+                    let due = self.spawn_failure_logged.is_none_or(|t| {
+                        now.saturating_duration_since(t) >= Duration::from_secs(60)
+                    });
+                    if due {
+                        if self.spawn_failures > 1 {
+                            warn!(
+                                service = self.name(),
+                                "start failed ({} times since the last report): {error}",
+                                self.spawn_failures
+                            );
+                        } else {
+                            warn!(service = self.name(), "start failed: {error}");
+                        }
+                        self.spawn_failure_logged = Some(now);
+                        self.spawn_failures = 0;
+                    }
                     Event::SpawnFailed { error }
                 }
             }),
