@@ -60,7 +60,8 @@ pub struct Options {
     /// Prefix of the per-service cgroups (`upkeep` in production; tests use a unique one).
     pub cgroup_prefix: String,
     /// How often the loop stamps `Shared::heartbeat_ms` (/livez, watchdog).
-    pub heartbeat: Duration,
+    /// `None`: only at each re-list (no extra wake-ups when idle).
+    pub heartbeat: Option<Duration>,
 }
 
 /// How the supervisor ended.
@@ -992,7 +993,7 @@ pub struct Supervisor {
     tracker: ManifestTracker,
     control: mpsc::Receiver<ControlMsg>,
     on_started: Option<oneshot::Sender<()>>,
-    heartbeat: Duration,
+    heartbeat: Option<Duration>,
 }
 
 impl Supervisor {
@@ -1080,11 +1081,11 @@ impl Supervisor {
         let mut relist = tokio::time::interval(self.cfg.relist_period);
         relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         relist.reset();
-        let mut heartbeat = tokio::time::interval(self.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut log_check = tokio::time::interval(Duration::from_secs(60));
-        log_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        log_check.reset();
+        let mut heartbeat = self.heartbeat.map(|p| {
+            let mut i = tokio::time::interval(p);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         let mut rescan_at: Option<tokio::time::Instant> = None;
 
         let ended = loop {
@@ -1106,6 +1107,8 @@ impl Supervisor {
                     self.apply(desired, &mut BTreeMap::new());
                 }
                 _ = relist.tick() => {
+                    self.beat();
+                    self.rotate_logs();
                     if !watcher.is_active() {
                         watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
                     }
@@ -1116,11 +1119,7 @@ impl Supervisor {
                     let r = self.control_request(req);
                     let _ = reply.send(r);
                 }
-                _ = heartbeat.tick() => {
-                    self.ctx.shared.heartbeat_ms.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
-                    self.draining.retain(|_, j| !j.is_finished());
-                }
-                _ = log_check.tick() => self.rotate_logs(),
+                _ = async { match heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending().await } } => self.beat(),
             }
         };
         drop(watcher);
@@ -1307,6 +1306,17 @@ impl Supervisor {
         }
     }
 
+    /// Stamps the heartbeat (/livez, watchdog) and forgets finished actors.
+    fn beat(&mut self) {
+        self.ctx
+            .shared
+            .heartbeat_ms
+            .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.draining.retain(|_, j| !j.is_finished());
+    }
+
+    /// Copy-truncates the log of any long-running service over `max_size`
+    /// (a restart rotates by rename instead); called at each re-list.
     fn rotate_logs(&self) {
         for name in self.actors.keys() {
             let path = crate::logs::log_path(&self.ctx.log_dir, name);

@@ -49,11 +49,20 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let http_shared = shared.clone();
         let mut http_stop = stop_rx.clone();
+        // The loop stamps its heartbeat at every re-list (and, under a systemd
+        // watchdog, at a quarter of its period): no extra wake-ups when idle.
+        let watchdog = sd_notify::watchdog_enabled();
+        let heartbeat = watchdog.map(|w| (w / 4).min(Duration::from_secs(5)));
+        let beat_period = heartbeat.unwrap_or(cfg.relist_period);
+        let http_config = upkeep_api::HttpConfig {
+            livez_stale_after: (beat_period * 3).max(Duration::from_secs(10)),
+            ..upkeep_api::HttpConfig::from(env!("CARGO_PKG_VERSION"))
+        };
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = http_stop.wait_for(|v| *v).await;
             };
-            upkeep_api::serve_http(listener, http_shared, env!("CARGO_PKG_VERSION"), shutdown).await;
+            upkeep_api::serve_http(listener, http_shared, http_config, shutdown).await;
         });
 
         let (control_tx, control_rx) = mpsc::channel(16);
@@ -68,8 +77,6 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
             }
         });
 
-        let watchdog = sd_notify::watchdog_enabled();
-        let heartbeat = watchdog.map(|w| (w / 4).min(Duration::from_secs(5))).unwrap_or(Duration::from_secs(5));
         let (started_tx, started_rx) = oneshot::channel();
         tokio::spawn(notifier(shared.clone(), started_rx, watchdog));
 
