@@ -80,6 +80,9 @@ pub enum Command {
         output: Output,
     },
     /// Show the running daemon's view of every service (from /health).
+    ///
+    /// Exit status: 2 when upkeep is unreachable; with NAME, 1 unless that
+    /// service is running and ready; otherwise 0.
     Status {
         /// Only this service; exit non-zero unless it is running and ready.
         name: Option<String>,

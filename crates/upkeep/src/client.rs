@@ -43,10 +43,14 @@ pub fn status(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
                     print!("{}", upkeep_api::client::format_table(&table_input));
                 }
             }
-            // With NAME: 0 only if that service is running and ready. Without: 0 if
-            // the daemon answered (degraded is shown, not an error of the command)...
-            // unless it is degraded, which scripts want to see too.
-            i32::from(code != 200)
+            // With NAME: 0 only if that service is running and ready, so scripts
+            // can wait on it. Without: 0 whenever the daemon answered (the table
+            // shows what is degraded; `curl /health` gives the overall verdict).
+            if name.is_some() {
+                i32::from(code != 200)
+            } else {
+                0
+            }
         }
         Err(e) => {
             eprintln!("upkeep: {e}");

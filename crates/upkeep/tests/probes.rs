@@ -120,3 +120,25 @@ fn live_metrics_pass_promtool() {
         "promtool check metrics:\n{report}\n{body}"
     );
 }
+
+#[test]
+fn status_exit_codes_follow_readiness() {
+    let cfg = format!("{FAST}[services.up]\ncommand = [\"/bin/sleep\", \"1000\"]\n\n[services.down]\ncommand = [\"/bin/sh\", \"-c\", \"exit 1\"]\nbackoff = {{ initial = \"10s\", max = \"10s\" }}\n");
+    let mut d = Daemon::start(&cfg, &[]);
+    d.wait_pid("up", Duration::from_secs(10), |_| true);
+    d.wait_service("down", Duration::from_secs(10), "in backoff", |s| {
+        s["state"] == "backoff"
+    });
+    let all = d.client(&["status"]);
+    assert_eq!(all.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        table.contains("NAME") && table.contains("up") && table.contains("backoff"),
+        "{table}"
+    );
+    assert_eq!(d.client(&["status", "up"]).status.code(), Some(0));
+    assert_eq!(d.client(&["status", "down"]).status.code(), Some(1));
+    let json = d.client(&["status", "down", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["state"], "backoff");
+}
