@@ -149,7 +149,9 @@ impl Report {
                     }
                     None => "-".into(),
                 };
-                if let Some(Cell { note: Some(n), .. }) = cell {
+                if let Some(Cell { note: Some(n), .. }) =
+                    cell.filter(|c| !c.note.as_deref().is_some_and(|n| n.starts_with("n/a")))
+                {
                     notes.push(format!("{} / {}: {}", f.title, p.name(), n));
                 }
                 row.push(text);
@@ -188,7 +190,9 @@ impl Report {
             }
         }
         if !notes.is_empty() {
-            out.push_str("\nNotes (* = value with a caveat):\n");
+            out.push_str(
+                "\nNotes (* = value with a caveat; n/a = the peer has no such feature):\n",
+            );
             for n in notes {
                 let _ = writeln!(out, "- {}", n.replace('\n', "\n    "));
             }
@@ -255,6 +259,11 @@ mod tests {
         assert!(lines[2].contains("| 1000* "));
         assert!(lines[2].contains("| 500x "));
         assert!(t.contains("runit: runsv waits 1 s"));
+        assert!(t.contains("supervisord: failed: boom"));
+        assert!(
+            !t.contains("no such thing"),
+            "n/a cells are not repeated as notes"
+        );
         let j = r.to_json();
         assert_eq!(j["figures"][0]["results"]["upkeep"]["value"], 2.0);
         assert_eq!(

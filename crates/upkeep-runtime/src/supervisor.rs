@@ -118,16 +118,15 @@ struct Ctx {
 impl Ctx {
     fn record(&self, name: &str, rec: Option<ServiceRecord>) {
         let mut recs = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        match rec {
-            Some(r) => {
-                recs.insert(name.to_string(), r);
-            }
-            None => {
-                recs.remove(name);
-            }
-        }
+        let changed = match rec {
+            Some(r) => recs.insert(name.to_string(), r.clone()).as_ref() != Some(&r),
+            None => recs.remove(name).is_some(),
+        };
         drop(recs);
-        self.save.notify_one();
+        // Only real changes cost a write (and its fsyncs).
+        if changed {
+            self.save.notify_one();
+        }
     }
 
     fn bump_ready(&self) {
@@ -1394,8 +1393,9 @@ impl Supervisor {
 async fn state_saver(ctx: Arc<Ctx>) {
     loop {
         ctx.save.notified().await;
-        // Coalesce bursts (a restart storm) into one write.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Coalesce bursts (a restart storm, the first start of every service)
+        // into one write. Until it lands, the service's cgroup is the record.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let ctx2 = ctx.clone();
         let _ = tokio::task::spawn_blocking(move || write_state(&ctx2)).await;
     }
