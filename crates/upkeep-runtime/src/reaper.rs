@@ -191,6 +191,34 @@ impl Reaper {
         ))
     }
 
+    /// Spawns through a caller-provided function (the `clone3` path of
+    /// [`crate::spawn`]) under the reaper's gate. `f` returns the new pid and
+    /// its pidfd, or an error after which it guarantees no child is left
+    /// unregistered: on an exec failure it returns `Err((Some(pid), e))` and
+    /// the exit status is routed here and dropped.
+    pub fn spawn_raw(
+        &self,
+        f: impl FnOnce() -> Result<(u32, OwnedFd), (Option<u32>, io::Error)>,
+    ) -> io::Result<Spawned> {
+        let _read = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        match f() {
+            Ok((pid, pidfd)) => {
+                let (tx, rx) = oneshot::channel();
+                self.lock_waiters().insert(pid, tx);
+                Ok(Spawned { pid, pidfd, exit: rx })
+            }
+            Err((pid, e)) => {
+                if let Some(pid) = pid {
+                    // The failed child exits at once; route its status nowhere
+                    // (not counted as an orphan).
+                    let (tx, _rx) = oneshot::channel();
+                    self.lock_waiters().insert(pid, tx);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Watches a process that upkeep did not spawn in this run (adoption of a
     /// service started by an earlier upkeep). Returns a pidfd for signalling
     /// it and a future that resolves when it exits.

@@ -139,6 +139,15 @@ impl<'a> SpawnRequest<'a> {
     /// interpreter, missing working directory). If the child could not join
     /// the cgroup, a move after the spawn is attempted and a warning logged.
     pub fn spawn(&self, reaper: &Reaper) -> io::Result<Spawned> {
+        if let Some(cg) = self.cgroup {
+            match self.spawn_into_cgroup(reaper, cg) {
+                Ok(spawned) => return Ok(spawned),
+                Err(Clone3Error::Unsupported(why)) => {
+                    tracing::debug!("clone3(CLONE_INTO_CGROUP) unavailable ({why}); joining the cgroup before exec instead");
+                }
+                Err(Clone3Error::Failed(e)) => return Err(e),
+            }
+        }
         let mut cmd = self.build().map_err(|e| self.explain(e, None))?;
         let resolved = PathBuf::from(cmd.get_program());
         let spawned = reaper
@@ -156,6 +165,149 @@ impl<'a> SpawnRequest<'a> {
             }
         }
         Ok(spawned)
+    }
+
+    /// Spawns with `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)`: the child is
+    /// born in the service's cgroup, so no cgroup migration (several ms of
+    /// `cgroup_threadgroup_rwsem` on the restart path) and no window outside
+    /// the cgroup. Everything the child needs is prepared before the clone;
+    /// the child only makes async-signal-safe syscalls.
+    fn spawn_into_cgroup(&self, reaper: &Reaper, cg: &Cgroup) -> Result<Spawned, Clone3Error> {
+        use std::ffi::CString;
+        let fail = |e: io::Error| Clone3Error::Failed(self.explain(e, None));
+        let program = self
+            .argv
+            .first()
+            .ok_or_else(|| fail(io::Error::new(io::ErrorKind::InvalidInput, "empty command line")))?;
+        let resolved = resolve_program(program, self.env).map_err(fail)?;
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| fail(io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in argv, env or path")));
+        let prog_c = cstr(resolved.as_os_str().as_encoded_bytes())?;
+        let argv_c: Vec<CString> = self.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_, _>>()?;
+        let env_c: Vec<CString> = self.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<Result<_, _>>()?;
+        let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut env_p: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+        env_p.push(std::ptr::null());
+        let cwd_c = match self.working_dir {
+            Some(d) => Some(cstr(d.as_os_str().as_encoded_bytes())?),
+            None => None,
+        };
+        let out_fd = |o: &Output<'_>| -> io::Result<Option<OwnedFd>> {
+            Ok(match o {
+                Output::Inherit => None,
+                Output::Null => Some(OwnedFd::from(fs::OpenOptions::new().write(true).open("/dev/null")?)),
+                Output::Fd(fd) => Some(fd.try_clone_to_owned()?),
+                Output::File(f) => Some(f.fd()?),
+            })
+        };
+        let stdout = out_fd(&self.stdout).map_err(fail)?;
+        let stderr = out_fd(&self.stderr).map_err(fail)?;
+        let stdin = OwnedFd::from(fs::File::open("/dev/null").map_err(fail)?);
+        let ids = match (self.uid, self.gid) {
+            (None, None) => None,
+            (uid, Some(gid)) => Some((uid, gid)),
+            (Some(uid), None) => Some((Some(uid), primary_gid(uid))),
+        };
+        // v1 limit groups (hybrid hosts) are still joined by writing "0".
+        let v1_fds: Vec<OwnedFd> = cg
+            .v1_dirs()
+            .into_iter()
+            .filter_map(|(_, d)| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .map(OwnedFd::from)
+                    .ok()
+            })
+            .collect();
+        let cg_dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(cg.path())
+            .map_err(|e| Clone3Error::Unsupported(format!("open {}: {e}", cg.path().display())))?;
+        let mut pipe = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 with a valid 2-element array.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+        // SAFETY: both fds were just created and are owned here.
+        let (err_r, err_w) = unsafe {
+            (
+                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[0]),
+                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[1]),
+            )
+        };
+
+        let mut unsupported: Option<String> = None;
+        let result = reaper.spawn_raw(|| {
+            let mut pidfd: libc::c_int = -1;
+            let args = CloneArgs {
+                flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+                pidfd: (&mut pidfd as *mut libc::c_int) as u64,
+                child_tid: 0,
+                parent_tid: 0,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: 0,
+                stack_size: 0,
+                tls: 0,
+                set_tid: 0,
+                set_tid_size: 0,
+                cgroup: cg_dir.as_raw_fd() as u64,
+            };
+            // SAFETY: clone3 without CLONE_VM is a fork; the child branch below
+            // only makes async-signal-safe calls on data prepared above and
+            // never returns.
+            let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+            if pid == 0 {
+                // SAFETY: in the child; see child_exec.
+                unsafe {
+                    child_exec(
+                        &stdin,
+                        stdout.as_ref(),
+                        stderr.as_ref(),
+                        &v1_fds,
+                        ids,
+                        cwd_c.as_ref(),
+                        &prog_c,
+                        &argv_p,
+                        &env_p,
+                        err_w.as_raw_fd(),
+                    )
+                }
+            }
+            if pid < 0 {
+                let e = io::Error::last_os_error();
+                unsupported = Some(e.to_string());
+                return Err((None, e));
+            }
+            let pid = pid as u32;
+            // SAFETY: clone3 stored a new pidfd that we now own.
+            let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
+            drop(err_w);
+            // EOF = exec succeeded (the CLOEXEC write end closed); 4 bytes = errno.
+            let mut buf = [0u8; 4];
+            let mut got = 0;
+            let mut file = fs::File::from(err_r);
+            while got < 4 {
+                match file.read(&mut buf[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err((Some(pid), e)),
+                }
+            }
+            if got == 4 {
+                return Err((Some(pid), io::Error::from_raw_os_error(i32::from_ne_bytes(buf))));
+            }
+            Ok((pid, pidfd))
+        });
+        match result {
+            Ok(s) => Ok(s),
+            Err(e) => match unsupported {
+                Some(why) => Err(Clone3Error::Unsupported(why)),
+                None => Err(Clone3Error::Failed(self.explain(e, Some(&resolved)))),
+            },
+        }
     }
 
     /// Turns a spawn error into one that names the program and the cause.
@@ -292,6 +444,83 @@ pub fn resolve_program(program: &str, env: &BTreeMap<String, String>) -> io::Res
             format!("cannot start {program:?}: not found in PATH={path_var}"),
         )
     })
+}
+
+/// Why the `clone3` path did not produce a child.
+enum Clone3Error {
+    /// clone3 or CLONE_INTO_CGROUP is not available here: use the fork path.
+    Unsupported(String),
+    /// The service could not be started (its error, explained).
+    Failed(io::Error),
+}
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2) (version 2, with `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The child side of the clone3 path: stdio, [`child_setup`], cwd, execve;
+/// on any failure the errno goes to `err_w` and the child exits 127.
+///
+/// # Safety
+/// Only to be called in a freshly cloned child; uses nothing but
+/// async-signal-safe syscalls on memory prepared before the clone.
+#[allow(clippy::too_many_arguments)]
+unsafe fn child_exec(
+    stdin: &OwnedFd,
+    stdout: Option<&OwnedFd>,
+    stderr: Option<&OwnedFd>,
+    v1_fds: &[OwnedFd],
+    ids: Option<(Option<u32>, u32)>,
+    cwd: Option<&std::ffi::CString>,
+    prog: &std::ffi::CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    err_w: libc::c_int,
+) -> ! {
+    let report = |errno: i32| -> ! {
+        let b = errno.to_ne_bytes();
+        libc::write(err_w, b.as_ptr().cast(), 4);
+        libc::_exit(127)
+    };
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    if libc::dup2(stdin.as_raw_fd(), 0) < 0 {
+        report(errno());
+    }
+    if let Some(fd) = stdout {
+        if libc::dup2(fd.as_raw_fd(), 1) < 0 {
+            report(errno());
+        }
+    }
+    if let Some(fd) = stderr {
+        if libc::dup2(fd.as_raw_fd(), 2) < 0 {
+            report(errno());
+        }
+    }
+    if let Err(e) = child_setup(v1_fds, ids) {
+        report(e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    if let Some(dir) = cwd {
+        if libc::chdir(dir.as_ptr()) < 0 {
+            report(errno());
+        }
+    }
+    libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    report(errno())
 }
 
 /// Runs in the child between fork and exec. Async-signal-safe only.

@@ -519,14 +519,7 @@ impl Actor {
         req.stdout = output;
         req.stderr = output;
         req.cgroup = self.cgroup.as_ref();
-        let mut cmd = spawn::build_command(&req).map_err(|e| e.to_string())?;
-        let child = self.ctx.reaper.spawn(&mut cmd).map_err(|e| {
-            format!(
-                "cannot execute {:?}: {e}",
-                self.spec.argv.first().map(String::as_str).unwrap_or("")
-            )
-        })?;
-        drop(cmd);
+        let child = req.spawn(&self.ctx.reaper).map_err(|e| e.to_string())?;
         let started_wall = SystemTime::now();
         let start_time = reaper::process_start_time(child.pid).unwrap_or(0);
         let exit_rx = child.exit;
