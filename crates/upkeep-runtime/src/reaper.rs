@@ -205,7 +205,11 @@ impl Reaper {
             Ok((pid, pidfd)) => {
                 let (tx, rx) = oneshot::channel();
                 self.lock_waiters().insert(pid, tx);
-                Ok(Spawned { pid, pidfd, exit: rx })
+                Ok(Spawned {
+                    pid,
+                    pidfd,
+                    exit: rx,
+                })
             }
             Err((pid, e)) => {
                 if let Some(pid) = pid {

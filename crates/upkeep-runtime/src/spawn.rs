@@ -175,15 +175,32 @@ impl<'a> SpawnRequest<'a> {
     fn spawn_into_cgroup(&self, reaper: &Reaper, cg: &Cgroup) -> Result<Spawned, Clone3Error> {
         use std::ffi::CString;
         let fail = |e: io::Error| Clone3Error::Failed(self.explain(e, None));
-        let program = self
-            .argv
-            .first()
-            .ok_or_else(|| fail(io::Error::new(io::ErrorKind::InvalidInput, "empty command line")))?;
+        let program = self.argv.first().ok_or_else(|| {
+            fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty command line",
+            ))
+        })?;
         let resolved = resolve_program(program, self.env).map_err(fail)?;
-        let cstr = |s: &[u8]| CString::new(s).map_err(|_| fail(io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in argv, env or path")));
+        let cstr = |s: &[u8]| {
+            CString::new(s).map_err(|_| {
+                fail(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in argv, env or path",
+                ))
+            })
+        };
         let prog_c = cstr(resolved.as_os_str().as_encoded_bytes())?;
-        let argv_c: Vec<CString> = self.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_, _>>()?;
-        let env_c: Vec<CString> = self.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<Result<_, _>>()?;
+        let argv_c: Vec<CString> = self
+            .argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let env_c: Vec<CString> = self
+            .env
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+            .collect::<Result<_, _>>()?;
         let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
         argv_p.push(std::ptr::null());
         let mut env_p: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
@@ -195,7 +212,9 @@ impl<'a> SpawnRequest<'a> {
         let out_fd = |o: &Output<'_>| -> io::Result<Option<OwnedFd>> {
             Ok(match o {
                 Output::Inherit => None,
-                Output::Null => Some(OwnedFd::from(fs::OpenOptions::new().write(true).open("/dev/null")?)),
+                Output::Null => Some(OwnedFd::from(
+                    fs::OpenOptions::new().write(true).open("/dev/null")?,
+                )),
                 Output::Fd(fd) => Some(fd.try_clone_to_owned()?),
                 Output::File(f) => Some(f.fd()?),
             })
@@ -257,7 +276,13 @@ impl<'a> SpawnRequest<'a> {
             // SAFETY: clone3 without CLONE_VM is a fork; the child branch below
             // only makes async-signal-safe calls on data prepared above and
             // never returns.
-            let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
             if pid == 0 {
                 // SAFETY: in the child; see child_exec.
                 unsafe {
@@ -297,7 +322,10 @@ impl<'a> SpawnRequest<'a> {
                 }
             }
             if got == 4 {
-                return Err((Some(pid), io::Error::from_raw_os_error(i32::from_ne_bytes(buf))));
+                return Err((
+                    Some(pid),
+                    io::Error::from_raw_os_error(i32::from_ne_bytes(buf)),
+                ));
             }
             Ok((pid, pidfd))
         });
@@ -497,7 +525,11 @@ unsafe fn child_exec(
         libc::write(err_w, b.as_ptr().cast(), 4);
         libc::_exit(127)
     };
-    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     if libc::dup2(stdin.as_raw_fd(), 0) < 0 {
         report(errno());
     }

@@ -47,7 +47,10 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let sp = req.spawn(&reaper).unwrap();
     assert_eq!(exit_of(sp).await, ExitStatus::Exited(0));
     let text = read(&out_path);
-    assert!(text.lines().any(|l| l == format!("0::/{prefix}/svc")), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("0::/{prefix}/svc")),
+        "{text}"
+    );
 
     let fds = fd_count();
     // Not executable: EACCES from execve in the child, reported through the pipe.
@@ -57,7 +60,10 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let argv = vec![noexec.display().to_string()];
     let mut req = SpawnRequest::new(&argv, &env);
     req.cgroup = Some(&cg);
-    let err = req.spawn(&reaper).err().expect("spawn must fail").to_string();
+    let err = match req.spawn(&reaper) {
+        Ok(_) => panic!("spawn must fail"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.contains("permission denied"), "{err}");
     // Bad interpreter: ENOENT from execve although the file exists.
     let badint = dir.path().join("badint");
@@ -66,7 +72,10 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let argv = vec![badint.display().to_string()];
     let mut req = SpawnRequest::new(&argv, &env);
     req.cgroup = Some(&cg);
-    let err = req.spawn(&reaper).err().expect("spawn must fail").to_string();
+    let err = match req.spawn(&reaper) {
+        Ok(_) => panic!("spawn must fail"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.contains("interpreter"), "{err}");
     // A missing working directory.
     let argv = vec!["true".to_string()];
@@ -74,7 +83,10 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let mut req = SpawnRequest::new(&argv, &env);
     req.cgroup = Some(&cg);
     req.working_dir = Some(&missing);
-    let err = req.spawn(&reaper).err().expect("spawn must fail").to_string();
+    let err = match req.spawn(&reaper) {
+        Ok(_) => panic!("spawn must fail"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.contains("working directory"), "{err}");
     // The failed children were reaped and nothing leaked.
     wait_until("failed children reaped", || our_zombies().is_empty()).await;
