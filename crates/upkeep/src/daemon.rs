@@ -45,7 +45,8 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         if !addr.ip().is_loopback() {
             warn!("listening on {addr}, which is not a loopback address: /health and /metrics are reachable from the network");
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listener.set_nonblocking(true).context("listener")?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let http_shared = shared.clone();
         let mut http_stop = stop_rx.clone();
@@ -58,12 +59,34 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
             livez_stale_after: (beat_period * 3).max(Duration::from_secs(10)),
             ..upkeep_api::HttpConfig::from(env!("CARGO_PKG_VERSION"))
         };
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = http_stop.wait_for(|v| *v).await;
-            };
-            upkeep_api::serve_http(listener, http_shared, http_config, shutdown).await;
-        });
+        // The HTTP side runs on a thread of its own: /health and /metrics only
+        // read the snapshot, and must answer within milliseconds even while the
+        // supervision thread is busy spawning a crash loop.
+        let http_thread = std::thread::Builder::new()
+            .name("upkeep-http".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("cannot start the HTTP runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("HTTP listener: {e}");
+                            return;
+                        }
+                    };
+                    let shutdown = async move {
+                        let _ = http_stop.wait_for(|v| *v).await;
+                    };
+                    upkeep_api::serve_http(listener, http_shared, http_config, shutdown).await;
+                });
+            })
+            .context("starting the HTTP thread")?;
 
         let (control_tx, control_rx) = mpsc::channel(16);
         let socket = cfg.state_dir.join("upkeep.sock");
@@ -95,6 +118,7 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let ended = supervisor.run().await.context("supervisor")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
+        let _ = tokio::task::spawn_blocking(move || http_thread.join()).await;
         match ended {
             Ended::Stopped => info!("all services stopped; exiting"),
             Ended::LeftRunning => info!("services left running for the next upkeep; exiting"),
