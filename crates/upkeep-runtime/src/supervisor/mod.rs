@@ -414,6 +414,33 @@ impl Supervisor {
         }
     }
 
+    /// True when systemd says the machine is going down
+    /// (`systemctl is-system-running` prints `stopping`). Bounded to 2 s; any
+    /// doubt (no systemd, no answer) means no.
+    async fn system_is_shutting_down(&self) -> bool {
+        if !Path::new("/run/systemd/system").is_dir() {
+            return false;
+        }
+        let ctx = crate::probe::ExecContext {
+            reaper: self.ctx.reaper.clone(),
+            env: BTreeMap::from([(
+                "PATH".to_string(),
+                upkeep_spec::config::DEFAULT_PATH.to_string(),
+            )]),
+            working_dir: PathBuf::from("/"),
+            uid: None,
+            gid: None,
+        };
+        let argv = vec!["systemctl".to_string(), "is-system-running".to_string()];
+        let r = crate::probe::run_once(
+            &upkeep_spec::ProbeHandler::Exec { argv },
+            Duration::from_secs(2),
+            &ctx,
+        )
+        .await;
+        system_state_is_stopping(&r)
+    }
+
     /// Finds a live process of `name` in its cgroup when there is no usable
     /// record (upkeep was killed before it wrote one, or the state file was
     /// lost): the cgroup is the record that costs no write. Its spec is unknown,
@@ -507,7 +534,14 @@ impl Supervisor {
     }
 
     async fn shutdown(&mut self, why: &str) -> Ended {
-        match self.cfg.on_exit {
+        let mut on_exit = self.cfg.on_exit;
+        if on_exit == OnExit::Keep && self.system_is_shutting_down().await {
+            // Everything left running now would die in systemd's final kill,
+            // unordered: stop it in order, each with its grace, instead.
+            info!("{why} during system shutdown: stopping services in order despite on_exit = \"keep\"");
+            on_exit = OnExit::Stop;
+        }
+        match on_exit {
             OnExit::Keep => {
                 info!(
                     "{why}: exiting and leaving {} service(s) running (on_exit = \"keep\")",
@@ -567,6 +601,19 @@ impl Supervisor {
     }
 }
 
+/// Reads the outcome of `systemctl is-system-running`: it exits non-zero for
+/// every state but `running` and prints the state, which the exec probe puts
+/// after the exit code (`exit code 1: stopping`).
+fn system_state_is_stopping(r: &ProbeResult) -> bool {
+    match r {
+        ProbeResult::Failure(msg) => msg
+            .rsplit(": ")
+            .next()
+            .is_some_and(|state| state.trim() == "stopping"),
+        _ => false,
+    }
+}
+
 async fn state_saver(ctx: Arc<Ctx>) {
     loop {
         ctx.save.notified().await;
@@ -587,5 +634,27 @@ fn write_state(ctx: &Ctx) {
     let file = StateFile::new(services);
     if let Err(e) = state::save(&ctx.state_dir, &file) {
         warn!("cannot write the state file: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_a_stopping_system() {
+        assert!(system_state_is_stopping(&ProbeResult::Failure(
+            "exit code 1: stopping".into()
+        )));
+        assert!(!system_state_is_stopping(&ProbeResult::Failure(
+            "exit code 1: degraded".into()
+        )));
+        assert!(!system_state_is_stopping(&ProbeResult::Failure(
+            "timeout after 2s".into()
+        )));
+        assert!(!system_state_is_stopping(&ProbeResult::Success));
+        assert!(!system_state_is_stopping(&ProbeResult::Error(
+            "cannot start".into()
+        )));
     }
 }
