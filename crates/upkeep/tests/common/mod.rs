@@ -320,6 +320,41 @@ impl Drop for Daemon {
         for p in pids_with_arg(&marker) {
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
+        remove_cgroups(&self.state);
+    }
+}
+
+/// Removes the cgroups of the upkeep that used `state_dir` (the daemon names
+/// its cgroup root `upkeep-<hash of the state dir>`), so tests leave nothing
+/// behind in the cgroup hierarchies.
+fn remove_cgroups(state_dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(state_dir) else {
+        return;
+    };
+    let hash = upkeep_spec::hash::fnv1a_128_hex(dir.as_os_str().as_encoded_bytes());
+    let prefix = format!("upkeep-{}", &hash[..12]);
+    let mut roots = vec![Path::new("/sys/fs/cgroup").join(&prefix)];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path().join(&prefix)));
+    }
+    for root in roots.into_iter().filter(|r| r.is_dir()) {
+        for _ in 0..50 {
+            let children: Vec<PathBuf> = std::fs::read_dir(&root)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for c in &children {
+                let _ = std::fs::remove_dir(c);
+            }
+            if std::fs::remove_dir(&root).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
