@@ -112,6 +112,8 @@ struct Ctx {
     records: Mutex<BTreeMap<String, ServiceRecord>>,
     /// Wakes the state saver.
     save: tokio::sync::Notify,
+    /// Records changed since the last write.
+    dirty: std::sync::atomic::AtomicBool,
     state_dir: PathBuf,
 }
 
@@ -125,6 +127,7 @@ impl Ctx {
         drop(recs);
         // Only real changes cost a write (and its fsyncs).
         if changed {
+            self.dirty.store(true, std::sync::atomic::Ordering::Release);
             self.save.notify_one();
         }
     }
@@ -194,6 +197,7 @@ impl Supervisor {
             ready_tx,
             records: Mutex::new(BTreeMap::new()),
             save: tokio::sync::Notify::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             state_dir: opts.config.state_dir.clone(),
         });
         Supervisor {
@@ -620,6 +624,11 @@ async fn state_saver(ctx: Arc<Ctx>) {
         // Coalesce bursts (a restart storm, the first start of every service)
         // into one write. Until it lands, the service's cgroup is the record.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // A change during the sleep left a stored wake-up; the flag makes sure
+        // it does not cost a second, identical write.
+        if !ctx.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            continue;
+        }
         let ctx2 = ctx.clone();
         let _ = tokio::task::spawn_blocking(move || write_state(&ctx2)).await;
     }
