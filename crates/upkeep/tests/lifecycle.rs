@@ -128,3 +128,36 @@ fn json_log_format() {
         "{v}"
     );
 }
+
+#[test]
+fn logs_follow_prints_new_output() {
+    let cfg = format!(
+        "{FAST}[services.ticker]\ncommand = [\"/bin/sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done\"]\n"
+    );
+    let mut d = Daemon::start(&cfg, &[]);
+    d.wait_pid("ticker", Duration::from_secs(10), |_| true);
+    let out = d.dir.path().join("follow.out");
+    let mut follower = std::process::Command::new(bin())
+        .args(["logs", "ticker", "-f", "-n", "1", "--config"])
+        .arg(&d.config)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = follower.id();
+    // Lines keep arriving after the initial tail.
+    let lines = wait_for("followed lines", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let n = text.lines().filter(|l| l.starts_with("tick-")).count();
+        (n >= 5).then_some(text)
+    });
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = follower.wait();
+    let nums: Vec<u64> = lines
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick-")?.parse().ok())
+        .collect();
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines out of order or missing: {nums:?}"
+    );
+}
