@@ -159,7 +159,9 @@ async fn orphaned_grandchildren_are_reaped() {
     for i in 0..20 {
         let out = dir.path().join(format!("gc{i}"));
         let file = std::fs::File::create(&out).unwrap();
-        let mut c = cmd("sleep 0.2 & echo $!; exit 0");
+        // The grandchild must outlive its shell to become an orphan: with a
+        // short sleep, a loaded machine can let the shell reap it itself.
+        let mut c = cmd("sleep 1 & echo $!; exit 0");
         c.stdout(file);
         let sp = r.spawn(&mut c).unwrap();
         assert_eq!(exit_of(sp).await, ExitStatus::Exited(0));
