@@ -1598,6 +1598,30 @@ struct ProbeEnv<'a> {
     node_ip: &'a str,
 }
 
+/// The `host` (empty or absent: the node IP) and the required `port` of an
+/// `httpGet` or `tcpSocket` handler at `path`.
+fn read_host_port(
+    ctx: &mut Ctx<'_>,
+    n: &Node,
+    f: &mut Fields<'_>,
+    path: &str,
+    env: &ProbeEnv<'_>,
+) -> (String, Option<Result<u16, String>>) {
+    let port = match f.get_some("port") {
+        Some(p) => read_port(ctx, p, &f.sub("port"), env),
+        None => {
+            ctx.error(n, &f.sub("port"), "missing");
+            None
+        }
+    };
+    let host = f
+        .get_some("host")
+        .and_then(|h| ctx.string(h, &format!("{path}.host")))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| env.node_ip.to_string());
+    (host, port)
+}
+
 /// A probe port: an integer 1-65535 or a named port (IANA service name).
 fn read_port(
     ctx: &mut Ctx<'_>,
@@ -1657,18 +1681,7 @@ fn read_probe(
     if let Some(h) = f.get_some("tcpSocket") {
         let sub = f.sub("tcpSocket");
         let handler = ctx.fields(h, &sub).and_then(|mut tf| {
-            let port = match tf.get_some("port") {
-                Some(p) => read_port(ctx, p, &tf.sub("port"), env),
-                None => {
-                    ctx.error(h, &tf.sub("port"), "missing");
-                    None
-                }
-            };
-            let host = tf
-                .get_some("host")
-                .and_then(|hn| ctx.string(hn, &format!("{sub}.host")))
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| env.node_ip.to_string());
+            let (host, port) = read_host_port(ctx, h, &mut tf, &sub, env);
             tf.finish(ctx, Severity::Warning);
             Some(match port? {
                 Ok(port) => ProbeHandler::Tcp { host, port },
@@ -1777,18 +1790,7 @@ fn read_http_get(
     env: &ProbeEnv<'_>,
 ) -> Option<ProbeHandler> {
     let mut f = ctx.fields(n, path)?;
-    let port = match f.get_some("port") {
-        Some(p) => read_port(ctx, p, &f.sub("port"), env),
-        None => {
-            ctx.error(n, &f.sub("port"), "missing");
-            None
-        }
-    };
-    let host = f
-        .get_some("host")
-        .and_then(|h| ctx.string(h, &format!("{path}.host")))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| env.node_ip.to_string());
+    let (host, port) = read_host_port(ctx, n, &mut f, path, env);
     let mut req_path = f
         .get_some("path")
         .and_then(|p| ctx.string(p, &format!("{path}.path")))
