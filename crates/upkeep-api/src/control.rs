@@ -150,29 +150,13 @@ pub async fn serve_control_with(
         config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("control: accept failed: {e}");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
+    let l = &listener;
+    while let Some((permit, stream)) =
+        crate::accept::next_connection("control", &permits, &mut shutdown, move || async move {
+            l.accept().await.map(|(stream, _)| stream)
+        })
+        .await
+    {
         let tx = tx.clone();
         let config = config.clone();
         tokio::spawn(async move {

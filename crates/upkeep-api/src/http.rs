@@ -124,29 +124,13 @@ pub async fn serve_http(
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed; nothing left to serve if it were
-            },
-        };
-        let stream = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    tracing::warn!("http: accept failed: {e}");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
+    let l = &listener;
+    while let Some((permit, stream)) =
+        crate::accept::next_connection("http", &permits, &mut shutdown, move || async move {
+            l.accept().await.map(|(stream, _peer)| stream)
+        })
+        .await
+    {
         let state = state.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {

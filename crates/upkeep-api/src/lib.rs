@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod client;
 pub mod control;
 pub mod health;
