@@ -136,9 +136,7 @@ impl Actor {
             Initial::Adopt(rec) => match self.adopt(&rec) {
                 Ok(fut) => {
                     exit = Some(fut);
-                    let mut q = VecDeque::new();
-                    q.push_back(Action::StartProbes);
-                    self.perform_all(q, &mut exit, &probe_tx);
+                    self.start_probes(&probe_tx);
                     self.publish();
                     if rec.spec_hash != self.spec.hash {
                         info!(
@@ -263,19 +261,6 @@ impl Actor {
             }
         }
         self.publish();
-    }
-
-    fn perform_all(
-        &mut self,
-        actions: VecDeque<Action>,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) {
-        for a in actions {
-            if let Some(ev) = self.perform(a, exit, probe_tx) {
-                self.feed(ev, exit, probe_tx);
-            }
-        }
     }
 
     fn perform(
