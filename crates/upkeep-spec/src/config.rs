@@ -837,6 +837,20 @@ fn read_service(
             None => {}
         }
     }
+    let mut kill_mode = crate::types::KillMode::ControlGroup;
+    if let Some(v) = f.get("kill_mode") {
+        match ctx.string(v, &f.sub("kill_mode")).as_deref() {
+            Some("control-group") => kill_mode = crate::types::KillMode::ControlGroup,
+            Some("process") => kill_mode = crate::types::KillMode::Process,
+            Some("mixed") => kill_mode = crate::types::KillMode::Mixed,
+            Some(other) => ctx.error(
+                v,
+                &f.sub("kill_mode"),
+                format!("{other:?}: expected \"control-group\", \"process\" or \"mixed\""),
+            ),
+            None => {}
+        }
+    }
     let mut probes = Probes::default();
     for (key, slot) in [
         ("liveness", &mut probes.liveness),
@@ -870,6 +884,7 @@ fn read_service(
         log,
         volumes: Vec::new(),
         resources: Resources::default(),
+        kill_mode,
         hash: String::new(),
     };
     Some((spec, afters))

@@ -1291,6 +1291,7 @@ fn read_container(
         log: LogMode::File,
         volumes,
         resources,
+        kill_mode: crate::types::KillMode::ControlGroup,
         hash: String::new(),
     };
     spec.hash = spec_hash(&spec);

@@ -51,6 +51,12 @@ pub struct ServiceSpec {
     pub volumes: Vec<HostPathVolume>,
     /// Resource limits (cgroups) if any.
     pub resources: Resources,
+    /// Which processes a stop signals (host services; static pods are
+    /// always `ControlGroup`). Left out of the serialized form (and so of
+    /// the hash) when it is the default, so that upgrading upkeep does not
+    /// change the hash of every existing service and restart it.
+    #[serde(skip_serializing_if = "KillMode::is_default")]
+    pub kill_mode: KillMode,
     /// Hex content hash of everything above: equal hashes mean nothing to restart.
     pub hash: String,
 }
@@ -70,6 +76,29 @@ pub enum Origin {
         /// The container's name.
         container: String,
     },
+}
+
+/// What a stop signals and what dies with the main process (systemd's `KillMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillMode {
+    /// The stop signal goes to every process of the service; whatever is
+    /// left when the main process ends is killed with it.
+    #[default]
+    ControlGroup,
+    /// Only the main process is signalled; what it leaves behind survives
+    /// its exit and restart (containerd's shims).
+    Process,
+    /// The stop signal goes to the main process; everything left is
+    /// SIGKILLed once it has gone (or after the grace).
+    Mixed,
+}
+
+impl KillMode {
+    /// True for the default, `ControlGroup`.
+    pub fn is_default(&self) -> bool {
+        *self == KillMode::ControlGroup
+    }
 }
 
 /// Restart policy (kubelet semantics).
