@@ -75,10 +75,14 @@ fn manifests(c: &mut Criterion) {
 
 fn machine(c: &mut Criterion) {
     let now = Instant::now();
-    let backoff = BackoffSpec::default();
-    let s = ServiceState::new(RestartPolicy::Always, backoff, now);
+    let policy = upkeep_core::machine::Policy {
+        restart: RestartPolicy::Always,
+        backoff: BackoffSpec::default(),
+        ..Default::default()
+    };
+    let s = ServiceState::new(policy, now);
     let (s, _) = step(s, Event::Start, now, 0.0);
-    let (running, _) = step(s, Event::Spawned { pid: 4242 }, now, 0.0);
+    let (running, _) = step(s, Event::Spawned { gen: 1, pid: 4242 }, now, 0.0);
     c.bench_function("machine/step running+exited(1)", |b| {
         b.iter_batched(
             || running.clone(),
@@ -86,7 +90,9 @@ fn machine(c: &mut Criterion) {
                 step(
                     st,
                     Event::Exited {
+                        gen: 1,
                         status: ExitStatus::Exited(1),
+                        ran: std::time::Duration::from_secs(1),
                     },
                     black_box(now),
                     0.0,

@@ -201,4 +201,8 @@ pub struct Shared {
     pub snapshot: std::sync::RwLock<Snapshot>,
     /// Unix time in milliseconds of the supervision loop's last tick.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// Manifest scans that failed unexpectedly (a bug; nothing was changed).
+    pub scan_failures: std::sync::atomic::AtomicU64,
+    /// Service actors that ended unexpectedly (a bug; they were replaced).
+    pub actor_failures: std::sync::atomic::AtomicU64,
 }

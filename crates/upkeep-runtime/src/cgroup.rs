@@ -334,6 +334,10 @@ pub struct Cgroup {
     root: CgroupRoot,
     name: String,
     v2: PathBuf,
+    /// The service's directory name (the v1 limit groups are named after it).
+    dir_name: String,
+    /// A generation leaf below the service cgroup (see [`Cgroup::new_leaf`]).
+    leaf: bool,
 }
 
 impl Cgroup {
@@ -361,7 +365,79 @@ impl Cgroup {
             root: root.clone(),
             name: service.to_string(),
             v2: root.inner.v2.join(&dir),
+            dir_name: dir,
+            leaf: false,
         }
+    }
+
+    /// Creates a fresh generation leaf `<service>/<name>` for one process
+    /// generation. Processes are only ever started into a leaf that has never
+    /// seen `cgroup.kill`: on current kernels every `clone3(CLONE_INTO_CGROUP)`
+    /// into a cgroup that was once killed is SIGKILLed right after the fork.
+    /// A leftover directory of that name is removed first (it must be empty).
+    /// Limits stay on the service cgroup (they apply to every leaf); the v1
+    /// limit groups stay per service.
+    pub fn new_leaf(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        let v2 = self.v2.join(name);
+        match fs::create_dir(&v2) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_dir(&v2).map_err(|e| io_err("remove stale", &v2, e))?;
+                fs::create_dir(&v2).map_err(|e| io_err("create", &v2, e))?;
+            }
+            Err(e) => return Err(io_err("create", &v2, e)),
+        }
+        Ok(Cgroup {
+            root: self.root.clone(),
+            name: self.name.clone(),
+            v2,
+            dir_name: self.dir_name.clone(),
+            leaf: true,
+        })
+    }
+
+    /// The generation leaves that exist below this service cgroup, by name.
+    pub fn leaves(&self) -> Vec<Cgroup> {
+        let Ok(rd) = fs::read_dir(&self.v2) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Cgroup> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| Cgroup {
+                root: self.root.clone(),
+                name: self.name.clone(),
+                v2: e.path(),
+                dir_name: self.dir_name.clone(),
+                leaf: true,
+            })
+            .collect();
+        out.sort_by(|a, b| a.v2.cmp(&b.v2));
+        out
+    }
+
+    /// True for a generation leaf.
+    pub fn is_leaf(&self) -> bool {
+        self.leaf
+    }
+
+    /// The leaf's (or cgroup's) own directory name.
+    pub fn dir_name(&self) -> String {
+        self.v2
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Re-attaches to a cgroup by its path relative to the v2 hierarchy (as
+    /// recorded in the state file), if it is this service's cgroup or one of
+    /// its leaves and still exists.
+    pub fn find_relative(root: &CgroupRoot, service: &str, rel: &str) -> Option<Cgroup> {
+        let svc = Self::find_existing(root, service)?;
+        if svc.relative_path() == rel {
+            return Some(svc);
+        }
+        svc.leaves().into_iter().find(|l| l.relative_path() == rel)
     }
 
     /// The v1 directories this cgroup uses for limits, as (controller, path).
@@ -381,8 +457,7 @@ impl Cgroup {
 
     fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
         let mount = self.root.inner.layout.v1.get(controller)?;
-        let file = self.v2.file_name()?;
-        Some(mount.join(&self.root.inner.prefix).join(file))
+        Some(mount.join(&self.root.inner.prefix).join(&self.dir_name))
     }
 
     /// The service name it was created for.
@@ -500,7 +575,7 @@ impl Cgroup {
         }
         apply(&dir)?;
         if !existed {
-            for pid in self.procs() {
+            for pid in self.all_procs() {
                 // A process that exits meanwhile is fine.
                 let _ = write_file(&dir.join("cgroup.procs"), &pid.to_string());
             }
@@ -557,6 +632,15 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// Pids in the cgroup and in all its leaves.
+    pub fn all_procs(&self) -> Vec<u32> {
+        let mut pids = self.procs();
+        for leaf in self.leaves() {
+            pids.extend(leaf.procs());
+        }
+        pids
+    }
+
     /// True while any process is in the cgroup (or a descendant).
     pub fn populated(&self) -> bool {
         match fs::read_to_string(self.events_path()) {
@@ -566,29 +650,37 @@ impl Cgroup {
     }
 
     /// SIGKILLs everything in the cgroup: `cgroup.kill` where the kernel has
-    /// it (5.14+), else SIGKILL to each pid in `cgroup.procs`, repeated while
-    /// new pids appear (forks racing the kill). The caller waits for
-    /// [`Cgroup::populated`] to turn false.
+    /// it (5.14+), else SIGKILL through a pidfd to each process of
+    /// `cgroup.procs` that is still in this cgroup once its pidfd is open
+    /// (never a bare pid: pids are reused), repeated while new ones appear.
+    /// The caller waits for [`Cgroup::populated`] to turn false.
     pub fn kill(&self) -> Result<(), CgroupError> {
         let kill_file = self.v2.join("cgroup.kill");
         if kill_file.exists() {
             return write_file(&kill_file, "1");
         }
-        for _ in 0..16 {
-            let pids = self.procs();
-            if pids.is_empty() {
-                return Ok(());
-            }
-            for pid in pids {
-                // SAFETY: kill(2); a pid that exited meanwhile gives ESRCH.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
+        let mut done = Vec::new();
+        crate::signal::signal_members(
+            || self.procs(),
+            |pid| self.contains(pid),
+            libc::SIGKILL,
+            &mut done,
+        );
         Ok(())
     }
 
     /// Removes the cgroup directories. Fails (EBUSY) while processes remain.
     pub fn remove(&self) -> Result<(), CgroupError> {
+        if self.leaf {
+            return match fs::remove_dir(&self.v2) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("remove", &self.v2, e)),
+            };
+        }
+        for leaf in self.leaves() {
+            leaf.remove()?;
+        }
         for (_, dir) in self.v1_dirs() {
             match fs::remove_dir(&dir) {
                 Ok(()) => {}

@@ -16,10 +16,12 @@
 #![warn(missing_docs)]
 
 pub mod cgroup;
+pub mod executor;
 pub mod lock;
 pub mod logs;
 pub mod probe;
 pub mod reaper;
+pub mod signal;
 pub mod spawn;
 pub mod state;
 pub mod supervisor;

@@ -353,7 +353,7 @@ pub fn decode_wait_status(raw: i32) -> Option<ExitStatus> {
     }
 }
 
-fn open_pidfd(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn open_pidfd(pid: u32) -> io::Result<OwnedFd> {
     let p = rustix::process::Pid::from_raw(pid as i32)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0 has no pidfd"))?;
     rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)

@@ -302,7 +302,12 @@ impl<'a> SpawnRequest<'a> {
             }
             if pid < 0 {
                 let e = io::Error::last_os_error();
-                unsupported = Some(e.to_string());
+                // Only "this kernel or this cgroup cannot do clone3 into a
+                // cgroup" falls back to fork + join; EAGAIN (pids limit),
+                // ENOMEM and the like are real spawn failures.
+                if clone3_unsupported(e.raw_os_error()) {
+                    unsupported = Some(e.to_string());
+                }
                 return Err((None, e));
             }
             let pid = pid as u32;
@@ -374,6 +379,24 @@ impl<'a> SpawnRequest<'a> {
         };
         io::Error::new(kind, format!("cannot start {prog:?}: {why}"))
     }
+}
+
+/// True for the clone3 errors that mean "not available here" (old kernel,
+/// seccomp filter, a cgroup that cannot take processes directly), as
+/// opposed to a spawn that failed.
+fn clone3_unsupported(errno: Option<i32>) -> bool {
+    matches!(
+        errno,
+        Some(
+            libc::ENOSYS
+                | libc::EINVAL
+                | libc::E2BIG
+                | libc::EPERM
+                | libc::EOPNOTSUPP
+                | libc::EBUSY
+                | libc::EBADF
+        )
+    )
 }
 
 /// Same as [`SpawnRequest::build`].
@@ -613,21 +636,43 @@ fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::R
             }
         }
         if let Some((uid, gid)) = ids {
+            // Raw syscalls, never glibc's wrappers: after a raw clone3 from
+            // a multi-threaded upkeep, glibc still believes the parent's
+            // threads exist and would broadcast the id change to them
+            // (tgkill + wait), which can hang the child for ever. The child
+            // has exactly one thread, so the per-thread syscall is the
+            // whole process.
             let groups = [gid as libc::gid_t];
-            if libc::setgroups(1, groups.as_ptr()) < 0 {
+            if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::setgid(gid) < 0 {
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(uid) = uid {
-                if libc::setuid(uid) < 0 {
+                if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Makes `cmd`'s child join the cgroups behind `fds` (their `cgroup.procs`
+/// files, opened for writing) between fork and exec. A failure leaves the
+/// child where it is.
+pub fn join_cgroup_before_exec(cmd: &mut Command, fds: Vec<OwnedFd>) {
+    // SAFETY: the closure only writes to descriptors opened before the fork
+    // (async-signal-safe) and does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                let _ = libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends `sig` to every process in process group `pgid`; `Ok(false)` if the

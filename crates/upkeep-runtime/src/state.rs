@@ -34,8 +34,13 @@ pub struct ServiceRecord {
     pub pid: u32,
     /// Its start time (field 22 of `/proc/PID/stat`), to detect pid reuse.
     pub start_time: u64,
-    /// Hash of the spec it was started from; a different hash means restart.
+    /// Hash of the spec it was started from.
     pub spec_hash: String,
+    /// Hash of what it executes (`upkeep_spec::hash::exec_hash`); a
+    /// different one means replace it. Empty in records of older upkeeps
+    /// (then `spec_hash` decides).
+    #[serde(default)]
+    pub exec_hash: String,
     /// Its process group (= pid: services are session leaders).
     pub pgid: u32,
     /// When it was started, unix milliseconds.

@@ -18,6 +18,7 @@ fn record(name: &str, pid: u32, start_time: u64) -> ServiceRecord {
         pid,
         start_time,
         spec_hash: "abc123".into(),
+        exec_hash: String::new(),
         pgid: pid,
         started_at_unix_ms: 1_700_000_000_000,
         restarts: 3,

@@ -25,6 +25,26 @@ pub fn spec_hash(spec: &ServiceSpec) -> String {
     fnv1a_128_hex(text.as_bytes())
 }
 
+/// The hash of what a spec *executes*: argv, environment, working directory,
+/// user and group, volumes, limits, kill mode and where the output goes.
+/// A change of any of these replaces the process; every other field
+/// (restart policy, backoff, probes, stop signal and grace, preStop,
+/// `after`) is supervision policy and applies to the running process.
+pub fn exec_hash(spec: &ServiceSpec) -> String {
+    let v = serde_json::json!({
+        "argv": spec.argv,
+        "env": spec.env,
+        "working_dir": spec.working_dir,
+        "uid": spec.uid,
+        "gid": spec.gid,
+        "volumes": spec.volumes,
+        "resources": spec.resources,
+        "kill_mode": spec.kill_mode,
+        "log": spec.log,
+    });
+    fnv1a_128_hex(v.to_string().as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,9 @@ pub(crate) async fn probe_exec(
     if let Some(gid) = ctx.gid {
         cmd.gid(gid);
     }
+    if let Some(cg) = &ctx.cgroup {
+        crate::spawn::join_cgroup_before_exec(&mut cmd, cg.join_fds());
+    }
     let spawned = ctx.reaper.spawn(&mut cmd);
     // The command holds our copies of the pipe's write end: close them now,
     // or the read side never sees EOF.

@@ -57,6 +57,10 @@ pub struct ExecContext {
     pub uid: Option<u32>,
     /// gid to run the command as; `None` keeps upkeep's own.
     pub gid: Option<u32>,
+    /// The service's cgroup: exec probes and hooks run inside it, as the
+    /// kubelet runs them inside the container, so what they leave behind
+    /// is cleaned up with the service.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl std::fmt::Debug for ExecContext {

@@ -1,7 +1,11 @@
-//! One actor per service: drives `machine::step` and performs its actions
-//! (spawn, terminate, probes), publishes the snapshot and the adoption record.
+//! One actor per service: feeds events to `machine::step`, hands the actions
+//! to its [`Executor`], and publishes the snapshot and the adoption record.
+//! It decides nothing: every decision is the machine's.
 
 use super::*;
+use crate::executor::{Done, Executor, ExitFuture, ProbeStart, TaggedReport};
+use upkeep_core::machine::{Adopted, Gen, Policy};
+use upkeep_spec::KillMode;
 
 /// A small xorshift RNG for backoff jitter (no crate needed for this).
 struct Jitter(u64);
@@ -25,14 +29,18 @@ impl Jitter {
     }
 }
 
-type ExitFuture = Pin<Box<dyn Future<Output = ExitStatus> + Send>>;
-
-/// The live process of an actor.
+/// The live main process of an actor.
 struct Proc {
+    gen: Gen,
     pid: u32,
-    pidfd: Arc<OwnedFd>,
     started_wall: SystemTime,
+    started: tokio::time::Instant,
     start_time: u64,
+    cgroup: Option<String>,
+    /// The hashes of the spec it was started from (a record describes the
+    /// process that runs, not the spec that is wanted).
+    spec_hash: String,
+    exec_hash: String,
 }
 
 /// How an actor begins.
@@ -43,72 +51,125 @@ pub(super) enum Initial {
     Adopt(ServiceRecord),
 }
 
+/// The supervision policy of `spec`, as the machine sees it.
+pub(super) fn policy_of(spec: &ServiceSpec) -> Policy {
+    let is_pod = matches!(spec.origin, Origin::StaticPod { .. });
+    Policy {
+        restart: spec.restart,
+        backoff: spec.backoff,
+        stop_signal: spawn::signal_number(&spec.stop_signal).unwrap_or(libc::SIGTERM),
+        grace: spec.stop_grace,
+        liveness_grace: spec
+            .probes
+            .liveness
+            .as_ref()
+            .and_then(|p| p.termination_grace),
+        startup_grace: spec
+            .probes
+            .startup
+            .as_ref()
+            .and_then(|p| p.termination_grace),
+        // The kubelet gives the stop signal at least 2 s after a preStop hook.
+        min_signal_grace: if is_pod {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        },
+        pre_stop: spec.pre_stop.is_some(),
+        kill_mode: if is_pod {
+            KillMode::ControlGroup
+        } else {
+            spec.kill_mode
+        },
+        has_startup_probe: spec.probes.startup.is_some(),
+    }
+}
+
+/// Futures the actor waits on besides its inbox.
+#[derive(Default)]
+struct Pending {
+    exit: Option<(Gen, ExitFuture)>,
+    drain: Option<(Gen, Done)>,
+    pre_stop: Option<(Gen, Done)>,
+}
+
+/// A future tagged with the generation it is about.
+type Tagged<T> = Option<(Gen, Pin<Box<dyn Future<Output = T> + Send>>)>;
+
+async fn poll_opt<T>(f: &mut Tagged<T>) -> (Gen, T) {
+    match f.as_mut() {
+        Some((g, fut)) => {
+            let g = *g;
+            let v = fut.await;
+            (g, v)
+        }
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) struct Actor {
     spec: ServiceSpec,
     state: ServiceState,
     ctx: Arc<Ctx>,
+    exec: Box<dyn Executor>,
     proc: Option<Proc>,
-    worker: Option<ProbeWorker>,
-    terminate: Option<JoinHandle<()>>,
-    cgroup: Option<Cgroup>,
-    log: ServiceLog,
-    operator_stopped: bool,
+    pending: Pending,
+    probe_tx: mpsc::UnboundedSender<TaggedReport>,
+    probe_rx: Option<mpsc::UnboundedReceiver<TaggedReport>>,
     crashlog: CrashLog,
     jitter: Jitter,
     exits: BTreeMap<String, u64>,
     probe_failures: BTreeMap<String, u64>,
     probe_durations: BTreeMap<String, upkeep_core::snapshot::Histogram>,
     live: bool,
-    /// Waiting for dependencies before a start.
-    start_pending: bool,
     /// Failed spawns since the last "start failed" log line.
     spawn_failures: u32,
     /// When "start failed" was last logged.
-    spawn_failure_logged: Option<Instant>,
-    /// Adopted processes keep their probe state from the record.
-    adopted_probe_state: Option<(bool, bool)>,
+    spawn_failure_logged: Option<tokio::time::Instant>,
 }
 
-/// Outcome of an actor's main loop.
-enum ActorEnd {
-    Stopped,
-    Detached,
+fn now_std() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 impl Actor {
-    pub(super) fn new(spec: ServiceSpec, ctx: Arc<Ctx>) -> Self {
-        let state = ServiceState::new(spec.restart, spec.backoff, Instant::now());
-        let log = ServiceLog::new(
-            &ctx.log_dir,
-            &spec.name,
-            ctx.log_max_size,
-            ctx.log_max_files,
-        );
+    pub(super) fn new(spec: ServiceSpec, ctx: Arc<Ctx>, exec: Box<dyn Executor>) -> Self {
+        let state = ServiceState::new(policy_of(&spec), now_std());
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         Actor {
-            log,
             spec,
             state,
             ctx,
+            exec,
             proc: None,
-            worker: None,
-            terminate: None,
-            cgroup: None,
-            operator_stopped: false,
+            pending: Pending::default(),
+            probe_tx,
+            probe_rx: Some(probe_rx),
             crashlog: CrashLog::new(Duration::from_secs(600), Duration::from_secs(60)),
             jitter: Jitter::new(),
             exits: BTreeMap::new(),
             probe_failures: BTreeMap::new(),
             probe_durations: BTreeMap::new(),
             live: true,
-            start_pending: false,
             spawn_failures: 0,
             spawn_failure_logged: None,
-            adopted_probe_state: None,
         }
     }
 
     fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The dependencies that are not ready now.
+    fn waiting_for(&self) -> Vec<String> {
+        self.ctx.not_ready(&self.spec.after)
+    }
+
+    fn feed_dependencies(&mut self) {
+        let w = self.waiting_for();
+        if w != self.state.waiting_for {
+            self.feed(Event::Dependencies { waiting_for: w });
+        }
     }
 
     /// Runs the actor until it is removed, shut down or detached.
@@ -122,59 +183,26 @@ impl Actor {
         if let Some(prev) = wait_for {
             let _ = prev.await;
         }
-        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<ProbeReport>();
-        let mut exit: Option<ExitFuture> = None;
+        let mut probe_rx = self.probe_rx.take().unwrap_or_else(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.probe_tx = tx;
+            rx
+        });
         let mut ready_rx = self.ctx.ready_tx.subscribe();
-        let mut removing = false;
+        let mut ending = false;
         let mut inbox_closed = false;
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
 
+        self.state.waiting_for = self.waiting_for();
         match initial {
-            Initial::Start => {
-                self.start_pending = true;
-            }
-            Initial::Adopt(rec) => match self.adopt(&rec) {
-                Ok(fut) => {
-                    exit = Some(fut);
-                    self.start_probes(&probe_tx);
-                    self.publish();
-                    if rec.spec_hash != self.spec.hash {
-                        info!(
-                            service = self.name(),
-                            "spec changed while upkeep was away: restarting with the new spec"
-                        );
-                        self.feed(Event::Restart, &mut exit, &probe_tx);
-                    }
-                }
-                Err(e) => {
-                    warn!(
-                        service = self.name(),
-                        "cannot adopt pid {}: {e}; starting a new process", rec.pid
-                    );
-                    self.start_pending = true;
-                }
-            },
+            Initial::Start => self.feed(Event::Start),
+            Initial::Adopt(rec) => self.adopt(&rec),
         }
         self.publish();
 
         loop {
-            if self.start_pending && !self.operator_stopped && !removing && shutdown_reply.is_none()
-            {
-                if self.ctx.dependencies_ready(&self.spec.after) {
-                    self.start_pending = false;
-                    self.feed(Event::Start, &mut exit, &probe_tx);
-                } else if self.state.message.is_empty() {
-                    self.state.message =
-                        format!("waiting for {} to be ready", self.spec.after.join(", "));
-                    self.publish();
-                }
-            }
-            // Done?
-            if (removing || shutdown_reply.is_some())
-                && self.proc.is_none()
-                && !matches!(self.state.phase, Phase::Starting)
-            {
-                self.finish(ActorEnd::Stopped);
+            if ending && self.state.is_quiet() && self.proc.is_none() {
+                self.finish(true);
                 if let Some(r) = shutdown_reply.take() {
                     let _ = r.send(());
                 }
@@ -184,78 +212,65 @@ impl Actor {
             tokio::select! {
                 cmd = inbox.recv(), if !inbox_closed => {
                     let Some(cmd) = cmd else {
-                        if removing || shutdown_reply.is_some() {
-                            // Removed: the supervisor dropped its sender; finish the stop.
+                        if ending {
                             inbox_closed = true;
                             continue;
                         }
                         // The supervisor is gone without a word: leave the process alone.
-                        self.finish(ActorEnd::Detached);
+                        self.finish(false);
                         return;
                     };
                     match cmd {
-                        Cmd::Event(ev) => self.feed(ev, &mut exit, &probe_tx),
-                        Cmd::OperatorStop => {
-                            self.operator_stopped = true;
-                            self.start_pending = false;
-                            self.state.message = "stopped by operator".into();
-                            self.feed(Event::Stop, &mut exit, &probe_tx);
-                        }
-                        Cmd::OperatorStart => {
-                            self.operator_stopped = false;
-                            self.state.message.clear();
-                            if self.proc.is_none() {
-                                self.start_pending = true;
-                            }
-                        }
-                        Cmd::Update(spec) => self.update(*spec, &mut exit, &probe_tx),
+                        Cmd::Event(ev) => self.feed(ev),
+                        Cmd::Update(spec) => self.update(*spec),
                         Cmd::Remove => {
-                            removing = true;
-                            self.start_pending = false;
-                            self.feed(Event::Stop, &mut exit, &probe_tx);
+                            ending = true;
+                            self.feed(Event::Stop);
                         }
                         Cmd::Shutdown(reply) => {
+                            ending = true;
                             shutdown_reply = Some(reply);
-                            self.start_pending = false;
-                            self.feed(Event::Stop, &mut exit, &probe_tx);
+                            self.feed(Event::Stop);
                         }
                         Cmd::Detach(reply) => {
-                            self.finish(ActorEnd::Detached);
+                            self.finish(false);
                             let _ = reply.send(());
                             return;
                         }
                     }
                 }
-                status = async { match exit.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                    exit = None;
-                    self.on_exit(status, &mut exit, &probe_tx).await;
+                (gen, status) = poll_opt(&mut self.pending.exit) => {
+                    self.pending.exit = None;
+                    self.on_exit(gen, status);
                 }
-                Some(report) = probe_rx.recv() => self.on_probe(report, &mut exit, &probe_tx),
-                _ = sleep_until(deadline), if deadline.is_some() => self.feed(Event::Timer, &mut exit, &probe_tx),
-                _ = ready_rx.changed(), if self.start_pending => {}
+                (gen, ()) = poll_opt(&mut self.pending.drain) => {
+                    self.pending.drain = None;
+                    self.feed(Event::GroupEmpty { gen });
+                }
+                (gen, ()) = poll_opt(&mut self.pending.pre_stop) => {
+                    self.pending.pre_stop = None;
+                    self.feed(Event::PreStopDone { gen });
+                }
+                Some((gen, report)) = probe_rx.recv() => self.on_probe(gen, report),
+                _ = sleep_until(deadline), if deadline.is_some() => self.feed(Event::Timer),
+                _ = ready_rx.changed(), if !self.spec.after.is_empty() => self.feed_dependencies(),
             }
         }
     }
 
-    /// Applies an event and performs the resulting actions (which may produce
-    /// further events, e.g. Spawned).
-    fn feed(
-        &mut self,
-        ev: Event,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) {
+    /// Applies an event and performs the resulting actions.
+    fn feed(&mut self, ev: Event) {
         let mut events = VecDeque::from([ev]);
         while let Some(ev) = events.pop_front() {
             let was_ready = self.state.ready;
             let sample = self.jitter.sample();
-            let (next, actions) = machine::step(self.state.clone(), ev, Instant::now(), sample);
+            let (next, actions) = machine::step(self.state.clone(), ev, now_std(), sample);
             self.state = next;
             if was_ready != self.state.ready {
                 self.ctx.bump_ready();
             }
             for a in actions {
-                if let Some(ev) = self.perform(a, exit, probe_tx) {
+                if let Some(ev) = self.perform(a) {
                     events.push_back(ev);
                 }
             }
@@ -263,199 +278,169 @@ impl Actor {
         self.publish();
     }
 
-    fn perform(
-        &mut self,
-        action: Action,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) -> Option<Event> {
+    fn perform(&mut self, action: Action) -> Option<Event> {
         match action {
-            Action::Spawn => Some(match self.spawn() {
-                Ok((proc, fut)) => {
-                    let pid = proc.pid;
-                    self.proc = Some(proc);
-                    *exit = Some(fut);
-                    if let Some((status, _)) = &self.state.last_exit {
-                        if let Some(line) = self.crashlog.on_restart(Instant::now(), status) {
-                            warn!(service = self.name(), "{} {line}", self.spec.name);
-                        }
-                    }
-                    debug!(service = self.name(), pid, "started");
-                    Event::Spawned { pid }
+            Action::Spawn { gen } => Some(self.spawn(gen)),
+            Action::StartProbes {
+                gen,
+                started,
+                ready,
+            } => {
+                if let Some(p) = &self.proc {
+                    self.exec.start_probes(
+                        &self.spec,
+                        gen,
+                        p.started_wall,
+                        ProbeStart { started, ready },
+                        self.probe_tx.clone(),
+                    );
                 }
-                Err(error) => {
-                    // Rate-limited: a missing binary with a short backoff must not
-                    // flood the journal (one line a minute, with the count).
-                    let now = Instant::now();
-                    self.spawn_failures += 1;
-                    let due = self.spawn_failure_logged.is_none_or(|t| {
-                        now.saturating_duration_since(t) >= Duration::from_secs(60)
-                    });
-                    if due {
-                        if self.spawn_failures > 1 {
-                            warn!(
-                                service = self.name(),
-                                "start failed ({} times since the last report): {error}",
-                                self.spawn_failures
-                            );
-                        } else {
-                            warn!(service = self.name(), "start failed: {error}");
-                        }
-                        self.spawn_failure_logged = Some(now);
-                        self.spawn_failures = 0;
-                    }
-                    Event::SpawnFailed { error }
-                }
-            }),
-            Action::Terminate { probe } => {
-                self.terminate(probe);
-                None
-            }
-            Action::StartProbes => {
-                self.start_probes(probe_tx);
                 None
             }
             Action::StopProbes => {
-                if let Some(w) = self.worker.take() {
-                    w.stop();
-                }
+                self.exec.stop_probes();
                 self.live = true;
+                None
+            }
+            Action::RunPreStop { gen, timeout } => {
+                self.pending.pre_stop = Some((gen, self.exec.pre_stop(&self.spec, gen, timeout)));
+                None
+            }
+            Action::Signal {
+                gen,
+                target,
+                signal,
+            } => {
+                debug!(service = self.name(), gen, ?target, signal, "stop signal");
+                self.exec.signal(gen, target, signal);
+                None
+            }
+            Action::Kill { gen, target } => {
+                self.exec.kill(gen, target);
+                None
+            }
+            Action::KillGroup { gen } => {
+                self.pending.drain = Some((gen, self.exec.kill_group(gen)));
+                None
+            }
+            Action::Release { gen } => {
+                self.exec.release(gen);
+                None
+            }
+            Action::Alarm(text) => {
+                error!(service = self.name(), "{text}");
                 None
             }
         }
     }
 
-    /// Starts a new process from the current spec.
-    fn spawn(&mut self) -> Result<(Proc, ExitFuture), String> {
-        spawn::prepare_volumes(&self.spec.volumes)?;
-        if self.cgroup.is_none() {
-            if let Some(root) = &self.ctx.cgroup_root {
-                match Cgroup::create(root, &self.spec.name) {
-                    Ok(cg) => {
-                        if let Err(e) = cg.set_limits(&self.spec.resources) {
-                            warn!(service = self.name(), "resource limits not applied: {e}");
-                        }
-                        self.cgroup = Some(cg);
+    /// Starts generation `gen` from the current spec.
+    fn spawn(&mut self, gen: Gen) -> Event {
+        match self.exec.spawn(&self.spec, gen) {
+            Ok(started) => {
+                let pid = started.pid;
+                self.pending.exit = Some((gen, started.exit));
+                self.proc = Some(Proc {
+                    gen,
+                    pid,
+                    started_wall: started.started_wall,
+                    started: tokio::time::Instant::now(),
+                    start_time: started.start_time,
+                    cgroup: started.cgroup,
+                    spec_hash: self.spec.hash.clone(),
+                    exec_hash: upkeep_spec::hash::exec_hash(&self.spec),
+                });
+                if let Some((status, _)) = &self.state.last_exit {
+                    if let Some(line) = self.crashlog.on_restart(now_std(), status) {
+                        warn!(service = self.name(), "{} {line}", self.spec.name);
                     }
-                    Err(e) => debug!(service = self.name(), "no cgroup: {e}"),
+                }
+                debug!(service = self.name(), pid, gen, "started");
+                Event::Spawned { gen, pid }
+            }
+            Err(error) => {
+                // Rate-limited: a missing binary with a short backoff must not
+                // flood the journal (one line a minute, with the count).
+                let now = tokio::time::Instant::now();
+                self.spawn_failures += 1;
+                let due = self
+                    .spawn_failure_logged
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60));
+                if due {
+                    if self.spawn_failures > 1 {
+                        warn!(
+                            service = self.name(),
+                            "start failed ({} times since the last report): {error}",
+                            self.spawn_failures
+                        );
+                    } else {
+                        warn!(service = self.name(), "start failed: {error}");
+                    }
+                    self.spawn_failure_logged = Some(now);
+                    self.spawn_failures = 0;
+                }
+                Event::SpawnFailed {
+                    gen,
+                    error: error.to_string(),
                 }
             }
         }
-        let out = match self.spec.log {
-            LogMode::Inherit => None,
-            LogMode::File => {
-                let out = self.log.output();
-                if let Some(w) = &out.warning {
-                    warn!(service = self.name(), "{w}");
-                }
-                Some(out)
-            }
-        };
-        let output = match &out {
-            Some(o) => o.as_output(),
-            None => spawn::Output::Inherit,
-        };
-        let mut req = spawn::SpawnRequest::new(&self.spec.argv, &self.spec.env);
-        req.working_dir = Some(&self.spec.working_dir);
-        req.uid = self.spec.uid;
-        req.gid = self.spec.gid;
-        req.stdout = output;
-        req.stderr = output;
-        req.cgroup = self.cgroup.as_ref();
-        let child = req.spawn(&self.ctx.reaper).map_err(|e| e.to_string())?;
-        let started_wall = SystemTime::now();
-        let start_time = reaper::process_start_time(child.pid).unwrap_or(0);
-        let exit_rx = child.exit;
-        let fut: ExitFuture = Box::pin(async move { exit_rx.await.unwrap_or(ExitStatus::Unknown) });
-        let proc = Proc {
-            pid: child.pid,
-            pidfd: Arc::new(child.pidfd),
-            started_wall,
-            start_time,
-        };
-        Ok((proc, fut))
     }
 
     /// Takes over a live process left by an earlier upkeep.
-    fn adopt(&mut self, rec: &ServiceRecord) -> Result<ExitFuture, String> {
-        let (pidfd, fut) = self
-            .ctx
-            .reaper
-            .watch_pid(rec.pid)
-            .map_err(|e| e.to_string())?;
-        let fut: ExitFuture = Box::pin(fut);
-        if let Some(root) = &self.ctx.cgroup_root {
-            self.cgroup = Cgroup::find_existing(root, &rec.name);
-        }
-        let age = Duration::from_millis(unix_ms().saturating_sub(rec.started_at_unix_ms));
-        let now = Instant::now();
-        let started_at = now.checked_sub(age).unwrap_or(now);
-        self.state.phase = Phase::Running { pid: rec.pid };
-        self.state.started_at = Some(started_at);
-        self.state.since = started_at;
-        self.state.restarts = rec.restarts;
-        self.state.started = rec.started;
-        self.state.ready = rec.ready;
-        self.state.message = format!("adopted pid {} from a previous upkeep", rec.pid);
-        self.adopted_probe_state = Some((rec.started, rec.ready));
-        self.proc = Some(Proc {
-            pid: rec.pid,
-            pidfd: Arc::new(pidfd),
-            started_wall: SystemTime::UNIX_EPOCH + Duration::from_millis(rec.started_at_unix_ms),
-            start_time: rec.start_time,
-        });
-        info!(
-            service = self.name(),
-            pid = rec.pid,
-            "adopted running process"
-        );
-        Ok(fut)
-    }
-
-    /// How exec probes and hooks of this service run: its env, cwd and user.
-    fn exec_context(&self) -> ExecContext {
-        ExecContext {
-            reaper: self.ctx.reaper.clone(),
-            env: self.spec.env.clone(),
-            working_dir: self.spec.working_dir.clone(),
-            uid: self.spec.uid,
-            gid: self.spec.gid,
-        }
-    }
-
-    fn start_probes(&mut self, probe_tx: &mpsc::UnboundedSender<ProbeReport>) {
-        let Some(proc) = &self.proc else { return };
-        let age = SystemTime::now()
-            .duration_since(proc.started_wall)
-            .unwrap_or_default();
-        let now = tokio::time::Instant::now();
-        let started_at = now.checked_sub(age).unwrap_or(now);
-        let ctx = self.exec_context();
-        let mut probes: Probes = self.spec.probes.clone();
-        let mut initial = probe::Initial::default();
-        if let Some((started, ready)) = self.adopted_probe_state.take() {
-            if started {
-                probes.startup = None;
+    fn adopt(&mut self, rec: &ServiceRecord) {
+        let gen = self.state.gen + 1;
+        match self.exec.adopt(&self.spec, rec, gen) {
+            Ok(started) => {
+                self.pending.exit = Some((gen, started.exit));
+                let age = Duration::from_millis(unix_ms().saturating_sub(rec.started_at_unix_ms));
+                let now = tokio::time::Instant::now();
+                let started_i = now.checked_sub(age).unwrap_or(now);
+                let current = if rec.exec_hash.is_empty() {
+                    rec.spec_hash == self.spec.hash
+                } else {
+                    rec.exec_hash == upkeep_spec::hash::exec_hash(&self.spec)
+                };
+                self.proc = Some(Proc {
+                    gen,
+                    pid: rec.pid,
+                    started_wall: started.started_wall,
+                    started: started_i,
+                    start_time: rec.start_time,
+                    cgroup: started.cgroup,
+                    spec_hash: rec.spec_hash.clone(),
+                    exec_hash: rec.exec_hash.clone(),
+                });
+                info!(
+                    service = self.name(),
+                    pid = rec.pid,
+                    "adopted running process"
+                );
+                if !current {
+                    info!(
+                        service = self.name(),
+                        "spec changed while upkeep was away: restarting with the new spec"
+                    );
+                }
+                self.feed(Event::Adopt(Adopted {
+                    pid: rec.pid,
+                    started_at: started_i.into_std(),
+                    restarts: rec.restarts,
+                    started: rec.started,
+                    ready: rec.ready,
+                    current,
+                }));
             }
-            initial.ready = ready;
+            Err(e) => {
+                warn!(service = self.name(), "{e}; starting a new process");
+                self.feed(Event::Start);
+            }
         }
-        self.worker = Some(probe::spawn_worker(
-            probes,
-            started_at,
-            ctx,
-            initial,
-            probe_tx.clone(),
-        ));
     }
 
-    fn on_probe(
-        &mut self,
-        r: ProbeReport,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) {
-        if self.worker.is_none() {
-            return; // a report from a worker that was stopped
+    fn on_probe(&mut self, gen: Gen, r: ProbeReport) {
+        if gen != self.state.gen || self.proc.as_ref().is_none_or(|p| p.gen != gen) {
+            return; // a late report about an earlier generation
         }
         let kind = match r.kind {
             ProbeKind::Liveness => "liveness",
@@ -468,80 +453,57 @@ impl Actor {
                 .or_default()
                 .observe(r.duration.as_secs_f64());
         }
-        if let ProbeResult::Failure(why) = &r.result {
+        let why = match &r.result {
+            ProbeResult::Failure(w) | ProbeResult::Error(w) => w.clone(),
+            ProbeResult::Success => String::new(),
+        };
+        if let ProbeResult::Failure(w) = &r.result {
             *self.probe_failures.entry(kind.into()).or_default() += 1;
-            debug!(service = self.name(), probe = kind, "probe failed: {why}");
+            debug!(service = self.name(), probe = kind, "probe failed: {w}");
         }
         match (r.kind, r.flip) {
-            (ProbeKind::Startup, Some(true)) => self.feed(Event::StartupPassed, exit, probe_tx),
+            (ProbeKind::Startup, Some(true)) => self.feed(Event::StartupPassed { gen }),
             (ProbeKind::Startup, Some(false)) => {
                 warn!(
                     service = self.name(),
-                    "startup probe failed {} times: restarting",
-                    self.spec
-                        .probes
-                        .startup
-                        .as_ref()
-                        .map_or(0, |p| p.failure_threshold)
+                    "startup probe failed: {why}; restarting"
                 );
-                self.feed(
-                    Event::ProbeFailed {
-                        probe: ProbeKill::Startup,
-                    },
-                    exit,
-                    probe_tx,
-                )
+                self.feed(Event::ProbeFailed {
+                    gen,
+                    probe: ProbeKill::Startup,
+                    why,
+                })
             }
             (ProbeKind::Liveness, Some(false)) => {
                 self.live = false;
-                let why = match &r.result {
-                    ProbeResult::Failure(w) => w.clone(),
-                    _ => String::new(),
-                };
                 warn!(
                     service = self.name(),
                     "liveness probe failed: {why}; restarting"
                 );
-                self.feed(
-                    Event::ProbeFailed {
-                        probe: ProbeKill::Liveness,
-                    },
-                    exit,
-                    probe_tx,
-                );
-                self.state.message = format!("liveness probe failed: {why}");
+                self.feed(Event::ProbeFailed {
+                    gen,
+                    probe: ProbeKill::Liveness,
+                    why,
+                });
             }
             (ProbeKind::Liveness, Some(true)) => self.live = true,
-            (ProbeKind::Readiness, Some(ready)) => {
-                if !ready {
-                    if let ProbeResult::Failure(w) = &r.result {
-                        self.state.message = format!("readiness probe failed: {w}");
-                    }
-                } else if self.state.message.starts_with("readiness probe failed") {
-                    self.state.message.clear();
-                }
-                self.feed(Event::Readiness { ready }, exit, probe_tx)
-            }
+            (ProbeKind::Readiness, Some(ready)) => self.feed(Event::Readiness { gen, ready, why }),
             _ => {}
         }
         self.publish();
     }
 
-    /// The main process exited: clean up its group, then tell the machine.
-    async fn on_exit(
-        &mut self,
-        status: ExitStatus,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) {
-        if let Some(t) = self.terminate.take() {
-            t.abort();
-        }
-        if let Some(proc) = self.proc.take() {
-            // A container ends with its main process: whatever it left behind in
-            // its group (or cgroup) is killed, and the service is stopped only
-            // once nothing of it is left.
-            clear_group(proc.pid, self.cgroup.as_ref()).await;
+    /// The main process of `gen` exited.
+    fn on_exit(&mut self, gen: Gen, status: ExitStatus) {
+        let ran = self
+            .proc
+            .as_ref()
+            .filter(|p| p.gen == gen)
+            .map(|p| p.started.elapsed())
+            .unwrap_or(Duration::MAX);
+        if self.proc.as_ref().is_some_and(|p| p.gen == gen) {
+            self.proc = None;
+            self.ctx.record(&self.spec.name, None);
         }
         *self.exits.entry(status.reason()).or_default() += 1;
         let requested = matches!(self.state.phase, Phase::Stopping { .. });
@@ -554,129 +516,51 @@ impl Actor {
             ),
             _ => warn!(service = self.name(), "{status}"),
         }
-        self.ctx.record(&self.spec.name, None);
-        self.feed(Event::Exited { status }, exit, probe_tx);
+        self.feed(Event::Exited { gen, status, ran });
     }
 
-    /// Stops the current process: preStop, stop signal to the group, SIGKILL after the grace.
-    fn terminate(&mut self, probe: Option<ProbeKill>) {
-        let Some(proc) = &self.proc else { return };
-        let mut grace = self.spec.stop_grace;
-        if let Some(kind) = probe {
-            let p = match kind {
-                ProbeKill::Liveness => &self.spec.probes.liveness,
-                ProbeKill::Startup => &self.spec.probes.startup,
-            };
-            if let Some(g) = p.as_ref().and_then(|p| p.termination_grace) {
-                grace = g;
-            }
-        }
-        let is_pod = matches!(self.spec.origin, Origin::StaticPod { .. });
-        let sig = spawn::signal_number(&self.spec.stop_signal).unwrap_or(libc::SIGTERM);
-        let pid = proc.pid;
-        let pidfd = proc.pidfd.clone();
-        let pre_stop = self.spec.pre_stop.clone();
-        let ctx = self.exec_context();
-        let cgroup_kill = self.cgroup.clone();
-        let name = self.spec.name.clone();
-        debug!(
-            service = self.name(),
-            pid, "stopping: {} then SIGKILL after {:?}", self.spec.stop_signal, grace
-        );
-        self.terminate = Some(tokio::spawn(async move {
-            let begin = tokio::time::Instant::now();
-            if let Some(argv) = pre_stop {
-                if !grace.is_zero() {
-                    let handler = upkeep_spec::ProbeHandler::Exec { argv };
-                    let r = probe::run_once(&handler, grace, &ctx).await;
-                    if let ProbeResult::Failure(w) | ProbeResult::Error(w) = r {
-                        warn!(service = %name, "preStop hook failed: {w}");
-                    }
-                }
-            }
-            let mut remaining = grace.saturating_sub(begin.elapsed());
-            if is_pod {
-                remaining = remaining.max(Duration::from_secs(2));
-            }
-            // The group id is the main pid: signal the group only while the main
-            // process is not yet reaped (the pidfd says so), so a reused pid is
-            // never hit. The reaper runs on this thread and cannot reap in between.
-            if reaper::pidfd_signal(&pidfd, sig).unwrap_or(false) {
-                let _ = spawn::signal_group(pid, sig);
-            }
-            tokio::time::sleep(remaining).await;
-            warn!(service = %name, "did not stop within {:?}: sending SIGKILL", grace);
-            if reaper::pidfd_signal(&pidfd, libc::SIGKILL).unwrap_or(false) {
-                let _ = spawn::signal_group(pid, libc::SIGKILL);
-            }
-            if let Some(cg) = cgroup_kill {
-                let _ = cg.kill();
-            }
-        }));
-    }
-
-    fn update(
-        &mut self,
-        spec: ServiceSpec,
-        exit: &mut Option<ExitFuture>,
-        probe_tx: &mpsc::UnboundedSender<ProbeReport>,
-    ) {
-        info!(
-            service = self.name(),
-            "spec changed: restarting with the new spec"
-        );
-        self.state.restart = spec.restart;
-        self.state.backoff = spec.backoff;
-        self.state.failures = 0;
-        let resources_changed = spec.resources != self.spec.resources;
+    fn update(&mut self, spec: ServiceSpec) {
+        let exec_changed =
+            upkeep_spec::hash::exec_hash(&spec) != upkeep_spec::hash::exec_hash(&self.spec);
+        let limits_changed = spec.resources != self.spec.resources;
+        let policy = policy_of(&spec);
         self.spec = spec;
-        if resources_changed {
-            if let Some(cg) = &self.cgroup {
-                if let Err(e) = cg.set_limits(&self.spec.resources) {
-                    warn!(service = self.name(), "resource limits not applied: {e}");
-                }
-            }
+        if limits_changed {
+            self.exec.set_limits(&self.spec);
         }
-        if self.operator_stopped {
-            self.publish();
-            return;
+        if policy != self.state.policy {
+            info!(
+                service = self.name(),
+                "supervision policy changed: applied to the running process"
+            );
+            self.feed(Event::Policy(Box::new(policy)));
         }
-        if self.start_pending {
-            return;
+        self.feed_dependencies();
+        if exec_changed {
+            info!(
+                service = self.name(),
+                "spec changed: replacing the process with the new spec"
+            );
+            self.feed(Event::SpecChanged);
         }
-        // Stop the old generation fully, then start the new one (or start now
-        // from backoff/stopped): the machine's Restart does exactly that.
-        self.feed(Event::Restart, exit, probe_tx);
     }
 
-    fn finish(&mut self, how: ActorEnd) {
-        if let Some(w) = self.worker.take() {
-            w.stop();
-        }
-        match how {
-            ActorEnd::Stopped => {
-                if let Some(t) = self.terminate.take() {
-                    t.abort();
-                }
-                if let Some(cg) = self.cgroup.take() {
-                    let _ = cg.remove();
-                }
-                self.ctx.record(&self.spec.name, None);
-                let mut snap = self
-                    .ctx
-                    .shared
-                    .snapshot
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
-                snap.services.remove(&self.spec.name);
-            }
-            ActorEnd::Detached => {
-                // Leave the process running; the record stays for the next upkeep.
-                if let Some(t) = self.terminate.take() {
-                    t.abort();
-                }
-                self.save_record();
-            }
+    /// Ends the actor: `stopped` removes everything of the service; otherwise
+    /// the process is left running and its record kept for the next upkeep.
+    fn finish(&mut self, stopped: bool) {
+        self.exec.stop_probes();
+        if stopped {
+            self.exec.finish();
+            self.ctx.record(&self.spec.name, None);
+            let mut snap = self
+                .ctx
+                .shared
+                .snapshot
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            snap.services.remove(&self.spec.name);
+        } else {
+            self.save_record();
         }
     }
 
@@ -685,7 +569,8 @@ impl Actor {
             name: self.spec.name.clone(),
             pid: p.pid,
             start_time: p.start_time,
-            spec_hash: self.spec.hash.clone(),
+            spec_hash: p.spec_hash.clone(),
+            exec_hash: p.exec_hash.clone(),
             pgid: p.pid,
             started_at_unix_ms: p
                 .started_wall
@@ -696,19 +581,22 @@ impl Actor {
             ready: self.state.ready,
             started: self.state.started,
             last_exit: self.state.last_exit.map(|(s, _)| s),
-            cgroup: self.cgroup.as_ref().map(|c| c.relative_path()),
+            cgroup: p.cgroup.clone(),
         });
         self.ctx.record(&self.spec.name, rec);
     }
 
     /// Copies the state into the shared snapshot (and the adoption record).
     fn publish(&mut self) {
-        let now_i = Instant::now();
+        let now_i = now_std();
         let now_w = SystemTime::now();
+        // Past and future instants alike (a backoff deadline is in the future).
         let to_wall = |i: Instant| {
-            now_w
-                .checked_sub(now_i.saturating_duration_since(i))
-                .unwrap_or(now_w)
+            if i >= now_i {
+                now_w + (i - now_i)
+            } else {
+                now_w.checked_sub(now_i - i).unwrap_or(now_w)
+            }
         };
         let mut st = ServiceStatus::new(
             &self.spec.name,
@@ -716,9 +604,6 @@ impl Actor {
             now_w,
         );
         st.state = self.state.state_name().to_string();
-        if self.start_pending && self.proc.is_none() && !self.operator_stopped {
-            st.state = "starting".into();
-        }
         st.pid = self.state.pid();
         st.ready = self.state.ready && matches!(self.state.phase, Phase::Running { .. });
         st.live = self.live;
@@ -729,7 +614,16 @@ impl Actor {
             signal: s.signal().map(|n| signal_name(n).to_string()),
             at: rfc3339(to_wall(*at)),
         });
-        st.next_start_at = self.state.deadline().map(to_wall);
+        st.next_start_at = match self.state.phase {
+            Phase::Backoff { until } => Some(to_wall(until)),
+            _ => None,
+        };
+        st.next_start_in_ms = match self.state.phase {
+            Phase::Backoff { until } => {
+                Some(until.saturating_duration_since(now_i).as_millis() as u64)
+            }
+            _ => None,
+        };
         st.message = self.state.message.clone();
         st.start_time = self.proc.as_ref().map(|p| p.started_wall);
         st.exits = self.exits.clone();
@@ -747,59 +641,6 @@ impl Actor {
         if self.proc.is_some() {
             self.save_record();
         }
-    }
-}
-
-/// Kills what is left of a service after its main process ended, and waits
-/// (bounded) until nothing is left.
-///
-/// With a cgroup this is exact (`cgroup.kill`, then wait for "populated 0").
-/// Without one, the process group is used; its id is the main pid, which is
-/// already reaped, so the group is signalled only while it still has members
-/// (a pgid with live members cannot be reused by the kernel).
-async fn clear_group(pgid: u32, cgroup: Option<&Cgroup>) {
-    let alive = match cgroup {
-        Some(cg) => {
-            let populated = cg.populated();
-            if populated {
-                let _ = cg.kill();
-            }
-            populated
-        }
-        None => {
-            spawn::group_alive(pgid) && spawn::signal_group(pgid, libc::SIGKILL).unwrap_or(false)
-        }
-    };
-    if !alive {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut wait = Duration::from_micros(200);
-    loop {
-        let left = match cgroup {
-            Some(cg) => cg.populated(),
-            None => spawn::group_alive(pgid),
-        };
-        if !left {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                pgid,
-                "processes of the service are still present 5s after SIGKILL"
-            );
-            return;
-        }
-        match cgroup {
-            Some(cg) => {
-                let _ = cg.kill();
-            }
-            None => {
-                let _ = spawn::signal_group(pgid, libc::SIGKILL);
-            }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::executor::real::{Env, RealExecutor};
 use upkeep_core::control::{ControlReply, ControlRequest};
 use upkeep_core::crashlog::CrashLog;
 use upkeep_core::exit::signal_name;
@@ -29,11 +29,10 @@ use upkeep_core::snapshot::{rfc3339, LastExit, ManifestError, ServiceStatus, Sha
 use upkeep_core::ExitStatus;
 use upkeep_spec::config::{self, Config, Overrides};
 use upkeep_spec::manifest::{self, ManifestTracker};
-use upkeep_spec::{LogMode, OnExit, Origin, Probes, ServiceSpec};
+use upkeep_spec::{OnExit, Origin, ServiceSpec};
 
 use crate::cgroup::{Cgroup, CgroupRoot};
-use crate::logs::ServiceLog;
-use crate::probe::{self, ExecContext, ProbeKind, ProbeReport, ProbeWorker};
+use crate::probe::{ProbeKind, ProbeReport};
 use crate::reaper::{self, Reaper};
 use crate::spawn;
 use crate::state::{self, ServiceRecord, StateFile};
@@ -75,13 +74,10 @@ pub enum Ended {
 
 /// Commands from the supervisor to a service actor.
 enum Cmd {
-    /// A state machine event (Start, Stop, Restart).
+    /// A state machine event (Restart, Hold, Release).
     Event(Event),
-    /// Operator stop: stop and stay stopped until an operator start.
-    OperatorStop,
-    /// Operator start (clears an operator stop).
-    OperatorStart,
-    /// The spec changed: stop the old process fully, then start with the new spec.
+    /// The spec changed: the actor tells the machine what changed (policy
+    /// applies live; a change of what is executed replaces the process).
     Update(Box<ServiceSpec>),
     /// The service is gone: stop it, then end the actor.
     Remove,
@@ -100,12 +96,7 @@ struct ActorHandle {
 
 /// State shared by all actors.
 struct Ctx {
-    reaper: Arc<Reaper>,
     shared: Arc<Shared>,
-    log_dir: PathBuf,
-    log_max_size: u64,
-    log_max_files: u32,
-    cgroup_root: Option<CgroupRoot>,
     /// Bumped whenever any service's readiness changes (for `after`).
     ready_tx: watch::Sender<u64>,
     /// Adoption records by service name; saved by the state saver.
@@ -136,7 +127,11 @@ impl Ctx {
         self.ready_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn dependencies_ready(&self, after: &[String]) -> bool {
+    /// The services of `after` that are not ready now.
+    fn not_ready(&self, after: &[String]) -> Vec<String> {
+        if after.is_empty() {
+            return Vec::new();
+        }
         let snap = self
             .shared
             .snapshot
@@ -144,7 +139,9 @@ impl Ctx {
             .unwrap_or_else(|p| p.into_inner());
         after
             .iter()
-            .all(|d| snap.services.get(d).is_some_and(|s| s.healthy()))
+            .filter(|d| !snap.services.get(*d).is_some_and(|s| s.healthy()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -167,6 +164,7 @@ pub struct Supervisor {
     config_path: Option<PathBuf>,
     overrides: Overrides,
     ctx: Arc<Ctx>,
+    env: Env,
     actors: HashMap<String, ActorHandle>,
     draining: HashMap<String, JoinHandle<()>>,
     tracker: ManifestTracker,
@@ -179,9 +177,8 @@ impl Supervisor {
     /// Builds the supervisor; call [`Supervisor::run`] inside the runtime.
     pub fn new(opts: Options) -> Self {
         let (ready_tx, _) = watch::channel(0u64);
-        let ctx = Arc::new(Ctx {
+        let env = Env {
             reaper: opts.reaper,
-            shared: opts.shared,
             log_dir: opts.config.log_dir.clone(),
             log_max_size: opts.config.log_max_size,
             log_max_files: opts.config.log_max_files,
@@ -194,6 +191,9 @@ impl Supervisor {
                     None
                 }
             },
+        };
+        let ctx = Arc::new(Ctx {
+            shared: opts.shared,
             ready_tx,
             records: Mutex::new(BTreeMap::new()),
             save: tokio::sync::Notify::new(),
@@ -205,6 +205,7 @@ impl Supervisor {
             config_path: opts.config_path,
             overrides: opts.overrides,
             ctx,
+            env,
             actors: HashMap::new(),
             draining: HashMap::new(),
             tracker: ManifestTracker::new(),
@@ -240,18 +241,7 @@ impl Supervisor {
         self.apply(desired, &mut records);
         // Records of services that are no longer wanted: stop their processes.
         for (name, rec) in std::mem::take(&mut records) {
-            if rec.still_alive() {
-                warn!(service = %name, pid = rec.pid, "process from a previous upkeep is no longer configured: stopping it");
-                let grace = self.cfg.default_stop_timeout;
-                tokio::spawn(async move {
-                    let _ = spawn::signal_group(rec.pgid, libc::SIGTERM);
-                    let deadline = tokio::time::Instant::now() + grace;
-                    while spawn::group_alive(rec.pgid) && tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    let _ = spawn::signal_group(rec.pgid, libc::SIGKILL);
-                });
-            }
+            self.stop_unconfigured(&name, &rec);
         }
         if let Some(tx) = self.on_started.take() {
             let _ = tx.send(());
@@ -304,7 +294,7 @@ impl Supervisor {
         };
         drop(watcher);
         if ended == Ended::Stopped {
-            if let Some(root) = &self.ctx.cgroup_root {
+            if let Some(root) = &self.env.cgroup_root {
                 // Empty once every service is stopped; harmless if not.
                 let _ = root.remove();
             }
@@ -317,12 +307,24 @@ impl Supervisor {
         Ok(ended)
     }
 
-    /// Loads the manifests (in a blocking task) and returns the desired set.
-    async fn rescan(&mut self) -> Vec<ServiceSpec> {
+    /// Loads the manifests (in a blocking task) and returns the desired set;
+    /// `None` when the scan failed unexpectedly (then nothing may change).
+    async fn rescan(&mut self) -> Option<Vec<ServiceSpec>> {
         let cfg = self.cfg.clone();
-        let scan = tokio::task::spawn_blocking(move || manifest::scan(&cfg))
-            .await
-            .unwrap_or_default();
+        let scan = match tokio::task::spawn_blocking(move || manifest::scan(&cfg)).await {
+            Ok(scan) => scan,
+            Err(e) => {
+                // A bug, not an empty directory: keep every service as it is.
+                error!(
+                    "the manifest scan failed unexpectedly ({e}): keeping every service as it is"
+                );
+                self.ctx
+                    .shared
+                    .scan_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+        };
         let desired = self.tracker.update(scan, &self.cfg.services);
         for w in &desired.warnings {
             debug!("{w}");
@@ -359,11 +361,17 @@ impl Supervisor {
         }
         let mut all = self.cfg.services.clone();
         all.extend(desired.services);
-        all
+        Some(all)
     }
 
     /// Diffs the desired set against the actors.
-    fn apply(&mut self, desired: Vec<ServiceSpec>, records: &mut BTreeMap<String, ServiceRecord>) {
+    fn apply(
+        &mut self,
+        desired: Option<Vec<ServiceSpec>>,
+        records: &mut BTreeMap<String, ServiceRecord>,
+    ) {
+        let Some(desired) = desired else { return };
+        self.replace_dead_actors(records);
         let mut wanted: HashMap<String, ServiceSpec> = HashMap::new();
         for s in desired {
             wanted.insert(s.name.clone(), s);
@@ -401,7 +409,8 @@ impl Supervisor {
                         },
                     };
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let actor = Actor::new(spec.clone(), self.ctx.clone());
+                    let exec = Box::new(RealExecutor::new(self.env.clone(), name));
+                    let actor = Actor::new(spec.clone(), self.ctx.clone(), exec);
                     let wait_for = self.draining.remove(name);
                     let join = tokio::spawn(actor.run(initial, rx, wait_for));
                     self.actors.insert(
@@ -418,6 +427,72 @@ impl Supervisor {
         }
     }
 
+    /// Stops the process of a record whose service is no longer configured:
+    /// adopted through a pidfd (identity checked), the stop signal once to
+    /// its group, SIGKILL after the grace, then whatever is left.
+    fn stop_unconfigured(&self, name: &str, rec: &ServiceRecord) {
+        if !rec.still_alive() {
+            return;
+        }
+        warn!(service = %name, pid = rec.pid, "process from a previous upkeep is no longer configured: stopping it");
+        let grace = self.cfg.default_stop_timeout;
+        let mut exec = RealExecutor::new(self.env.clone(), name);
+        let rec = rec.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            use crate::executor::Executor;
+            // A placeholder spec: only the name and the cgroup matter here.
+            let spec = ServiceSpec {
+                name: name.clone(),
+                ..placeholder_spec()
+            };
+            let started = match exec.adopt(&spec, &rec, 1) {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(service = %name, "{e}");
+                    return;
+                }
+            };
+            exec.signal(1, machine::Target::Group, libc::SIGTERM);
+            if tokio::time::timeout(grace, started.exit).await.is_err() {
+                exec.kill(1, machine::Target::Group);
+            }
+            exec.kill_group(1).await;
+            exec.release(1);
+            exec.finish();
+        });
+    }
+
+    /// An actor that ended while still wanted panicked (a bug): say so loudly
+    /// and let `apply` create a new one, which adopts the process from the
+    /// actor's last record instead of starting a second one.
+    fn replace_dead_actors(&mut self, records: &mut BTreeMap<String, ServiceRecord>) {
+        let dead: Vec<String> = self
+            .actors
+            .iter()
+            .filter(|(_, h)| h.join.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in dead {
+            self.actors.remove(&name);
+            error!(service = %name, "the service's actor ended unexpectedly (a bug): replacing it; its process is adopted, not restarted");
+            self.ctx
+                .shared
+                .actor_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let rec = self
+                .ctx
+                .records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .cloned();
+            if let Some(rec) = rec {
+                records.insert(name, rec);
+            }
+        }
+    }
+
     /// True when systemd says the machine is going down
     /// (`systemctl is-system-running` prints `stopping`). Bounded to 2 s; any
     /// doubt (no systemd, no answer) means no.
@@ -426,7 +501,8 @@ impl Supervisor {
             return false;
         }
         let ctx = crate::probe::ExecContext {
-            reaper: self.ctx.reaper.clone(),
+            cgroup: None,
+            reaper: self.env.reaper.clone(),
             env: BTreeMap::from([(
                 "PATH".to_string(),
                 upkeep_spec::config::DEFAULT_PATH.to_string(),
@@ -450,10 +526,18 @@ impl Supervisor {
     /// lost): the cgroup is the record that costs no write. Its spec is unknown,
     /// so the adopted process is restarted with the current spec, never duplicated.
     fn discover(&self, name: &str) -> Option<ServiceRecord> {
-        let root = self.ctx.cgroup_root.as_ref()?;
-        let cg = Cgroup::find_existing(root, name)?;
-        let leader = cg.procs().into_iter().find(|&pid| {
-            reaper::process_stat(pid).is_ok_and(|st| st.session == pid && st.state != 'Z')
+        let root = self.env.cgroup_root.as_ref()?;
+        let svc = Cgroup::find_existing(root, name)?;
+        // The newest generation leaf with a session leader in it (or, from an
+        // upkeep before leaves, the service cgroup itself).
+        let mut candidates = svc.leaves();
+        candidates.reverse();
+        candidates.push(svc);
+        let (cg, leader) = candidates.into_iter().find_map(|cg| {
+            let leader = cg.procs().into_iter().find(|&pid| {
+                reaper::process_stat(pid).is_ok_and(|st| st.session == pid && st.state != 'Z')
+            })?;
+            Some((cg, leader))
         })?;
         let st = reaper::process_stat(leader).ok()?;
         warn!(service = %name, pid = leader, "found a running process in the service's cgroup with no state record: adopting it, then restarting it with the current spec");
@@ -462,6 +546,7 @@ impl Supervisor {
             pid: leader,
             start_time: st.start_time,
             spec_hash: String::new(),
+            exec_hash: String::new(),
             pgid: leader,
             started_at_unix_ms: unix_ms(),
             restarts: 0,
@@ -494,8 +579,8 @@ impl Supervisor {
     fn control_request(&mut self, req: ControlRequest) -> ControlReply {
         let (name, cmd, verb) = match req {
             ControlRequest::Restart(n) => (n, Cmd::Event(Event::Restart), "restarting"),
-            ControlRequest::Stop(n) => (n, Cmd::OperatorStop, "stopping"),
-            ControlRequest::Start(n) => (n, Cmd::OperatorStart, "starting"),
+            ControlRequest::Stop(n) => (n, Cmd::Event(Event::Hold), "stopping"),
+            ControlRequest::Start(n) => (n, Cmd::Event(Event::Release), "starting"),
         };
         match self.actors.get(&name) {
             Some(h) => {
@@ -526,11 +611,11 @@ impl Supervisor {
     /// (a restart rotates by rename instead); called at each re-list.
     fn rotate_logs(&self) {
         for name in self.actors.keys() {
-            let path = crate::logs::log_path(&self.ctx.log_dir, name);
+            let path = crate::logs::log_path(&self.env.log_dir, name);
             if let Err(e) = crate::logs::truncate_rotate_if_needed(
                 &path,
-                self.ctx.log_max_size,
-                self.ctx.log_max_files,
+                self.env.log_max_size,
+                self.env.log_max_files,
             ) {
                 debug!(service = %name, "log rotation: {e}");
             }
@@ -602,6 +687,32 @@ impl Supervisor {
                 Ended::Stopped
             }
         }
+    }
+}
+
+/// A spec that runs nothing, for acting on a process whose spec is gone.
+fn placeholder_spec() -> ServiceSpec {
+    ServiceSpec {
+        name: String::new(),
+        source: PathBuf::new(),
+        origin: Origin::HostService,
+        argv: Vec::new(),
+        env: BTreeMap::new(),
+        working_dir: PathBuf::from("/"),
+        uid: None,
+        gid: None,
+        restart: upkeep_spec::RestartPolicy::Never,
+        backoff: upkeep_spec::BackoffSpec::default(),
+        stop_signal: "SIGTERM".into(),
+        stop_grace: Duration::from_secs(30),
+        pre_stop: None,
+        probes: upkeep_spec::Probes::default(),
+        after: Vec::new(),
+        log: upkeep_spec::LogMode::Inherit,
+        volumes: Vec::new(),
+        resources: upkeep_spec::Resources::default(),
+        kill_mode: upkeep_spec::KillMode::ControlGroup,
+        hash: String::new(),
     }
 }
 

@@ -345,6 +345,7 @@ pub fn ctx() -> ExecContext {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
     );
     ExecContext {
+        cgroup: None,
         reaper,
         env,
         working_dir: PathBuf::from("/"),
