@@ -617,7 +617,8 @@ pub fn step(
                 s.restarts = s.restarts.saturating_add(1);
             }
             s.started_at = Some(now);
-            s.started = false;
+            // Without a startup probe the process counts as started at once.
+            s.started = !s.policy.has_startup_probe;
             s.ready = false;
             s.killed = false;
             s.phase = Phase::Running { pid };

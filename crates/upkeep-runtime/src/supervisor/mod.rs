@@ -146,6 +146,8 @@ impl Ctx {
 }
 
 mod actor;
+#[cfg(test)]
+mod actor_tests;
 mod watcher;
 
 use actor::{Actor, Initial};
@@ -263,8 +265,14 @@ impl Supervisor {
                 _ = sigterm.recv() => break self.shutdown("SIGTERM").await,
                 _ = sigint.recv() => break self.shutdown("SIGINT").await,
                 _ = sighup.recv() => {
+                    let period = self.cfg.relist_period;
                     self.reload().await;
                     watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
+                    if self.cfg.relist_period != period {
+                        relist = tokio::time::interval(self.cfg.relist_period);
+                        relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        relist.reset();
+                    }
                 }
                 Some(()) = watch_rx.recv() => {
                     if rescan_at.is_none() {
@@ -565,9 +573,35 @@ impl Supervisor {
         }
         match cfg {
             Some(mut cfg) => {
-                // The listener, state dir and log dir are fixed for the daemon's lifetime.
-                cfg.listen = self.cfg.listen.clone();
-                cfg.state_dir = self.cfg.state_dir.clone();
+                // Keys bound to resources opened at start-up need a restart
+                // of upkeep; say which, and keep the running values.
+                let mut fixed = Vec::new();
+                if cfg.listen != self.cfg.listen {
+                    fixed.push("listen");
+                    cfg.listen = self.cfg.listen.clone();
+                }
+                if cfg.state_dir != self.cfg.state_dir {
+                    fixed.push("state_dir");
+                    cfg.state_dir = self.cfg.state_dir.clone();
+                }
+                if cfg.log_dir != self.cfg.log_dir {
+                    fixed.push("log_dir");
+                    cfg.log_dir = self.cfg.log_dir.clone();
+                }
+                if cfg.log_max_size != self.cfg.log_max_size {
+                    fixed.push("logs.max_size");
+                    cfg.log_max_size = self.cfg.log_max_size;
+                }
+                if cfg.log_max_files != self.cfg.log_max_files {
+                    fixed.push("logs.max_files");
+                    cfg.log_max_files = self.cfg.log_max_files;
+                }
+                if !fixed.is_empty() {
+                    warn!(
+                        "SIGHUP: {} changed; these take effect only when upkeep restarts (the running values are kept)",
+                        fixed.join(", ")
+                    );
+                }
                 self.cfg = cfg;
                 let desired = self.rescan().await;
                 self.apply(desired, &mut BTreeMap::new());
