@@ -454,3 +454,33 @@ pub fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
         .output()
         .expect("etcdctl is installed (Debian etcd-client; scripts/test.sh installs it)")
 }
+
+impl Daemon {
+    /// Like [`Daemon::spawn`], with upkeep run under `wrapper` (for example
+    /// `unshare -m ... sh -c '...; exec "$@"' sh`), which must exec upkeep
+    /// so that the child's pid is upkeep's.
+    pub fn spawn_wrapped(&mut self, wrapper: &[&str]) {
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("upkeep to answer /health", Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("upkeep exited early: {st}\n{}", self.stderr());
+                }
+            }
+            http_get(port, "/health")
+        });
+    }
+}

@@ -1,0 +1,309 @@
+//! Black-box tests of the engine defects found by hostile testing: each
+//! starts a real upkeep with real services, and finds their processes
+//! through the daemon (its /health pid, the pid's cgroup, files the service
+//! itself writes), never by scanning /proc for a marker.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const FAST: &str = "[defaults.backoff]\ninitial = \"0s\"\nmax = \"100ms\"\nfactor = 2.0\nreset_after = \"10m\"\njitter = 0.0\n";
+
+/// The v2 cgroup directory of `pid`, from `/proc/PID/cgroup`.
+fn cgroup_dir_of(pid: u32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        post.starts_with("cgroup2 ")
+            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    Some(mount.join(rel.trim_start_matches('/')))
+}
+
+fn read_pids(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills (by pid) processes a test's services left on purpose.
+struct Leftovers(Vec<u32>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            if pid_alive(p) {
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Defect 1: after a `cgroup.kill` (here: the main process left a child
+/// behind), every later start was SIGKILLed at birth, for ever.
+#[test]
+fn a_service_that_leaves_children_behind_keeps_restarting_normally() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{FAST}[services.leaver]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$ >> {}/mains; sleep 0.3; exit 1\"]\n",
+        dir.path().display()
+    );
+    let mut d = Daemon::start(&config, &[]);
+    // Five generations, each of which ran its shell to its own `exit 1`.
+    let s = d.wait_service(
+        "leaver",
+        Duration::from_secs(30),
+        "5 restarts",
+        |s| s["restarts"].as_u64().unwrap_or(0) >= 5,
+    );
+    assert_eq!(s["last_exit"]["code"], 1, "{s}");
+    let mains = read_pids(&dir.path().join("mains"));
+    assert!(mains.len() >= 5, "only {} generations ran their script", mains.len());
+    let stderr = d.stderr();
+    assert!(
+        !stderr.contains("killed by signal SIGKILL") && !stderr.contains("not by upkeep"),
+        "generations were killed at birth:\n{stderr}"
+    );
+}
+
+/// Defect 2: exactly one stop signal per stop (the pidfd and then the
+/// process group each delivered one, 1 stop in 10).
+#[test]
+fn every_stop_delivers_exactly_one_stop_signal() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("terms");
+    let prog = format!(
+        "import signal, sys, time\nn = [0]\ndef h(s, f):\n    n[0] += 1\n    open({count:?}, 'a').write('TERM\\n')\nsignal.signal(signal.SIGTERM, h)\nopen({started:?}, 'a').write('up\\n')\nwhile n[0] == 0:\n    time.sleep(0.01)\ntime.sleep(0.3)\nsys.exit(0)\n",
+        count = count.display().to_string(),
+        started = dir.path().join("starts").display().to_string(),
+    );
+    let script = script(dir.path(), "term.py", &prog);
+    let config = format!(
+        "{FAST}[services.counter]\ncommand = [\"python3\", {:?}]\nstop_timeout = \"10s\"\n",
+        script.display().to_string()
+    );
+    let mut d = Daemon::start(&config, &[]);
+    const STOPS: usize = 12;
+    for i in 0..STOPS {
+        let starts = dir.path().join("starts");
+        wait_for("the service to be up", Duration::from_secs(20), || {
+            (read_lines(&starts) > i).then_some(())
+        });
+        let out = d.client(&["restart", "counter"]);
+        assert!(out.status.success(), "{out:?}");
+        wait_for("the stop to complete", Duration::from_secs(20), || {
+            (read_lines(&count) > i).then_some(())
+        });
+    }
+    wait_for("the last start", Duration::from_secs(20), || {
+        (read_lines(&dir.path().join("starts")) > STOPS).then_some(())
+    });
+    d.wait_service("counter", Duration::from_secs(10), "running", |s| {
+        s["state"] == "running"
+    });
+    assert_eq!(
+        read_lines(&count),
+        STOPS,
+        "{STOPS} stops delivered {} SIGTERMs",
+        read_lines(&count)
+    );
+}
+
+fn read_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+}
+
+/// Defect 3: the clone3 child used glibc's setgroups/setgid/setuid, whose
+/// cross-thread broadcast can hang the child. Restart a `runAsUser` service
+/// many times with zero backoff: no start may hang.
+#[test]
+fn a_run_as_user_service_restarts_many_times_without_a_hang() {
+    require_root();
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: nobody
+spec:
+  securityContext:
+    runAsUser: 65534
+    runAsGroup: 65534
+  containers:
+  - name: nobody
+    image: x/true:1
+    command: ["/bin/true"]
+"#;
+    let config = "[defaults.backoff]\ninitial = \"0s\"\nmax = \"0s\"\nfactor = 1.0\nreset_after = \"10m\"\njitter = 0.0\n";
+    let mut d = Daemon::start(config, &[("nobody.yaml", manifest)]);
+    const TARGET: u64 = 1500;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (0u64, Instant::now());
+    loop {
+        let restarts = d
+            .service("nobody")
+            .and_then(|s| s["restarts"].as_u64())
+            .unwrap_or(0);
+        if restarts >= TARGET {
+            break;
+        }
+        if restarts > last.0 {
+            last = (restarts, Instant::now());
+        }
+        // A hung child blocks the supervision thread: restarts stop moving.
+        assert!(
+            last.1.elapsed() < Duration::from_secs(15),
+            "restarts stuck at {restarts} for 15 s\n{}",
+            d.stderr()
+        );
+        assert!(Instant::now() < deadline, "only {restarts} restarts in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = http_get(d.port, "/livez").expect("/livez");
+    assert_eq!(code, 200);
+}
+
+/// Defect 9: exec probes (and preStop hooks) ran in upkeep's own cgroup, so
+/// what they left behind lived for ever. They run in the service's cgroup
+/// and die with it.
+#[test]
+fn what_an_exec_probe_leaves_behind_dies_with_the_service() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let escaped = dir.path().join("escaped");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: probed
+    image: x/probed:1
+    command: ["/bin/sh", "-c", "while true; do sleep 0.1; done"]
+    livenessProbe:
+      exec:
+        command: ["/bin/sh", "-c", "setsid sleep 100 & echo $! >> {}"]
+      periodSeconds: 1
+"#,
+        escaped.display()
+    );
+    let mut d = Daemon::start(FAST, &[("probed.yaml", &manifest)]);
+    let main = d.wait_pid("probed", Duration::from_secs(10), |_| true);
+    wait_for("a probe to leave a process", Duration::from_secs(15), || {
+        (!read_pids(&escaped).is_empty()).then_some(())
+    });
+    let leaked = read_pids(&escaped);
+    let _guard = Leftovers(leaked.clone());
+    let service_cg = cgroup_dir_of(main).expect("the service runs in a cgroup");
+    for &p in &leaked {
+        if pid_alive(p) {
+            assert_eq!(
+                cgroup_dir_of(p).as_deref(),
+                Some(service_cg.as_path()),
+                "probe leftover {p} is outside the service's cgroup"
+            );
+        }
+    }
+    std::fs::remove_file(d.manifests.join("probed.yaml")).unwrap();
+    wait_for("probed removed", Duration::from_secs(20), || {
+        d.service("probed").is_none().then_some(())
+    });
+    for p in read_pids(&escaped) {
+        wait_for(
+            &format!("probe leftover {p} to be gone"),
+            Duration::from_secs(5),
+            || (!pid_alive(p)).then_some(()),
+        );
+    }
+}
+
+/// `kill_mode = "process"` (containerd's shims): what the main process
+/// left behind survives its crash and restart; under the default
+/// (`control-group`) it dies with it.
+#[test]
+fn kill_mode_process_keeps_a_shim_alive_across_a_crash() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = |name: &str| {
+        format!(
+            "[\"/bin/sh\", \"-c\", \"sleep 1000 & echo $! >> {d}/{name}.shims; echo $$ >> {d}/{name}.mains; sleep 0.5; exit 1\"]",
+            d = dir.path().display()
+        )
+    };
+    let config = format!(
+        "{FAST}[services.containerd]\ncommand = {}\nkill_mode = \"process\"\n[services.grouped]\ncommand = {}\n",
+        cmd("containerd"),
+        cmd("grouped")
+    );
+    let mut d = Daemon::start(&config, &[]);
+    for name in ["containerd", "grouped"] {
+        d.wait_service(name, Duration::from_secs(20), "2 restarts", |s| {
+            s["restarts"].as_u64().unwrap_or(0) >= 2
+        });
+    }
+    let shims = read_pids(&dir.path().join("containerd.shims"));
+    let _guard = Leftovers(shims.clone());
+    assert!(shims.len() >= 3);
+    // The shims of the first generations outlived their parents' crashes.
+    for &p in &shims[..2] {
+        assert!(pid_alive(p), "kill_mode=process: shim {p} was killed");
+    }
+    let grouped = read_pids(&dir.path().join("grouped.shims"));
+    let _guard2 = Leftovers(grouped.clone());
+    for &p in &grouped[..2] {
+        wait_for(
+            &format!("control-group leftover {p} to be killed"),
+            Duration::from_secs(5),
+            || (!pid_alive(p)).then_some(()),
+        );
+    }
+}
+
+/// Defect 8: without cgroups, what a main process left in its process group
+/// was not killed. The cgroup filesystems are hidden from upkeep in a
+/// private mount namespace.
+#[test]
+fn without_cgroups_leftovers_in_the_process_group_are_killed() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{FAST}[services.leaver]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $! >> {}/left; sleep 0.3; exit 1\"]\n",
+        dir.path().display()
+    );
+    let mut d = Daemon::prepare(&config, &[]);
+    d.spawn_wrapped(&[
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /sys/fs/cgroup && exec \"$@\"",
+        "sh",
+    ]);
+    d.wait_service("leaver", Duration::from_secs(20), "2 restarts", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(
+        d.stderr().contains("running without cgroups"),
+        "the cgroups were not hidden:\n{}",
+        d.stderr()
+    );
+    let left = read_pids(&dir.path().join("left"));
+    let _guard = Leftovers(left.clone());
+    for &p in &left[..2] {
+        wait_for(
+            &format!("leftover {p} in the process group to be killed"),
+            Duration::from_secs(5),
+            || (!pid_alive(p)).then_some(()),
+        );
+    }
+}
