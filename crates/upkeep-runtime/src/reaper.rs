@@ -29,8 +29,6 @@ use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use upkeep_core::ExitStatus;
@@ -173,8 +171,7 @@ impl Reaper {
             Ok(fd) => fd,
             Err(e) => {
                 // Not reaped yet (we hold the gate), so the pid is still ours.
-                // SAFETY: kill(2) with a pid we own and a valid signal.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                crate::spawn::kill_unreaped_child(pid);
                 return Err(io::Error::new(
                     e.kind(),
                     format!("pidfd_open({pid}) after spawn failed (child killed): {e}"),
@@ -213,8 +210,11 @@ impl Reaper {
             }
             Err((pid, e)) => {
                 if let Some(pid) = pid {
-                    // The failed child exits at once; route its status nowhere
-                    // (not counted as an orphan).
+                    // The failed child exits at once; make sure of it on every
+                    // error path (it is unreaped: we hold the gate, so the pid
+                    // is still ours), and route its status nowhere (not
+                    // counted as an orphan).
+                    crate::spawn::kill_unreaped_child(pid);
                     let (tx, _rx) = oneshot::channel();
                     self.lock_waiters().insert(pid, tx);
                 }
@@ -257,11 +257,8 @@ impl Reaper {
             self.lock_waiters().insert(pid, tx);
         } else {
             let _entered = handle.enter();
-            // SAFETY: the AsyncFd owns this duplicate for its whole lifetime.
-            let watch = unsafe {
-                AsyncFd::register_with_interest(pidfd.try_clone()?, Interest::READABLE)
-                    .map_err(|e| e.into_parts().1)?
-            };
+            // The AsyncFd owns this duplicate for its whole lifetime.
+            let watch = crate::spawn::async_pidfd(pidfd.try_clone()?)?;
             handle.spawn(async move {
                 let mut tx = tx;
                 tokio::select! {
@@ -303,9 +300,7 @@ impl Reaper {
     fn drain(&self) {
         let _write = self.gate.write().unwrap_or_else(|e| e.into_inner());
         loop {
-            let mut raw: libc::c_int = 0;
-            // SAFETY: plain syscall with a valid out pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG | libc::__WALL) };
+            let (pid, raw) = crate::spawn::waitpid_any_nohang();
             if pid == 0 {
                 return;
             }
@@ -366,22 +361,7 @@ pub fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool> {
         Some(sig) => rustix::process::pidfd_send_signal(pidfd, sig).map_err(io::Error::from),
         None => {
             // Signal 0 and real-time signals are not named in rustix.
-            use std::os::fd::AsRawFd;
-            // SAFETY: pidfd_send_signal(2) with a valid fd and NULL info.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                )
-            };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
+            crate::spawn::pidfd_send_signal_raw(pidfd, signal)
         }
     };
     match result {

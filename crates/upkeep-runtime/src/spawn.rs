@@ -659,6 +659,52 @@ fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::R
     Ok(())
 }
 
+/// SIGKILLs a child of ours that is not reaped yet (so its pid cannot have
+/// been reused): the error paths of a spawn.
+pub(crate) fn kill_unreaped_child(pid: u32) {
+    // SAFETY: kill(2) with a pid we own (unreaped) and a valid signal.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// `waitpid(-1, WNOHANG | __WALL)`: (pid, raw status); pid 0 = nothing to
+/// reap, negative = error (see `errno`).
+pub(crate) fn waitpid_any_nohang() -> (libc::pid_t, libc::c_int) {
+    let mut raw: libc::c_int = 0;
+    // SAFETY: plain syscall with a valid out pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG | libc::__WALL) };
+    (pid, raw)
+}
+
+/// `pidfd_send_signal(2)` with a raw signal number (real-time signals and
+/// signal 0, which rustix does not name).
+pub(crate) fn pidfd_send_signal_raw(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) with a valid fd and NULL info.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Registers a pidfd with tokio's reactor, readable once the process exits.
+pub(crate) fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns this descriptor for its whole lifetime and
+    // nothing else closes it.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+            .map_err(|e| e.into_parts().1)
+    }
+}
+
 /// Makes `cmd`'s child join the cgroups behind `fds` (their `cgroup.procs`
 /// files, opened for writing) between fork and exec. A failure leaves the
 /// child where it is.

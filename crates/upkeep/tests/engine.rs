@@ -57,15 +57,16 @@ fn a_service_that_leaves_children_behind_keeps_restarting_normally() {
     );
     let mut d = Daemon::start(&config, &[]);
     // Five generations, each of which ran its shell to its own `exit 1`.
-    let s = d.wait_service(
-        "leaver",
-        Duration::from_secs(30),
-        "5 restarts",
-        |s| s["restarts"].as_u64().unwrap_or(0) >= 5,
-    );
+    let s = d.wait_service("leaver", Duration::from_secs(30), "5 restarts", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 5
+    });
     assert_eq!(s["last_exit"]["code"], 1, "{s}");
     let mains = read_pids(&dir.path().join("mains"));
-    assert!(mains.len() >= 5, "only {} generations ran their script", mains.len());
+    assert!(
+        mains.len() >= 5,
+        "only {} generations ran their script",
+        mains.len()
+    );
     let stderr = d.stderr();
     assert!(
         !stderr.contains("killed by signal SIGKILL") && !stderr.contains("not by upkeep"),
@@ -118,7 +119,10 @@ fn every_stop_delivers_exactly_one_stop_signal() {
 }
 
 fn read_lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 /// Defect 3: the clone3 child used glibc's setgroups/setgid/setuid, whose
@@ -162,7 +166,10 @@ spec:
             "restarts stuck at {restarts} for 15 s\n{}",
             d.stderr()
         );
-        assert!(Instant::now() < deadline, "only {restarts} restarts in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "only {restarts} restarts in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (code, _) = http_get(d.port, "/livez").expect("/livez");
@@ -197,9 +204,11 @@ spec:
     );
     let mut d = Daemon::start(FAST, &[("probed.yaml", &manifest)]);
     let main = d.wait_pid("probed", Duration::from_secs(10), |_| true);
-    wait_for("a probe to leave a process", Duration::from_secs(15), || {
-        (!read_pids(&escaped).is_empty()).then_some(())
-    });
+    wait_for(
+        "a probe to leave a process",
+        Duration::from_secs(15),
+        || (!read_pids(&escaped).is_empty()).then_some(()),
+    );
     let leaked = read_pids(&escaped);
     let _guard = Leftovers(leaked.clone());
     let service_cg = cgroup_dir_of(main).expect("the service runs in a cgroup");

@@ -107,7 +107,10 @@ async fn first_start_spawns_generation_one_and_probes_it() {
     let h = Harness::start(spec("a"));
     settle().await;
     let calls = h.world.calls();
-    assert_eq!(calls[0], Call::Spawn(1, vec!["/bin/daemon".into(), "--v1".into()]));
+    assert_eq!(
+        calls[0],
+        Call::Spawn(1, vec!["/bin/daemon".into(), "--v1".into()])
+    );
     assert!(matches!(calls[1], Call::StartProbes(1, _)));
     assert_eq!(h.world.live(), vec![1]);
     assert_eq!(h.status("a").unwrap().state, "running");
@@ -129,7 +132,10 @@ async fn one_stop_signal_per_stop_even_with_repeated_requests() {
     advance(Duration::from_millis(500)).await;
     assert_eq!(h.signals(1), 1, "{:?}", h.world.calls());
     assert_eq!(
-        h.world.calls().iter().find(|c| matches!(c, Call::Signal(..))),
+        h.world
+            .calls()
+            .iter()
+            .find(|c| matches!(c, Call::Signal(..))),
         Some(&Call::Signal(1, Target::Group, SIGTERM))
     );
     // SIGKILL exactly at the end of the 3 s grace, not before.
@@ -188,7 +194,12 @@ async fn no_new_generation_while_the_old_one_is_not_empty() {
     for _ in 0..30 {
         advance(Duration::from_secs(1)).await;
     }
-    assert_eq!(h.spawns(), 1, "a second generation started: {:?}", h.world.calls());
+    assert_eq!(
+        h.spawns(),
+        1,
+        "a second generation started: {:?}",
+        h.world.calls()
+    );
     let st = h.status("a").unwrap();
     assert_eq!(st.state, "stopping");
     assert!(st.message.contains("still present"), "{}", st.message);
@@ -327,9 +338,7 @@ async fn backoff_deadline_is_in_the_future() {
     settle().await;
     let st = h.status("a").unwrap();
     assert_eq!(st.state, "backoff");
-    let left = st
-        .next_start_in_ms
-        .expect("a countdown while in backoff");
+    let left = st.next_start_in_ms.expect("a countdown while in backoff");
     assert!((3900..=4000).contains(&left), "{left}");
     advance(Duration::from_secs(4)).await;
     assert_eq!(h.spawns(), 3);
