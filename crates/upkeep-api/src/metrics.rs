@@ -92,6 +92,18 @@ const MANIFEST_ERRORS: Def = Def {
     kind: MetricType::GAUGE,
     labels: &[],
 };
+const SERVICE_STUCK: Def = Def {
+    name: "upkeep_service_stuck_seconds",
+    help: "Seconds that processes left by the service's last process have resisted SIGKILL (no new process starts meanwhile); 0 normally.",
+    kind: MetricType::GAUGE,
+    labels: &["service"],
+};
+const INTERNAL_ERRORS: Def = Def {
+    name: "upkeep_internal_errors_total",
+    help: "Bugs upkeep caught and survived, by kind (scan_panic: a manifest scan failed and nothing was changed; actor_panic: a service's actor ended and was replaced; reaper_stopped: the reaping task ended and was restarted).",
+    kind: MetricType::COUNTER,
+    labels: &["kind"],
+};
 const BUILD_INFO: Def = Def {
     name: "upkeep_build_info",
     help: "Always 1; the version label is the running upkeep's version.",
@@ -99,7 +111,9 @@ const BUILD_INFO: Def = Def {
     labels: &["version"],
 };
 
-const SNAPSHOT_DEFS: [&Def; 11] = [
+const SNAPSHOT_DEFS: [&Def; 13] = [
+    &SERVICE_STUCK,
+    &INTERNAL_ERRORS,
     &SERVICE_UP,
     &SERVICE_READY,
     &SERVICE_STATE,
@@ -262,6 +276,7 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
     let (mut up, mut ready, mut state, mut restarts, mut exits) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut start, mut backoff, mut failures, mut durations) = (vec![], vec![], vec![], vec![]);
+    let mut stuck = vec![];
     for s in snapshot.services.values() {
         let svc = [("service", s.name.as_str())];
         up.push(gauge(&svc, bool_value(s.pid.is_some())));
@@ -293,6 +308,11 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
             None => s.next_start_in_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
         };
         backoff.push(gauge(&svc, wait));
+        let stuck_for = s
+            .stuck_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        stuck.push(gauge(&svc, stuck_for));
         for (probe, n) in &s.probe_failures {
             failures.push(counter(
                 &[("service", &s.name), ("probe", probe)],
@@ -316,6 +336,17 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
         family(
             &MANIFEST_ERRORS,
             vec![gauge(&[], snapshot.manifest_errors.len() as f64)],
+        ),
+        family(&SERVICE_STUCK, stuck),
+        family(
+            &INTERNAL_ERRORS,
+            ["scan_panic", "actor_panic", "reaper_stopped"]
+                .iter()
+                .map(|k| {
+                    let n = snapshot.internal_errors.get(*k).copied().unwrap_or(0);
+                    counter(&[("kind", k)], n as f64)
+                })
+                .collect(),
         ),
         family(&BUILD_INFO, vec![gauge(&[("version", version)], 1.0)]),
     ];

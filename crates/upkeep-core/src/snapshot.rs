@@ -87,6 +87,10 @@ pub struct ServiceStatus {
     /// Internal: probe durations by probe (metrics).
     #[serde(skip)]
     pub probe_durations: BTreeMap<String, Histogram>,
+    /// Internal: since when what the last process left behind resists
+    /// SIGKILL (no new process starts meanwhile); `None` normally (metrics).
+    #[serde(skip)]
+    pub stuck_since: Option<SystemTime>,
 }
 
 impl ServiceStatus {
@@ -105,6 +109,7 @@ impl ServiceStatus {
             next_start_in_ms: None,
             message: String::new(),
             next_start_at: None,
+            stuck_since: None,
             start_time: None,
             exits: BTreeMap::new(),
             probe_failures: BTreeMap::new(),
@@ -134,6 +139,10 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceStatus>,
     /// Current manifest problems.
     pub manifest_errors: Vec<ManifestError>,
+    /// Internal: bugs upkeep caught and survived, by kind (`scan_panic`,
+    /// `actor_panic`, `reaper_stopped`) (metrics).
+    #[serde(skip)]
+    pub internal_errors: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -201,8 +210,4 @@ pub struct Shared {
     pub snapshot: std::sync::RwLock<Snapshot>,
     /// Unix time in milliseconds of the supervision loop's last tick.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
-    /// Manifest scans that failed unexpectedly (a bug; nothing was changed).
-    pub scan_failures: std::sync::atomic::AtomicU64,
-    /// Service actors that ended unexpectedly (a bug; they were replaced).
-    pub actor_failures: std::sync::atomic::AtomicU64,
 }

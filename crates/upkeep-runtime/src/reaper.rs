@@ -140,6 +140,13 @@ impl Reaper {
         Ok(reaper)
     }
 
+    /// True while the reaping task runs. It ending (a panic, a closed SIGCHLD
+    /// stream) is a bug that must be noticed: see [`Reaper::start`], which
+    /// restarts it.
+    pub fn task_alive(&self) -> bool {
+        self.task_alive.load(Ordering::SeqCst)
+    }
+
     /// Spawns `cmd` under the reaper's lock, opens a pidfd and registers the pid.
     /// Never use `Child::wait`: the returned `Spawned::exit` is the only way to
     /// learn the status. Any pipes the command asked for are closed; use

@@ -625,6 +625,14 @@ impl Actor {
             _ => None,
         };
         st.message = self.state.message.clone();
+        st.stuck_since = match self.state.phase {
+            Phase::Draining { began, .. }
+                if now_i.saturating_duration_since(began) >= machine::DRAIN_WARN_AFTER =>
+            {
+                Some(to_wall(began))
+            }
+            _ => None,
+        };
         st.start_time = self.proc.as_ref().map(|p| p.started_wall);
         st.exits = self.exits.clone();
         st.probe_failures = self.probe_failures.clone();

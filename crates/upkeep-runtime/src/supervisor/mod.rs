@@ -123,6 +123,16 @@ impl Ctx {
         }
     }
 
+    /// Counts a bug upkeep caught and survived (`upkeep_internal_errors_total`).
+    fn internal_error(&self, kind: &str) {
+        let mut snap = self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *snap.internal_errors.entry(kind.to_string()).or_default() += 1;
+    }
+
     fn bump_ready(&self) {
         self.ready_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -326,10 +336,7 @@ impl Supervisor {
                 error!(
                     "the manifest scan failed unexpectedly ({e}): keeping every service as it is"
                 );
-                self.ctx
-                    .shared
-                    .scan_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ctx.internal_error("scan_panic");
                 return None;
             }
         };
@@ -484,10 +491,7 @@ impl Supervisor {
         for name in dead {
             self.actors.remove(&name);
             error!(service = %name, "the service's actor ended unexpectedly (a bug): replacing it; its process is adopted, not restarted");
-            self.ctx
-                .shared
-                .actor_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.internal_error("reaper_stopped");
             let rec = self
                 .ctx
                 .records
@@ -634,6 +638,13 @@ impl Supervisor {
 
     /// Stamps the heartbeat (/livez, watchdog) and forgets finished actors.
     fn beat(&mut self) {
+        if !self.env.reaper.task_alive() {
+            error!("the reaper task ended unexpectedly (a bug): restarting it");
+            self.ctx.internal_error("reaper_stopped");
+            if let Err(e) = Reaper::start() {
+                error!("cannot restart the reaper: {e}");
+            }
+        }
         self.ctx
             .shared
             .heartbeat_ms
