@@ -29,3 +29,4 @@ pub mod signal;
 pub mod spawn;
 pub mod state;
 pub mod supervisor;
+pub mod volumes;

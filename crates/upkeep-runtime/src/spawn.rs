@@ -8,20 +8,18 @@
 //! outlive upkeep (design.md section 6).
 //!
 //! Also here: process-group signalling ([`signal_group`], [`group_alive`]) and
-//! hostPath volume preparation ([`prepare_volumes`]).
+//! (hostPath volumes are prepared in [`crate::volumes`]).
 
 use crate::cgroup::Cgroup;
-use crate::logs::LogFile;
 use crate::reaper::{Reaper, Spawned};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use upkeep_spec::{HostPathType, HostPathVolume};
 
 /// `PATH` used to resolve a bare program name when the service's environment
 /// has none (the value container runtimes default to).
@@ -37,8 +35,6 @@ pub enum Output<'a> {
     /// A file descriptor (normally the service's log file, opened `O_APPEND`);
     /// it is duplicated for the child.
     Fd(BorrowedFd<'a>),
-    /// A service log file.
-    File(&'a LogFile),
 }
 
 impl Output<'_> {
@@ -47,7 +43,6 @@ impl Output<'_> {
             Output::Inherit => Stdio::inherit(),
             Output::Null => Stdio::null(),
             Output::Fd(fd) => Stdio::from(fd.try_clone_to_owned()?),
-            Output::File(f) => Stdio::from(f.fd()?),
         })
     }
 }
@@ -216,7 +211,6 @@ impl<'a> SpawnRequest<'a> {
                     fs::OpenOptions::new().write(true).open("/dev/null")?,
                 )),
                 Output::Fd(fd) => Some(fd.try_clone_to_owned()?),
-                Output::File(f) => Some(f.fd()?),
             })
         };
         let stdout = out_fd(&self.stdout).map_err(fail)?;
@@ -755,87 +749,6 @@ pub fn group_alive(pgid: u32) -> bool {
         return true;
     }
     io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Prepares hostPath volumes like the kubelet: creates `DirectoryOrCreate`
-/// (0755) and `FileOrCreate` (parents 0755, empty file 0644) paths and checks
-/// that typed paths exist with that type. All problems are reported, one per
-/// line, each naming the path and why.
-pub fn prepare_volumes(volumes: &[HostPathVolume]) -> Result<(), String> {
-    let problems: Vec<String> = volumes
-        .iter()
-        .filter_map(|v| prepare_volume(v).err())
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    }
-}
-
-fn prepare_volume(v: &HostPathVolume) -> Result<(), String> {
-    let path = &v.path;
-    let shown = path.display();
-    let meta = fs::metadata(path);
-    let must_be = |what: &str, ok: fn(&fs::FileType) -> bool| -> Result<(), String> {
-        match &meta {
-            Ok(m) if ok(&m.file_type()) => Ok(()),
-            Ok(_) => Err(format!("hostPath {shown}: exists but is not a {what}")),
-            Err(e) => Err(format!("hostPath {shown}: must be an existing {what}: {e}")),
-        }
-    };
-    match v.kind {
-        HostPathType::Unchecked => Ok(()),
-        HostPathType::DirectoryOrCreate => match &meta {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(format!("hostPath {shown}: exists but is not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(path)
-                .map_err(|e| format!("hostPath {shown}: cannot create directory: {e}")),
-            Err(e) => Err(format!("hostPath {shown}: {e}")),
-        },
-        HostPathType::FileOrCreate => match &meta {
-            Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!(
-                "hostPath {shown}: exists but is not a regular file"
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_file(path).map_err(|e| format!("hostPath {shown}: cannot create file: {e}"))
-            }
-            Err(e) => Err(format!("hostPath {shown}: {e}")),
-        },
-        HostPathType::Directory => must_be("directory", |t| t.is_dir()),
-        HostPathType::File => must_be("regular file", |t| t.is_file()),
-        HostPathType::Socket => must_be("unix socket", |t| t.is_socket()),
-        HostPathType::CharDevice => must_be("character device", |t| t.is_char_device()),
-        HostPathType::BlockDevice => must_be("block device", |t| t.is_block_device()),
-    }
-}
-
-fn create_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)?;
-    // The umask may have narrowed the mode of the last component.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-}
-
-fn create_file(path: &Path) -> io::Result<()> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.is_dir() {
-            create_dir(parent)?;
-        }
-    }
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-    {
-        Ok(f) => f.set_permissions(fs::Permissions::from_mode(0o644)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -126,45 +126,93 @@ pub fn save(dir: &Path, state: &StateFile) -> io::Result<()> {
         .map_err(|e| ctx("sync directory", dir, e))
 }
 
+/// Why a state file was not used.
+#[derive(Debug, thiserror::Error)]
+#[error("state file {}: {problem}; ignored", path.display())]
+pub struct StateError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// What is wrong with it.
+    pub problem: StateProblem,
+}
+
+/// What is wrong with a state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateProblem {
+    /// It cannot be read.
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    /// It is larger than upkeep ever writes.
+    #[error("larger than {0} bytes")]
+    TooBig(u64),
+    /// It is not JSON.
+    #[error("not valid JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    /// It is JSON but not the shape of a state file.
+    #[error("unexpected content ({0})")]
+    Content(#[source] serde_json::Error),
+    /// It has no version field.
+    #[error("no version field")]
+    NoVersion,
+    /// It has another version.
+    #[error("version {found}, this upkeep reads version {expected}")]
+    Version {
+        /// The version found.
+        found: u64,
+        /// The version this upkeep reads.
+        expected: u32,
+    },
+    /// A record is filed under another service's name.
+    #[error("record {key:?} names service {name:?}")]
+    Mismatch {
+        /// The key.
+        key: String,
+        /// The name in the record.
+        name: String,
+    },
+}
+
 /// Reads `<dir>/state.json`: `Ok(None)` if there is none; `Err` (to log,
 /// then start from scratch) if it is unreadable, too big, not JSON, not our
 /// format, or from another version.
-pub fn load(dir: &Path) -> Result<Option<StateFile>, String> {
+pub fn load(dir: &Path) -> Result<Option<StateFile>, StateError> {
     let path = dir.join(STATE_FILE);
-    let shown = path.display();
+    let err = |problem| StateError {
+        path: path.clone(),
+        problem,
+    };
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("state file {shown}: {e}")),
+        Err(e) => return Err(err(StateProblem::Io(e))),
     };
     let mut bytes = Vec::new();
     file.take(MAX_STATE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("state file {shown}: {e}"))?;
+        .map_err(|e| err(StateProblem::Io(e)))?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err(format!(
-            "state file {shown}: larger than {MAX_STATE_BYTES} bytes; ignored"
-        ));
+        return Err(err(StateProblem::TooBig(MAX_STATE_BYTES)));
     }
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("state file {shown}: not valid JSON ({e}); ignored"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| err(StateProblem::NotJson(e)))?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(STATE_VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-            "state file {shown}: version {v}, this upkeep reads version {STATE_VERSION}; ignored"
-        ))
+        Some(found) => {
+            return Err(err(StateProblem::Version {
+                found,
+                expected: STATE_VERSION,
+            }))
         }
-        None => return Err(format!("state file {shown}: no version field; ignored")),
+        None => return Err(err(StateProblem::NoVersion)),
     }
-    let state: StateFile = serde_json::from_value(value)
-        .map_err(|e| format!("state file {shown}: unexpected content ({e}); ignored"))?;
+    let state: StateFile =
+        serde_json::from_value(value).map_err(|e| err(StateProblem::Content(e)))?;
     for (key, rec) in &state.services {
         if *key != rec.name {
-            return Err(format!(
-                "state file {shown}: record {key:?} names service {:?}; ignored",
-                rec.name
-            ));
+            return Err(err(StateProblem::Mismatch {
+                key: key.clone(),
+                name: rec.name.clone(),
+            }));
         }
     }
     Ok(Some(state))

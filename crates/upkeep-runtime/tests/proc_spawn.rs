@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use upkeep_core::ExitStatus;
 use upkeep_runtime::reaper::{pidfd_signal, process_stat};
-use upkeep_runtime::spawn::{group_alive, prepare_volumes, signal_group, Output, SpawnRequest};
+use upkeep_runtime::spawn::{group_alive, signal_group, Output, SpawnRequest};
+use upkeep_runtime::volumes::prepare_volumes;
 use upkeep_spec::{HostPathType, HostPathVolume};
 
 /// Runs argv with stdout+stderr to a file; returns (status, output).
@@ -267,6 +268,7 @@ fn volumes_are_prepared_like_the_kubelet() {
         vol(d.join("existing/sub"), HostPathType::DirectoryOrCreate),
     ];
     let err = prepare_volumes(&bad).unwrap_err();
+    let err = err.to_string();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), bad.len(), "{err}");
     assert!(

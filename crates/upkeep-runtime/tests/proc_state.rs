@@ -100,7 +100,7 @@ fn corrupt_and_foreign_files_are_errors_not_trusted() {
     ];
     for (text, expect) in cases {
         fs::write(&path, &text).unwrap();
-        let err = load(dir.path()).unwrap_err();
+        let err = load(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains(expect),
             "{expect:?} not in {err:?} for {text:?}"
@@ -109,7 +109,10 @@ fn corrupt_and_foreign_files_are_errors_not_trusted() {
     }
     // Too big to be ours.
     fs::write(&path, vec![b' '; (16 << 20) + 10]).unwrap();
-    assert!(load(dir.path()).unwrap_err().contains("larger than"));
+    assert!(load(dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("larger than"));
     // Unreadable (a directory in its place).
     fs::remove_file(&path).unwrap();
     fs::create_dir(&path).unwrap();

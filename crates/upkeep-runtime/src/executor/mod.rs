@@ -62,11 +62,11 @@ impl std::fmt::Debug for Started {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// A hostPath volume could not be prepared.
-    #[error("{0}")]
-    Volumes(String),
+    #[error(transparent)]
+    Volumes(#[from] crate::volumes::VolumesError),
     /// The spawn failed (the message names the program and the cause).
-    #[error("{0}")]
-    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Spawn(std::io::Error),
     /// The process to adopt is gone or is not the recorded one.
     #[error("cannot adopt pid {pid}: {why}")]
     Adopt {

@@ -141,7 +141,7 @@ impl RealExecutor {
 
 impl Executor for RealExecutor {
     fn spawn(&mut self, spec: &ServiceSpec, gen: Gen) -> Result<Started, ExecError> {
-        spawn::prepare_volumes(&spec.volumes).map_err(ExecError::Volumes)?;
+        crate::volumes::prepare_volumes(&spec.volumes)?;
         let leaf = self.new_leaf(spec);
         let out = match spec.log {
             LogMode::Inherit => None,
