@@ -98,10 +98,16 @@ impl ManifestTracker {
             }
         }
         // Claim names: host services first, then files already running, then new ones.
-        let mut claimed_services: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut claimed_services: BTreeMap<String, Claim> = BTreeMap::new();
         let mut claimed_pods: BTreeMap<String, PathBuf> = BTreeMap::new();
         for s in host_services {
-            claimed_services.insert(s.name.clone(), s.source.clone());
+            claimed_services.insert(
+                s.name.clone(),
+                Claim {
+                    file: s.source.clone(),
+                    field: format!("services.{}", s.name),
+                },
+            );
         }
         let known: Vec<PathBuf> = candidates
             .keys()
@@ -126,14 +132,16 @@ impl ManifestTracker {
                         chosen = Some(pod);
                         break;
                     }
-                    Some((other, what)) => {
+                    Some(c) => {
                         if is_new {
                             desired.errors.push(Diagnostic::error(
                                 &path,
-                                Some("metadata.name".into()),
+                                Some(c.field),
                                 format!(
-                                    "duplicate {what}: already defined by {}, which stays; this version of the file is not started",
-                                    other.display()
+                                    "duplicate {}: already defined by {} ({}), which stays; this version of the file is not started",
+                                    c.what,
+                                    c.other.file.display(),
+                                    c.other.field
                                 ),
                             ));
                         }
@@ -142,8 +150,12 @@ impl ManifestTracker {
             }
             if let Some(pod) = chosen {
                 claimed_pods.insert(pod.pod_name.clone(), path.clone());
-                for s in &pod.services {
-                    claimed_services.insert(s.name.clone(), path.clone());
+                for (i, s) in pod.services.iter().enumerate() {
+                    let claim = Claim {
+                        file: path.clone(),
+                        field: service_field(&pod, i),
+                    };
+                    claimed_services.insert(s.name.clone(), claim);
                 }
                 accepted.insert(path, pod);
             }
@@ -154,20 +166,59 @@ impl ManifestTracker {
     }
 }
 
-/// The file already holding one of `pod`'s names, and which name.
+/// Who holds a service name: the file and the field that gave it.
+#[derive(Debug, Clone)]
+struct Claim {
+    file: PathBuf,
+    field: String,
+}
+
+/// A name of a pod that is already taken.
+struct Conflict {
+    /// The field of the pod that gave the name.
+    field: String,
+    /// What is duplicated, e.g. `service name "etcd"`.
+    what: String,
+    /// Who holds it.
+    other: Claim,
+}
+
+/// The field a pod's `i`th service takes its name from: the pod name for a
+/// single container, else the container name.
+fn service_field(pod: &LoadedPod, i: usize) -> String {
+    if pod.services.len() == 1 {
+        "metadata.name".to_string()
+    } else {
+        format!("spec.containers[{i}].name")
+    }
+}
+
+/// The first of `pod`'s names (pod name, then service names) that another
+/// source already holds.
 fn conflict(
     pod: &LoadedPod,
     path: &Path,
-    services: &BTreeMap<String, PathBuf>,
+    services: &BTreeMap<String, Claim>,
     pods: &BTreeMap<String, PathBuf>,
-) -> Option<(PathBuf, String)> {
+) -> Option<Conflict> {
     if let Some(other) = pods.get(&pod.pod_name).filter(|o| o.as_path() != path) {
-        return Some((other.clone(), format!("pod name {:?}", pod.pod_name)));
+        return Some(Conflict {
+            field: "metadata.name".to_string(),
+            what: format!("pod name {:?}", pod.pod_name),
+            other: Claim {
+                file: other.clone(),
+                field: "metadata.name".to_string(),
+            },
+        });
     }
-    pod.services.iter().find_map(|s| {
+    pod.services.iter().enumerate().find_map(|(i, s)| {
         services
             .get(&s.name)
-            .filter(|o| o.as_path() != path)
-            .map(|o| (o.clone(), format!("service name {:?}", s.name)))
+            .filter(|o| o.file.as_path() != path)
+            .map(|o| Conflict {
+                field: service_field(pod, i),
+                what: format!("service name {:?}", s.name),
+                other: o.clone(),
+            })
     })
 }
