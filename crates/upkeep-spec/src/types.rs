@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use crate::duration::{serde_opt_str, serde_str};
 
+/// The longest stop grace upkeep accepts (1 hour): `stop_timeout` above it
+/// is a config error, and a manifest's `terminationGracePeriodSeconds` (pod or
+/// probe) above it is clamped to it with a warning (the kubelet has no such
+/// limit, and a manifest it accepts should still run). Any longer would hold
+/// a stop, a restart or upkeep's own shutdown for longer than an operator
+/// would wait, and `9223372036854775807` overflows a deadline.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+
 /// One supervised process: a host service from the config or one container of
 /// a static Pod.
 #[derive(Debug, Clone, PartialEq, Serialize)]

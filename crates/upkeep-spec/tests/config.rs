@@ -423,3 +423,69 @@ fn documented_full_example_is_valid() {
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.services[1].after, ["containerd"]);
 }
+
+#[test]
+fn uid_and_gid_minus_one_are_rejected() {
+    for (text, field, why) in [
+        ("user = 4294967295", "services.a.user", "(uid_t)-1"),
+        ("user = \"4294967295\"", "services.a.user", "(uid_t)-1"),
+        ("group = 4294967295", "services.a.group", "(gid_t)-1"),
+        ("group = \"4294967295\"", "services.a.group", "(gid_t)-1"),
+    ] {
+        let d = errors(&format!("[services.a]\ncommand = [\"/a\"]\n{text}\n"));
+        assert!(
+            has_error(&d, &["test.toml", field, "4294967295", why]),
+            "{text}: {d:#?}"
+        );
+    }
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nuser = 4294967294\ngroup = 4294967294\n");
+    assert_eq!(c.services[0].uid, Some(4_294_967_294));
+    assert_eq!(c.services[0].gid, Some(4_294_967_294));
+}
+
+#[test]
+fn nul_bytes_in_argv_and_env_are_rejected() {
+    let d = errors(
+        "[services.a]\ncommand = [\"/a\", \"x\\u0000y\"]\nargs = [\"\\u0000\"]\nenv = { \"K\\u0000\" = \"v\", K2 = \"v\\u0000\" }\nliveness = { exec = [\"/p\", \"\\u0000\"] }\n",
+    );
+    for field in [
+        "services.a.command[1]",
+        "services.a.args[0]",
+        "services.a.env",
+        "services.a.env.K2",
+        "services.a.liveness.exec[1]",
+    ] {
+        assert!(has_error(&d, &[field, "NUL"]), "{field}: {d:#?}");
+    }
+}
+
+#[test]
+fn stop_timeout_above_the_cap_is_an_error() {
+    let d = errors("[services.a]\ncommand = [\"/a\"]\nstop_timeout = \"2h\"\n");
+    assert!(
+        has_error(&d, &["services.a.stop_timeout", "at most 1h"]),
+        "{d:#?}"
+    );
+    let d = errors("[defaults]\nstop_timeout = \"3601s\"\n");
+    assert!(
+        has_error(&d, &["defaults.stop_timeout", "at most 1h"]),
+        "{d:#?}"
+    );
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nstop_timeout = \"1h\"\n");
+    assert_eq!(c.services[0].stop_grace, upkeep_spec::MAX_STOP_GRACE);
+}
+
+#[test]
+fn every_problem_of_a_service_is_reported_together() {
+    // A bad command used to hide the unknown `after` target.
+    let d = errors("[services.a]\ncommand = []\nafter = [\"nope\"]\n");
+    assert!(has_error(&d, &["services.a.command"]), "{d:#?}");
+    assert!(
+        has_error(&d, &["services.a.after", "unknown service", "nope"]),
+        "{d:#?}"
+    );
+    let d = errors("[services.a]\nafter = [\"nope\"]\nstop_signal = \"SIGNOPE\"\n");
+    assert!(has_error(&d, &["services.a.command", "missing"]), "{d:#?}");
+    assert!(has_error(&d, &["services.a.after", "nope"]), "{d:#?}");
+    assert!(has_error(&d, &["services.a.stop_signal"]), "{d:#?}");
+}

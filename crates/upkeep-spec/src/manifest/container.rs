@@ -8,7 +8,7 @@ use super::pod::{read_security_context, PodInfo};
 use super::probes::{read_probe, ProbeEnv, ProbeKind};
 use super::volumes::{same_path, VolumeInfo};
 use super::{dns_label, iana_svc_name};
-use crate::config::{Config, DEFAULT_PATH};
+use crate::config::{bad_env_name, Config, DEFAULT_PATH};
 use crate::diag::Severity;
 use crate::expand::{expand, static_lookup};
 use crate::hash::spec_hash;
@@ -104,10 +104,10 @@ pub(super) fn read_container(
     };
     let command = f
         .get_some("command")
-        .and_then(|n| ctx.string_list(n, &format!("{path}.command")));
+        .and_then(|n| ctx.argv_list(n, &format!("{path}.command")));
     let args = f
         .get_some("args")
-        .and_then(|n| ctx.string_list(n, &format!("{path}.args")))
+        .and_then(|n| ctx.argv_list(n, &format!("{path}.args")))
         .unwrap_or_default();
     let mut working_dir = PathBuf::from("/");
     if let Some(n) = f.get_some("workingDir") {
@@ -426,15 +426,11 @@ fn read_env(
         };
         let name = match f.get_some("name") {
             Some(v) => ctx.string(v, &f.sub("name")).filter(|s| {
-                let ok = !s.is_empty() && !s.contains('=') && !s.contains('\0');
-                if !ok {
-                    ctx.error(
-                        v,
-                        &format!("{ep}.name"),
-                        format!("{s:?} is not a valid variable name"),
-                    );
+                let why = bad_env_name(s);
+                if let Some(why) = &why {
+                    ctx.error(v, &format!("{ep}.name"), why);
                 }
-                ok
+                why.is_none()
             }),
             None => {
                 ctx.error(item, &f.sub("name"), "missing");
@@ -466,7 +462,11 @@ fn read_env(
             _ => Some(String::new()),
         };
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
-            ctx.error(item, &ep, "the value contains a NUL byte");
+            ctx.error(
+                item,
+                &format!("{ep}.value"),
+                "the value contains a NUL byte: execve(2) would cut it there",
+            );
         }
         env.push(EnvEntry {
             name,
@@ -675,7 +675,7 @@ pub(super) fn read_exec(
 ) -> Option<Vec<String>> {
     let mut f = ctx.fields(n, path)?;
     let cmd = match f.get_some("command") {
-        Some(c) => ctx.string_list(c, &f.sub("command")),
+        Some(c) => ctx.argv_list(c, &f.sub("command")),
         None => None,
     };
     f.finish(ctx, Severity::Warning);

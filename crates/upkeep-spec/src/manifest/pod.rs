@@ -11,7 +11,7 @@ use crate::config::{resolve_group, resolve_user, Config};
 use crate::diag::Severity;
 use crate::hash::fnv1a_128_hex;
 use crate::node::{Ctx, Fields, Kind, Node};
-use crate::types::{Origin, RestartPolicy, ServiceSpec};
+use crate::types::{Origin, RestartPolicy, ServiceSpec, MAX_STOP_GRACE};
 
 /// Facts about the pod that containers need.
 pub(super) struct PodInfo {
@@ -88,6 +88,29 @@ const POD_SPEC_UNSUPPORTED: &[(&str, &str)] = &[
         "pod-level resources are not supported; set them per container",
     ),
 ];
+
+/// A `terminationGracePeriodSeconds` (pod or probe) of at least `min`,
+/// clamped to [`MAX_STOP_GRACE`] with a warning when above it.
+pub(super) fn grace_seconds(
+    ctx: &mut Ctx<'_>,
+    n: &Node,
+    path: &str,
+    min: i128,
+) -> Option<Duration> {
+    let s = ctx.int_in(n, path, min, i64::MAX.into())?;
+    let max = MAX_STOP_GRACE.as_secs();
+    match u64::try_from(s) {
+        Ok(s) if s <= max => Some(Duration::from_secs(s)),
+        _ => {
+            ctx.warn(
+                n,
+                path,
+                format!("{s} seconds is more than upkeep's maximum grace of {max} seconds (1 hour); {max} is used"),
+            );
+            Some(MAX_STOP_GRACE)
+        }
+    }
+}
 
 /// Walks the whole document. Returns the pod name and its services when the
 /// pod got far enough to resolve (errors may still be in `ctx`).
@@ -333,8 +356,8 @@ fn read_spec(
         }
     }
     if let Some(n) = f.get_some("terminationGracePeriodSeconds") {
-        if let Some(s) = ctx.int_in(n, "spec.terminationGracePeriodSeconds", 0, i64::MAX.into()) {
-            info.grace = Duration::from_secs(s as u64);
+        if let Some(g) = grace_seconds(ctx, n, "spec.terminationGracePeriodSeconds", 0) {
+            info.grace = g;
         }
     }
     if let Some(n) = f.get("securityContext") {
@@ -399,12 +422,18 @@ pub(super) fn read_security_context(
     let mut non_root = None;
     if let Some(n) = f.get_some("runAsUser") {
         if let Some(i) = ctx.int_in(n, &f.sub("runAsUser"), 0, u32::MAX.into()) {
-            user = resolve_user(&Kind::Int(i)).ok();
+            match resolve_user(&Kind::Int(i)) {
+                Ok(u) => user = Some(u),
+                Err(e) => ctx.error(n, &f.sub("runAsUser"), e),
+            }
         }
     }
     if let Some(n) = f.get_some("runAsGroup") {
         if let Some(i) = ctx.int_in(n, &f.sub("runAsGroup"), 0, u32::MAX.into()) {
-            group = resolve_group(&Kind::Int(i)).ok();
+            match resolve_group(&Kind::Int(i)) {
+                Ok(g) => group = Some(g),
+                Err(e) => ctx.error(n, &f.sub("runAsGroup"), e),
+            }
         }
     }
     if let Some(n) = f.get_some("runAsNonRoot") {

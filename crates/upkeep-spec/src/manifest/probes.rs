@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::container::read_exec;
 use super::iana_svc_name;
+use super::pod::grace_seconds;
 use crate::diag::Severity;
 use crate::node::{Ctx, Fields, Kind, Node};
 use crate::types::{Probe, ProbeHandler, Scheme};
@@ -160,13 +161,8 @@ pub(super) fn read_probe(
                 &f.sub("terminationGracePeriodSeconds"),
                 "not allowed on a readiness probe",
             );
-        } else if let Some(s) = ctx.int_in(
-            v,
-            &f.sub("terminationGracePeriodSeconds"),
-            1,
-            i64::MAX.into(),
-        ) {
-            termination_grace = Some(Duration::from_secs(s as u64));
+        } else {
+            termination_grace = grace_seconds(ctx, v, &f.sub("terminationGracePeriodSeconds"), 1);
         }
     }
     if kind != ProbeKind::Readiness && success != 1 {

@@ -140,6 +140,14 @@ fn read_host_path(ctx: &mut Ctx<'_>, n: &Node, path: &str) -> Option<VolumeInfo>
         );
         return None;
     }
+    if p.split('/').any(|c| c == "..") {
+        ctx.error(
+            n,
+            &format!("{path}.path"),
+            format!("{p:?} has a `..` component: write the path without it (the kubelet refuses it too)"),
+        );
+        return None;
+    }
     Some(VolumeInfo::HostPath(PathBuf::from(p), kind))
 }
 
