@@ -14,8 +14,8 @@ use crate::diag::{Diagnostic, Severity};
 use crate::hash::spec_hash;
 use crate::node::{self, Ctx, Kind, Node};
 use crate::types::{
-    BackoffSpec, LogMode, OnExit, Origin, Probe, ProbeHandler, Probes, Resources, RestartPolicy,
-    Scheme, ServiceSpec, MAX_STOP_GRACE,
+    BackoffSpec, KillMode, LogMode, OnExit, Origin, Probe, ProbeHandler, Probes, Resources,
+    RestartPolicy, Scheme, ServiceSpec, MAX_STOP_GRACE,
 };
 
 /// Default config path.
@@ -78,6 +78,8 @@ pub struct Config {
     pub default_backoff: BackoffSpec,
     /// Grace period for host services unless overridden.
     pub default_stop_timeout: Duration,
+    /// Kill mode for host services unless overridden.
+    pub default_kill_mode: KillMode,
     /// Image (without tag) -> entrypoint, for containers with no `command`.
     pub images: BTreeMap<String, Vec<String>>,
     /// The resolved host services, in file order.
@@ -104,6 +106,7 @@ impl Config {
             log_max_files: DEFAULT_LOG_MAX_FILES,
             default_backoff: BackoffSpec::default(),
             default_stop_timeout: DEFAULT_STOP_TIMEOUT,
+            default_kill_mode: KillMode::ControlGroup,
             images: BTreeMap::new(),
             services: Vec::new(),
         }
@@ -426,12 +429,33 @@ fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
             cfg.default_stop_timeout = d;
         }
     }
+    if let Some(v) = f.get("kill_mode") {
+        if let Some(m) = kill_mode(ctx, v, "defaults.kill_mode") {
+            cfg.default_kill_mode = m;
+        }
+    }
     if let Some(v) = f.get("backoff") {
         if let Some(b) = read_backoff(ctx, v, "defaults.backoff", BackoffSpec::default()) {
             cfg.default_backoff = b;
         }
     }
     f.finish(ctx, Severity::Error);
+}
+
+/// A `kill_mode`: `"control-group"`, `"process"` or `"mixed"`.
+fn kill_mode(ctx: &mut Ctx<'_>, v: &Node, path: &str) -> Option<KillMode> {
+    let s = ctx.string(v, path)?;
+    let m = KillMode::from_name(&s);
+    if m.is_none() {
+        ctx.error(
+            v,
+            path,
+            format!(
+                "{s:?}: expected \"control-group\", \"process\" or \"mixed\" (systemd's KillMode)"
+            ),
+        );
+    }
+    m
 }
 
 /// A `stop_timeout`: a duration of at most [`MAX_STOP_GRACE`].
@@ -880,6 +904,12 @@ fn read_service(
             stop_grace = d;
         }
     }
+    let mut kill = cfg.default_kill_mode;
+    if let Some(v) = f.get("kill_mode") {
+        if let Some(m) = kill_mode(ctx, v, &f.sub("kill_mode")) {
+            kill = m;
+        }
+    }
     let mut backoff = cfg.default_backoff;
     if let Some(v) = f.get("backoff") {
         if let Some(b) = read_backoff(ctx, v, &f.sub("backoff"), cfg.default_backoff) {
@@ -926,6 +956,7 @@ fn read_service(
         backoff,
         stop_signal,
         stop_grace,
+        kill_mode: kill,
         pre_stop: None,
         probes,
         after: afters.iter().map(|(a, _)| a.clone()).collect(),

@@ -47,6 +47,9 @@ pub struct ServiceSpec {
     /// Grace period between the stop signal and SIGKILL.
     #[serde(with = "serde_str")]
     pub stop_grace: Duration,
+    /// What the stop signal and the final SIGKILL reach (systemd's
+    /// KillMode). Always [`KillMode::ControlGroup`] for static pods.
+    pub kill_mode: KillMode,
     /// preStop exec hook, run inside the grace period before the stop signal.
     pub pre_stop: Option<Vec<String>>,
     /// Health probes.
@@ -91,6 +94,50 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never restart.
     Never,
+}
+
+/// What a stop reaches, as systemd's `KillMode=` (a host service's
+/// `kill_mode`). Written as the operator writes it: `"control-group"`,
+/// `"process"`, `"mixed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillMode {
+    /// The stop signal goes to the whole group, and everything left in the
+    /// service's cgroup after the grace is killed with it (the default, and
+    /// always the case for static pods).
+    #[default]
+    ControlGroup,
+    /// Only the main process is signalled; whatever it leaves behind
+    /// survives the service (containerd and its shims).
+    Process,
+    /// The stop signal goes to the main process only; after the grace,
+    /// SIGKILL goes to everything left in the cgroup.
+    Mixed,
+}
+
+impl KillMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [KillMode; 3] = [KillMode::ControlGroup, KillMode::Process, KillMode::Mixed];
+
+    /// The name as written in the config (`"control-group"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMode::ControlGroup => "control-group",
+            KillMode::Process => "process",
+            KillMode::Mixed => "mixed",
+        }
+    }
+
+    /// The mode written as `name`, if any (exact, as in the config).
+    pub fn from_name(name: &str) -> Option<KillMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for KillMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Backoff parameters (design.md section 6).

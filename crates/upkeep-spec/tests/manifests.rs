@@ -720,3 +720,19 @@ fn grace_periods_above_the_cap_are_clamped_with_a_warning() {
     assert_eq!(p.services[0].stop_grace, Duration::from_secs(3600));
     assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
 }
+
+#[test]
+fn static_pods_always_kill_the_control_group() {
+    let p = pod(parse_str(&pod_with("", "")));
+    assert_eq!(p.services[0].kill_mode, upkeep_spec::KillMode::ControlGroup);
+    // There is no such key in a manifest.
+    let p = pod(parse_str(&pod_with("  killMode: process\n", "")));
+    assert_eq!(p.services[0].kill_mode, upkeep_spec::KillMode::ControlGroup);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.field.as_deref() == Some("spec.killMode")),
+        "{:#?}",
+        p.warnings
+    );
+}

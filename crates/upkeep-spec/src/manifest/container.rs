@@ -14,7 +14,7 @@ use crate::expand::{expand, static_lookup};
 use crate::hash::spec_hash;
 use crate::node::{Ctx, Kind, Node};
 use crate::quantity::Quantity;
-use crate::types::{HostPathVolume, LogMode, Origin, Probes, Resources, ServiceSpec};
+use crate::types::{HostPathVolume, KillMode, LogMode, Origin, Probes, Resources, ServiceSpec};
 
 /// An image reference without its tag or digest:
 /// `registry.k8s.io/etcd:3.5.10-0` gives `registry.k8s.io/etcd`, and a
@@ -396,6 +396,8 @@ pub(super) fn read_container(
         backoff: cfg.default_backoff,
         stop_signal,
         stop_grace: pod.grace,
+        // A pod's containers always die with their cgroup (no such key in a manifest).
+        kill_mode: KillMode::ControlGroup,
         pre_stop,
         probes,
         after: Vec::new(),
