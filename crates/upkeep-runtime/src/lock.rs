@@ -39,7 +39,8 @@ pub enum LockError {
     /// Another process holds it.
     #[error("another upkeep ({}) is already running with state directory {}", match .pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, .dir.display())]
     Held {
-        /// The holder's pid, as written in the lock file (if readable).
+        /// The holder's pid: from the abstract socket (`SO_PEERCRED`), else as
+        /// written in the lock file, if either could be read.
         pid: Option<u32>,
         /// The state directory.
         dir: PathBuf,
@@ -113,8 +114,10 @@ fn pid_in_file(path: &Path) -> Option<u32> {
 }
 
 impl StateLock {
-    /// Creates `state_dir` (0700) if missing, then takes the lock without
-    /// waiting and writes our pid into the lock file.
+    /// Creates `state_dir` (0700) if missing, then takes both locks without
+    /// waiting (first the abstract socket named after the canonical
+    /// directory, then the lock file) and writes our pid into the lock file.
+    /// A refused attempt leaves the lock file as it found it.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
         let io = |source: io::Error| LockError::Io {
             dir: state_dir.to_path_buf(),
