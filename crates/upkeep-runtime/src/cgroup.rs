@@ -288,27 +288,19 @@ fn read_words(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Maps a service name (`pod/container`) to a cgroup directory name: only
-/// `[A-Za-z0-9._:@-]` are kept (others become `_`), no leading `.`, and no
-/// clash with interface files such as `memory.max` or `cgroup.procs`.
+/// Maps a service name (`pod/container`) to a cgroup directory name with
+/// [`upkeep_spec::names::path_component`]: injective (two services never share
+/// a cgroup), no leading `.`, and no clash with interface files such as
+/// `memory.max` or `cgroup.procs`.
 pub fn cgroup_dir_name(service: &str) -> String {
-    let mut name = sanitize_component(service);
-    if let Some((head, _)) = name.split_once('.') {
-        const RESERVED: [&str; 12] = [
-            "cgroup", "cpu", "cpuset", "memory", "io", "pids", "rdma", "hugetlb", "misc", "irq",
-            "cpuacct", "blkio",
-        ];
-        if RESERVED.contains(&head) {
-            name.insert(0, '_');
-        }
-    }
-    name
+    upkeep_spec::names::path_component(service)
 }
 
 /// A service name as one safe path component: characters other than
 /// `[A-Za-z0-9._:@-]` become `_`, a leading `.` (or an empty name) is escaped
-/// and the length is capped, so the name never leaves its directory. Shared by
-/// cgroup directories and log file names.
+/// and the length is capped, so the name never leaves its directory. Used for
+/// the configured cgroup prefix; service names go through the injective
+/// [`cgroup_dir_name`].
 pub fn sanitize_component(s: &str) -> String {
     let mut out: String = s
         .chars()
@@ -750,11 +742,13 @@ mod tests {
     fn dir_names_are_safe() {
         assert_eq!(cgroup_dir_name("etcd-node1/etcd"), "etcd-node1_etcd");
         assert_eq!(cgroup_dir_name("kube-apiserver"), "kube-apiserver");
-        assert_eq!(cgroup_dir_name(".."), "_..");
-        assert_eq!(cgroup_dir_name(""), "_");
-        assert_eq!(cgroup_dir_name("memory.max"), "_memory.max");
-        assert_eq!(cgroup_dir_name("cgroup.procs"), "_cgroup.procs");
-        assert_eq!(cgroup_dir_name("a b\n"), "a_b_");
+        assert_eq!(cgroup_dir_name(".."), "@2e.");
+        assert_eq!(cgroup_dir_name(""), "@");
+        assert_eq!(cgroup_dir_name("memory.max"), "@6demory.max");
+        assert_eq!(cgroup_dir_name("cgroup.procs"), "@63group.procs");
+        assert_eq!(cgroup_dir_name("a b\n"), "a@20b@0a");
         assert_eq!(cgroup_dir_name(&"x".repeat(500)).len(), 200);
+        // A host service `x_y` and container `y` of pod `x` never share a cgroup.
+        assert_ne!(cgroup_dir_name("x_y"), cgroup_dir_name("x/y"));
     }
 }

@@ -1,16 +1,34 @@
 //! The state-directory lock: one upkeep per state directory (design.md
 //! section 11, "a second upkeep on the same node refuses").
 //!
-//! `flock(LOCK_EX | LOCK_NB)` on `<state_dir>/upkeep.lock`, which then holds
-//! the owner's pid for the error message of the next contender. The lock
-//! lives as long as the open file description: it dies with upkeep (even on
-//! SIGKILL) and is never inherited by services (the descriptor is
-//! close-on-exec).
+//! Two locks, both taken without waiting:
+//!
+//! 1. An **abstract unix socket** bound and listening under a name derived
+//!    from the canonical state directory (`upkeep-state-<FNV-1a 128 of the
+//!    path>`). An abstract name is not a file: nobody can delete it, and a
+//!    second bind fails with `EADDRINUSE` for as long as the first upkeep's
+//!    socket is open. A contender connects to it and reads the owner's pid
+//!    with `SO_PEERCRED`, so the error names the pid even when the lock file
+//!    is gone. (Abstract names are per network namespace: upkeep runs in the
+//!    host's.)
+//! 2. `flock(LOCK_EX | LOCK_NB)` on `<state_dir>/upkeep.lock`, which then
+//!    holds the owner's pid (for operators, and for the error message when
+//!    the socket cannot tell it). On its own it was not enough: once someone
+//!    deleted the file, a second upkeep locked a new file of the same name,
+//!    and both adopted the same services and killed each other's processes.
+//!
+//! Both live as long as their open file descriptions: they die with upkeep
+//! (even on SIGKILL) and are never inherited by services (the descriptors
+//! are close-on-exec).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 /// Name of the lock file inside the state directory.
 pub const LOCK_FILE: &str = "upkeep.lock";
@@ -21,7 +39,8 @@ pub enum LockError {
     /// Another process holds it.
     #[error("another upkeep ({}) is already running with state directory {}", match .pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, .dir.display())]
     Held {
-        /// The holder's pid, as written in the lock file (if readable).
+        /// The holder's pid: from the abstract socket (`SO_PEERCRED`), else as
+        /// written in the lock file, if either could be read.
         pid: Option<u32>,
         /// The state directory.
         dir: PathBuf,
@@ -42,11 +61,63 @@ pub enum LockError {
 pub struct StateLock {
     file: File,
     path: PathBuf,
+    /// The listening abstract socket (never accepted from; only its name matters).
+    _socket: OwnedFd,
+    name: String,
+}
+
+/// The abstract socket name for a canonical state directory.
+fn abstract_name(canonical: &Path) -> String {
+    let hash = upkeep_spec::hash::fnv1a_128_hex(canonical.as_os_str().as_bytes());
+    format!("upkeep-state-{hash}")
+}
+
+/// Binds and listens on the abstract socket `name`; `Ok(None)` when another
+/// socket holds the name.
+fn bind_abstract(name: &str) -> io::Result<Option<OwnedFd>> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new_abstract_name(name.as_bytes())?;
+    match rustix::net::bind(&fd, &addr) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::ADDRINUSE => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // Contenders connect only to learn our pid (SO_PEERCRED) and close at once.
+    rustix::net::listen(&fd, 8)?;
+    Ok(Some(fd))
+}
+
+/// The pid of the process listening on the abstract socket `name`, if it
+/// can be learned without waiting.
+fn abstract_owner(name: &str) -> Option<u32> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .ok()?;
+    let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
+    rustix::net::connect(&fd, &addr).ok()?;
+    let cred = rustix::net::sockopt::socket_peercred(&fd).ok()?;
+    u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+}
+
+/// The pid written in the lock file at `path`, if readable.
+fn pid_in_file(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 impl StateLock {
-    /// Creates `state_dir` (0700) if missing, then takes the lock without
-    /// waiting and writes our pid into the lock file.
+    /// Creates `state_dir` (0700) if missing, then takes both locks without
+    /// waiting (first the abstract socket named after the canonical
+    /// directory, then the lock file) and writes our pid into the lock file.
+    /// A refused attempt leaves the lock file as it found it.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
         let io = |source: io::Error| LockError::Io {
             dir: state_dir.to_path_buf(),
@@ -60,6 +131,15 @@ impl StateLock {
                 .map_err(io)?;
         }
         let path = state_dir.join(LOCK_FILE);
+        // First the name nobody can delete, before touching the lock file.
+        let canonical = fs::canonicalize(state_dir).map_err(io)?;
+        let name = abstract_name(&canonical);
+        let Some(socket) = bind_abstract(&name).map_err(io)? else {
+            return Err(LockError::Held {
+                pid: abstract_owner(&name).or_else(|| pid_in_file(&path)),
+                dir: state_dir.to_path_buf(),
+            });
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -87,7 +167,18 @@ impl StateLock {
             file.flush()
         };
         write_pid(&mut file).map_err(io)?;
-        Ok(StateLock { file, path })
+        Ok(StateLock {
+            file,
+            path,
+            _socket: socket,
+            name,
+        })
+    }
+
+    /// The abstract socket name held (without the leading NUL), e.g. for
+    /// `ss -xlp | grep upkeep-state-`.
+    pub fn socket_name(&self) -> &str {
+        &self.name
     }
 
     /// Path of the lock file.

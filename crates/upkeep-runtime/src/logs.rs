@@ -24,11 +24,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Maps a service name to its log file name: `pod/container` becomes
-/// `pod_container.log`; characters other than `[A-Za-z0-9._:@-]` become `_`
-/// and a leading `.` is escaped, so the name never leaves the log directory.
+/// Maps a service name to its log file name with
+/// [`upkeep_spec::names::path_component`] plus `.log`: `pod/container`
+/// becomes `pod_container.log`, a host service `x_y` becomes `x@5fy.log`;
+/// two services never share a file, and the name never leaves the log
+/// directory.
 pub fn log_file_name(service: &str) -> String {
-    let mut name = crate::cgroup::sanitize_component(service);
+    let mut name = upkeep_spec::names::path_component(service);
     name.push_str(".log");
     name
 }
@@ -421,8 +423,11 @@ mod tests {
     fn file_names_stay_in_the_directory() {
         assert_eq!(log_file_name("etcd-node1/etcd"), "etcd-node1_etcd.log");
         assert_eq!(log_file_name("kubelet"), "kubelet.log");
-        assert_eq!(log_file_name("../../etc/passwd"), "_.._.._etc_passwd.log");
-        assert_eq!(log_file_name(".hidden"), "_.hidden.log");
-        assert_eq!(log_file_name(""), "_.log");
+        assert_eq!(log_file_name("../../etc/passwd"), "@2e._.._etc_passwd.log");
+        assert_eq!(log_file_name(".hidden"), "@2ehidden.log");
+        assert_eq!(log_file_name(""), "@.log");
+        // A host service `x_y` and container `y` of pod `x` never share a file.
+        assert_eq!(log_file_name("x_y"), "x@5fy.log");
+        assert_ne!(log_file_name("x_y"), log_file_name("x/y"));
     }
 }

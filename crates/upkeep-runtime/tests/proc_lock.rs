@@ -92,3 +92,29 @@ fn unusable_state_dir_is_an_io_error() {
     assert!(matches!(err, LockError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("file/sub"), "{err}");
 }
+
+#[test]
+fn deleting_the_lock_file_does_not_free_the_state_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lock = StateLock::acquire(tmp.path()).unwrap();
+    assert!(lock.socket_name().starts_with("upkeep-state-"));
+    fs::remove_file(lock.path()).unwrap();
+    let err = StateLock::acquire(tmp.path()).unwrap_err();
+    match &err {
+        // The pid comes from the socket (SO_PEERCRED): the file is gone.
+        LockError::Held { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        !lock.path().exists(),
+        "the refused attempt recreated the file"
+    );
+    // The same directory through another path (a symlink) is the same lock.
+    let link = tmp.path().with_extension("link");
+    std::os::unix::fs::symlink(tmp.path(), &link).unwrap();
+    let err = StateLock::acquire(&link).unwrap_err();
+    fs::remove_file(&link).unwrap();
+    assert!(matches!(err, LockError::Held { .. }), "{err:?}");
+    drop(lock);
+    drop(acquire_soon(tmp.path()));
+}

@@ -14,8 +14,8 @@ use crate::diag::{Diagnostic, Severity};
 use crate::hash::spec_hash;
 use crate::node::{self, Ctx, Kind, Node};
 use crate::types::{
-    BackoffSpec, LogMode, OnExit, Origin, Probe, ProbeHandler, Probes, Resources, RestartPolicy,
-    Scheme, ServiceSpec,
+    BackoffSpec, KillMode, LogMode, OnExit, Origin, Probe, ProbeHandler, Probes, Resources,
+    RestartPolicy, Scheme, ServiceSpec, MAX_STOP_GRACE,
 };
 
 /// Default config path.
@@ -78,6 +78,8 @@ pub struct Config {
     pub default_backoff: BackoffSpec,
     /// Grace period for host services unless overridden.
     pub default_stop_timeout: Duration,
+    /// Kill mode for host services unless overridden.
+    pub default_kill_mode: KillMode,
     /// Image (without tag) -> entrypoint, for containers with no `command`.
     pub images: BTreeMap<String, Vec<String>>,
     /// The resolved host services, in file order.
@@ -104,6 +106,7 @@ impl Config {
             log_max_files: DEFAULT_LOG_MAX_FILES,
             default_backoff: BackoffSpec::default(),
             default_stop_timeout: DEFAULT_STOP_TIMEOUT,
+            default_kill_mode: KillMode::ControlGroup,
             images: BTreeMap::new(),
             services: Vec::new(),
         }
@@ -422,8 +425,13 @@ fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
         return;
     };
     if let Some(v) = f.get("stop_timeout") {
-        if let Some(d) = ctx.duration(v, "defaults.stop_timeout") {
+        if let Some(d) = stop_timeout(ctx, v, "defaults.stop_timeout") {
             cfg.default_stop_timeout = d;
+        }
+    }
+    if let Some(v) = f.get("kill_mode") {
+        if let Some(m) = kill_mode(ctx, v, "defaults.kill_mode") {
+            cfg.default_kill_mode = m;
         }
     }
     if let Some(v) = f.get("backoff") {
@@ -432,6 +440,39 @@ fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
         }
     }
     f.finish(ctx, Severity::Error);
+}
+
+/// A `kill_mode`: `"control-group"`, `"process"` or `"mixed"`.
+fn kill_mode(ctx: &mut Ctx<'_>, v: &Node, path: &str) -> Option<KillMode> {
+    let s = ctx.string(v, path)?;
+    let m = KillMode::from_name(&s);
+    if m.is_none() {
+        ctx.error(
+            v,
+            path,
+            format!(
+                "{s:?}: expected \"control-group\", \"process\" or \"mixed\" (systemd's KillMode)"
+            ),
+        );
+    }
+    m
+}
+
+/// A `stop_timeout`: a duration of at most [`MAX_STOP_GRACE`].
+fn stop_timeout(ctx: &mut Ctx<'_>, v: &Node, path: &str) -> Option<Duration> {
+    let d = ctx.duration(v, path)?;
+    if d > MAX_STOP_GRACE {
+        ctx.error(
+            v,
+            path,
+            format!(
+                "{}s is too long: at most 1h (a longer grace would hold every stop, restart and upkeep's shutdown)",
+                d.as_secs()
+            ),
+        );
+        return None;
+    }
+    Some(d)
 }
 
 /// Reads a (partial) backoff table over `base` and validates the result.
@@ -536,10 +577,11 @@ fn read_services(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
                 "invalid service name: use letters, digits, '-', '_' and '.', starting with a letter or digit",
             );
         }
-        if let Some((spec, afters)) = read_service(ctx, &e.key, &e.value, &path, cfg) {
-            after_nodes.push((spec.name.clone(), afters));
-            specs.push(spec);
-        }
+        // Targets are checked even for a service with other errors, so that
+        // every problem of a service is reported together.
+        let (spec, afters) = read_service(ctx, &e.key, &e.value, &path, cfg);
+        after_nodes.push((e.key.clone(), afters));
+        specs.extend(spec);
     }
     // `after` targets must exist, and must not form a cycle.
     let names: BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
@@ -627,9 +669,35 @@ fn find_cycles(graph: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
     cycles
 }
 
+/// Why `name` cannot name an environment variable, if it cannot.
+pub(crate) fn bad_env_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("a variable name must not be empty".to_string())
+    } else if name.contains('\0') {
+        Some(format!(
+            "variable name {name:?} contains a NUL byte: execve(2) would cut it there"
+        ))
+    } else if name.contains('=') {
+        Some(format!(
+            "variable name {name:?} contains '=': the environment would read it as NAME=VALUE"
+        ))
+    } else {
+        None
+    }
+}
+
+/// `(uid_t)-1`: setuid(2) and setgid(2) reject it with EINVAL (it means
+/// "leave unchanged" to setreuid(2)), so it can never be a service's id.
+const ID_MINUS_ONE: u32 = u32::MAX;
+
 /// Resolves a user (name or number) to `(uid, primary gid if known)`.
 pub(crate) fn resolve_user(spec: &Kind) -> Result<(u32, Option<u32>), String> {
     let by_number = |uid: u32| {
+        if uid == ID_MINUS_ONE {
+            return Err(format!(
+                "uid {uid} is (uid_t)-1, which setuid(2) rejects (EINVAL): not a usable user id"
+            ));
+        }
         let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
@@ -661,11 +729,23 @@ pub(crate) fn resolve_user(spec: &Kind) -> Result<(u32, Option<u32>), String> {
 
 /// Resolves a group (name or number) to a gid.
 pub(crate) fn resolve_group(spec: &Kind) -> Result<u32, String> {
+    let by_number = |gid: u32| {
+        if gid == ID_MINUS_ONE {
+            Err(format!(
+                "gid {gid} is (gid_t)-1, which setgid(2) rejects (EINVAL): not a usable group id"
+            ))
+        } else {
+            Ok(gid)
+        }
+    };
     match spec {
-        Kind::Int(i) => u32::try_from(*i).map_err(|_| format!("gid {i} is out of range")),
+        Kind::Int(i) => u32::try_from(*i)
+            .map_err(|_| format!("gid {i} is out of range"))
+            .and_then(by_number),
         Kind::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => s
             .parse::<u32>()
-            .map_err(|_| format!("gid {s} is out of range")),
+            .map_err(|_| format!("gid {s} is out of range"))
+            .and_then(by_number),
         Kind::Str(s) => match nix::unistd::Group::from_name(s) {
             Ok(Some(g)) => Ok(g.gid.as_raw()),
             Ok(None) => Err(format!("unknown group {s:?}")),
@@ -698,9 +778,11 @@ fn read_service(
     n: &Node,
     path: &str,
     cfg: &Config,
-) -> Option<(ServiceSpec, Vec<(String, Node)>)> {
+) -> (Option<ServiceSpec>, Vec<(String, Node)>) {
     let before = ctx.diags.len();
-    let mut f = ctx.fields(n, path)?;
+    let Some(mut f) = ctx.fields(n, path) else {
+        return (None, Vec::new());
+    };
     let mut argv = Vec::new();
     match f.get("command") {
         None => ctx.error(
@@ -709,7 +791,7 @@ fn read_service(
             "missing: every service needs a command (a list: [\"/path/to/bin\", \"arg\"])",
         ),
         Some(v) => {
-            if let Some(cmd) = ctx.string_list(v, &f.sub("command")) {
+            if let Some(cmd) = ctx.argv_list(v, &f.sub("command")) {
                 if cmd.is_empty() || cmd[0].is_empty() {
                     ctx.error(
                         v,
@@ -722,7 +804,7 @@ fn read_service(
         }
     }
     if let Some(v) = f.get("args") {
-        if let Some(args) = ctx.string_list(v, &f.sub("args")) {
+        if let Some(args) = ctx.argv_list(v, &f.sub("args")) {
             argv.extend(args);
         }
     }
@@ -731,13 +813,17 @@ fn read_service(
         if let Some(mut ef) = ctx.fields(v, &f.sub("env")) {
             for e in ef.all() {
                 let p = format!("{}.env.{}", path, e.key);
-                if e.key.is_empty() || e.key.contains('=') || e.key.contains('\0') {
-                    ctx.error(&e.value, &p, "invalid variable name");
+                if let Some(why) = bad_env_name(&e.key) {
+                    ctx.error(&e.value, &f.sub("env"), why);
                     continue;
                 }
                 if let Some(val) = ctx.string(&e.value, &p) {
                     if val.contains('\0') {
-                        ctx.error(&e.value, &p, "value must not contain a NUL byte");
+                        ctx.error(
+                            &e.value,
+                            &p,
+                            "the value contains a NUL byte: execve(2) would cut it there",
+                        );
                     }
                     env.insert(e.key.clone(), val);
                 }
@@ -814,8 +900,14 @@ fn read_service(
     }
     let mut stop_grace = cfg.default_stop_timeout;
     if let Some(v) = f.get("stop_timeout") {
-        if let Some(d) = ctx.duration(v, &f.sub("stop_timeout")) {
+        if let Some(d) = stop_timeout(ctx, v, &f.sub("stop_timeout")) {
             stop_grace = d;
+        }
+    }
+    let mut kill = cfg.default_kill_mode;
+    if let Some(v) = f.get("kill_mode") {
+        if let Some(m) = kill_mode(ctx, v, &f.sub("kill_mode")) {
+            kill = m;
         }
     }
     let mut backoff = cfg.default_backoff;
@@ -837,20 +929,6 @@ fn read_service(
             None => {}
         }
     }
-    let mut kill_mode = crate::types::KillMode::ControlGroup;
-    if let Some(v) = f.get("kill_mode") {
-        match ctx.string(v, &f.sub("kill_mode")).as_deref() {
-            Some("control-group") => kill_mode = crate::types::KillMode::ControlGroup,
-            Some("process") => kill_mode = crate::types::KillMode::Process,
-            Some("mixed") => kill_mode = crate::types::KillMode::Mixed,
-            Some(other) => ctx.error(
-                v,
-                &f.sub("kill_mode"),
-                format!("{other:?}: expected \"control-group\", \"process\" or \"mixed\""),
-            ),
-            None => {}
-        }
-    }
     let mut probes = Probes::default();
     for (key, slot) in [
         ("liveness", &mut probes.liveness),
@@ -863,7 +941,7 @@ fn read_service(
     }
     f.finish(ctx, Severity::Error);
     if ctx.diags.len() != before {
-        return None;
+        return (None, afters);
     }
     let spec = ServiceSpec {
         name: name.to_string(),
@@ -878,16 +956,16 @@ fn read_service(
         backoff,
         stop_signal,
         stop_grace,
+        kill_mode: kill,
         pre_stop: None,
         probes,
         after: afters.iter().map(|(a, _)| a.clone()).collect(),
         log,
         volumes: Vec::new(),
         resources: Resources::default(),
-        kill_mode,
         hash: String::new(),
     };
-    Some((spec, afters))
+    (Some(spec), afters)
 }
 
 /// Reads a host-service probe table: exactly one of `http`, `http_unix`,
@@ -966,7 +1044,7 @@ fn read_host_probe(
         }
     }
     if let Some(v) = f.get("exec") {
-        if let Some(argv) = ctx.string_list(v, &f.sub("exec")) {
+        if let Some(argv) = ctx.argv_list(v, &f.sub("exec")) {
             if argv.is_empty() || argv[0].is_empty() {
                 ctx.error(
                     v,

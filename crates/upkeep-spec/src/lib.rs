@@ -15,6 +15,7 @@ pub mod duration;
 pub mod expand;
 pub mod hash;
 pub mod manifest;
+pub mod names;
 mod node;
 pub mod quantity;
 pub mod types;

@@ -518,6 +518,25 @@ impl<'a> Ctx<'a> {
         ok.then_some(out)
     }
 
+    /// An argv list (command, args, exec hook or probe): a list of strings
+    /// where an element holding a NUL byte is an error naming the element
+    /// (execve(2) would silently cut the argument there). The list is
+    /// returned even then, so later checks do not report it as missing.
+    pub fn argv_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        let out = self.string_list(node, path)?;
+        let items = self.list(node, path)?;
+        for (i, (arg, item)) in out.iter().zip(items).enumerate() {
+            if arg.contains('\0') {
+                self.error(
+                    item,
+                    &format!("{path}[{i}]"),
+                    "contains a NUL byte: execve(2) would cut the argument there",
+                );
+            }
+        }
+        Some(out)
+    }
+
     /// A duration string with units, e.g. `"10s"`.
     pub fn duration(&mut self, node: &Node, path: &str) -> Option<std::time::Duration> {
         let s = self.string(node, path)?;

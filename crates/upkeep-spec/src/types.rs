@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use crate::duration::{serde_opt_str, serde_str};
 
+/// The longest stop grace upkeep accepts (1 hour): `stop_timeout` above it
+/// is a config error, and a manifest's `terminationGracePeriodSeconds` (pod or
+/// probe) above it is clamped to it with a warning (the kubelet has no such
+/// limit, and a manifest it accepts should still run). Any longer would hold
+/// a stop, a restart or upkeep's own shutdown for longer than an operator
+/// would wait, and `9223372036854775807` overflows a deadline.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+
 /// One supervised process: a host service from the config or one container of
 /// a static Pod.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +47,13 @@ pub struct ServiceSpec {
     /// Grace period between the stop signal and SIGKILL.
     #[serde(with = "serde_str")]
     pub stop_grace: Duration,
+    /// What the stop signal and the final SIGKILL reach (systemd's
+    /// KillMode). Always [`KillMode::ControlGroup`] for static pods. Left
+    /// out of the serialized form (and so of the hash) when it is the
+    /// default, so that upgrading upkeep does not change the hash of every
+    /// existing service and restart it.
+    #[serde(skip_serializing_if = "KillMode::is_default")]
+    pub kill_mode: KillMode,
     /// preStop exec hook, run inside the grace period before the stop signal.
     pub pre_stop: Option<Vec<String>>,
     /// Health probes.
@@ -51,12 +66,6 @@ pub struct ServiceSpec {
     pub volumes: Vec<HostPathVolume>,
     /// Resource limits (cgroups) if any.
     pub resources: Resources,
-    /// Which processes a stop signals (host services; static pods are
-    /// always `ControlGroup`). Left out of the serialized form (and so of
-    /// the hash) when it is the default, so that upgrading upkeep does not
-    /// change the hash of every existing service and restart it.
-    #[serde(skip_serializing_if = "KillMode::is_default")]
-    pub kill_mode: KillMode,
     /// Hex content hash of everything above: equal hashes mean nothing to restart.
     pub hash: String,
 }
@@ -78,29 +87,6 @@ pub enum Origin {
     },
 }
 
-/// What a stop signals and what dies with the main process (systemd's `KillMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum KillMode {
-    /// The stop signal goes to every process of the service; whatever is
-    /// left when the main process ends is killed with it.
-    #[default]
-    ControlGroup,
-    /// Only the main process is signalled; what it leaves behind survives
-    /// its exit and restart (containerd's shims).
-    Process,
-    /// The stop signal goes to the main process; everything left is
-    /// SIGKILLed once it has gone (or after the grace).
-    Mixed,
-}
-
-impl KillMode {
-    /// True for the default, `ControlGroup`.
-    pub fn is_default(&self) -> bool {
-        *self == KillMode::ControlGroup
-    }
-}
-
 /// Restart policy (kubelet semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -112,6 +98,55 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never restart.
     Never,
+}
+
+/// What a stop reaches, as systemd's `KillMode=` (a host service's
+/// `kill_mode`). Written as the operator writes it: `"control-group"`,
+/// `"process"`, `"mixed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillMode {
+    /// The stop signal goes to the whole group, and everything left in the
+    /// service's cgroup after the grace is killed with it (the default, and
+    /// always the case for static pods).
+    #[default]
+    ControlGroup,
+    /// Only the main process is signalled; whatever it leaves behind
+    /// survives the service (containerd and its shims).
+    Process,
+    /// The stop signal goes to the main process only; after the grace,
+    /// SIGKILL goes to everything left in the cgroup.
+    Mixed,
+}
+
+impl KillMode {
+    /// True for the default, `ControlGroup`.
+    pub fn is_default(&self) -> bool {
+        *self == KillMode::ControlGroup
+    }
+
+    /// Every mode, in documentation order.
+    pub const ALL: [KillMode; 3] = [KillMode::ControlGroup, KillMode::Process, KillMode::Mixed];
+
+    /// The name as written in the config (`"control-group"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMode::ControlGroup => "control-group",
+            KillMode::Process => "process",
+            KillMode::Mixed => "mixed",
+        }
+    }
+
+    /// The mode written as `name`, if any (exact, as in the config).
+    pub fn from_name(name: &str) -> Option<KillMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for KillMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Backoff parameters (design.md section 6).

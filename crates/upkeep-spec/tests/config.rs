@@ -422,4 +422,160 @@ fn documented_full_example_is_valid() {
     let c = ok(&doc[start..end]);
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.services[1].after, ["containerd"]);
+    assert_eq!(c.services[0].kill_mode, upkeep_spec::KillMode::Process);
+}
+
+#[test]
+fn shipped_configs_keep_containerd_and_docker_children_alive() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = root.join("examples/kubeadm/upkeep.toml");
+    let (c, d) = parse(
+        &std::fs::read_to_string(&example).unwrap(),
+        &example,
+        &Overrides::default(),
+    );
+    let c = c.unwrap_or_else(|| panic!("{d:#?}"));
+    let containerd = c.service("containerd").expect("containerd in the example");
+    assert_eq!(containerd.kill_mode, upkeep_spec::KillMode::Process);
+    // The packaged config ships every service commented out: uncomment the
+    // two runtimes and check them.
+    let text = std::fs::read_to_string(root.join("packaging/upkeep.toml")).unwrap();
+    for name in ["containerd", "docker"] {
+        let head = format!("#[services.{name}]\n");
+        let start = text.find(&head).unwrap_or_else(|| panic!("{head}"));
+        let table: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#') && !l.starts_with("# "))
+            .filter(|l| !l.starts_with("##"))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let c = ok(&table);
+        assert_eq!(
+            c.services[0].kill_mode,
+            upkeep_spec::KillMode::Process,
+            "{table}"
+        );
+    }
+}
+
+#[test]
+fn uid_and_gid_minus_one_are_rejected() {
+    for (text, field, why) in [
+        ("user = 4294967295", "services.a.user", "(uid_t)-1"),
+        ("user = \"4294967295\"", "services.a.user", "(uid_t)-1"),
+        ("group = 4294967295", "services.a.group", "(gid_t)-1"),
+        ("group = \"4294967295\"", "services.a.group", "(gid_t)-1"),
+    ] {
+        let d = errors(&format!("[services.a]\ncommand = [\"/a\"]\n{text}\n"));
+        assert!(
+            has_error(&d, &["test.toml", field, "4294967295", why]),
+            "{text}: {d:#?}"
+        );
+    }
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nuser = 4294967294\ngroup = 4294967294\n");
+    assert_eq!(c.services[0].uid, Some(4_294_967_294));
+    assert_eq!(c.services[0].gid, Some(4_294_967_294));
+}
+
+#[test]
+fn nul_bytes_in_argv_and_env_are_rejected() {
+    let d = errors(
+        "[services.a]\ncommand = [\"/a\", \"x\\u0000y\"]\nargs = [\"\\u0000\"]\nenv = { \"K\\u0000\" = \"v\", K2 = \"v\\u0000\" }\nliveness = { exec = [\"/p\", \"\\u0000\"] }\n",
+    );
+    for field in [
+        "services.a.command[1]",
+        "services.a.args[0]",
+        "services.a.env",
+        "services.a.env.K2",
+        "services.a.liveness.exec[1]",
+    ] {
+        assert!(has_error(&d, &[field, "NUL"]), "{field}: {d:#?}");
+    }
+}
+
+#[test]
+fn stop_timeout_above_the_cap_is_an_error() {
+    let d = errors("[services.a]\ncommand = [\"/a\"]\nstop_timeout = \"2h\"\n");
+    assert!(
+        has_error(&d, &["services.a.stop_timeout", "at most 1h"]),
+        "{d:#?}"
+    );
+    let d = errors("[defaults]\nstop_timeout = \"3601s\"\n");
+    assert!(
+        has_error(&d, &["defaults.stop_timeout", "at most 1h"]),
+        "{d:#?}"
+    );
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nstop_timeout = \"1h\"\n");
+    assert_eq!(c.services[0].stop_grace, upkeep_spec::MAX_STOP_GRACE);
+}
+
+#[test]
+fn every_problem_of_a_service_is_reported_together() {
+    // A bad command used to hide the unknown `after` target.
+    let d = errors("[services.a]\ncommand = []\nafter = [\"nope\"]\n");
+    assert!(has_error(&d, &["services.a.command"]), "{d:#?}");
+    assert!(
+        has_error(&d, &["services.a.after", "unknown service", "nope"]),
+        "{d:#?}"
+    );
+    let d = errors("[services.a]\nafter = [\"nope\"]\nstop_signal = \"SIGNOPE\"\n");
+    assert!(has_error(&d, &["services.a.command", "missing"]), "{d:#?}");
+    assert!(has_error(&d, &["services.a.after", "nope"]), "{d:#?}");
+    assert!(has_error(&d, &["services.a.stop_signal"]), "{d:#?}");
+}
+
+#[test]
+fn kill_mode_per_service_and_in_defaults() {
+    use upkeep_spec::KillMode;
+    let c = ok("[services.a]\ncommand = [\"/a\"]\n");
+    assert_eq!(c.services[0].kill_mode, KillMode::ControlGroup);
+    let c = ok(
+        "[defaults]\nkill_mode = \"mixed\"\n[services.a]\ncommand = [\"/a\"]\n[services.b]\ncommand = [\"/b\"]\nkill_mode = \"process\"\n[services.c]\ncommand = [\"/c\"]\nkill_mode = \"control-group\"\n",
+    );
+    let modes: Vec<KillMode> = c.services.iter().map(|s| s.kill_mode).collect();
+    assert_eq!(
+        modes,
+        [KillMode::Mixed, KillMode::Process, KillMode::ControlGroup]
+    );
+    assert_eq!(KillMode::ControlGroup.as_str(), "control-group");
+    assert_eq!(KillMode::Process.to_string(), "process");
+    assert_eq!(
+        serde_json::to_value(KillMode::Mixed).unwrap(),
+        serde_json::json!("mixed")
+    );
+    // Unknown values name the file, the field and the choices.
+    for (text, field) in [
+        (
+            "[services.a]\ncommand = [\"/a\"]\nkill_mode = \"none\"\n",
+            "services.a.kill_mode",
+        ),
+        (
+            "[defaults]\nkill_mode = \"controlgroup\"\n",
+            "defaults.kill_mode",
+        ),
+    ] {
+        let d = errors(text);
+        assert!(
+            has_error(
+                &d,
+                &[
+                    "test.toml",
+                    field,
+                    "\"control-group\", \"process\" or \"mixed\""
+                ]
+            ),
+            "{text}: {d:#?}"
+        );
+    }
+    let d = errors("[services.a]\ncommand = [\"/a\"]\nkill_mode = 1\n");
+    assert!(has_error(&d, &["services.a.kill_mode"]), "{d:#?}");
+}
+
+#[test]
+fn a_kill_mode_change_changes_the_spec_hash() {
+    let a = ok("[services.a]\ncommand = [\"/a\"]\n");
+    let b = ok("[services.a]\ncommand = [\"/a\"]\nkill_mode = \"process\"\n");
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nkill_mode = \"control-group\"\n");
+    assert_ne!(a.services[0].hash, b.services[0].hash);
+    assert_eq!(a.services[0].hash, c.services[0].hash);
 }

@@ -610,3 +610,129 @@ fn helpers() {
         assert!(!is_editor_artifact(n), "{n}");
     }
 }
+
+/// A one-container pod with `extra_spec` lines under `spec:` and
+/// `extra_container` lines under the container (both already indented).
+fn pod_with(extra_spec: &str, extra_container: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gap\nspec:\n  hostNetwork: true\n{extra_spec}  containers:\n  - name: c\n    image: img\n    command: [\"/bin/true\"]\n{extra_container}"
+    )
+}
+
+#[test]
+fn uid_and_gid_minus_one_are_rejected() {
+    for (spec, ctr, field) in [
+        (
+            "  securityContext:\n    runAsUser: 4294967295\n",
+            "",
+            "spec.securityContext.runAsUser",
+        ),
+        (
+            "  securityContext:\n    runAsGroup: 4294967295\n",
+            "",
+            "spec.securityContext.runAsGroup",
+        ),
+        (
+            "",
+            "    securityContext:\n      runAsUser: 4294967295\n",
+            "spec.containers[0].securityContext.runAsUser",
+        ),
+        (
+            "",
+            "    securityContext:\n      runAsGroup: 4294967295\n",
+            "spec.containers[0].securityContext.runAsGroup",
+        ),
+    ] {
+        let d = invalid(parse_str(&pod_with(spec, ctr)));
+        assert!(
+            has_error(&d, &["/m/test.yaml", field, "4294967295", "(uid_t)-1"])
+                || has_error(&d, &["/m/test.yaml", field, "4294967295", "(gid_t)-1"]),
+            "{field}: {d:#?}"
+        );
+    }
+    // The largest valid id still loads.
+    let p = pod(parse_str(&pod_with(
+        "  securityContext:\n    runAsUser: 4294967294\n    runAsGroup: 4294967294\n",
+        "",
+    )));
+    assert_eq!(p.services[0].uid, Some(4_294_967_294));
+    assert_eq!(p.services[0].gid, Some(4_294_967_294));
+}
+
+#[test]
+fn nul_bytes_in_argv_are_rejected() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gap\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: img\n    command: [\"/bin/true\", \"a\\0b\"]\n    args: [\"x\\0\"]\n    lifecycle:\n      preStop:\n        exec:\n          command: [\"/bin/stop\\0\"]\n    livenessProbe:\n      exec:\n        command: [\"/bin/probe\", \"\\0\"]\n";
+    let d = invalid(parse_str(text));
+    for field in [
+        "spec.containers[0].command[1]",
+        "spec.containers[0].args[0]",
+        "spec.containers[0].lifecycle.preStop.exec.command[0]",
+        "spec.containers[0].livenessProbe.exec.command[1]",
+    ] {
+        assert!(has_error(&d, &[field, "NUL byte"]), "{field}: {d:#?}");
+    }
+}
+
+#[test]
+fn host_path_with_dot_dot_is_rejected() {
+    for p in ["/etc/../root", "/var/lib/..", "/../etc"] {
+        let spec = format!("  volumes:\n  - name: v\n    hostPath:\n      path: {p}\n");
+        let d = invalid(parse_str(&pod_with(&spec, "")));
+        assert!(
+            has_error(&d, &["spec.volumes[0].hostPath.path", "..", "component"]),
+            "{p}: {d:#?}"
+        );
+    }
+    // `..` inside a name is a name, not a component.
+    let spec = "  volumes:\n  - name: v\n    hostPath:\n      path: /var/lib/a..b\n";
+    pod(parse_str(&pod_with(spec, "")));
+}
+
+#[test]
+fn grace_periods_above_the_cap_are_clamped_with_a_warning() {
+    let p = pod(parse_str(&pod_with(
+        "  terminationGracePeriodSeconds: 9223372036854775807\n",
+        "    livenessProbe:\n      terminationGracePeriodSeconds: 9223372036854775807\n      exec:\n        command: [\"/bin/true\"]\n",
+    )));
+    let s = &p.services[0];
+    assert_eq!(s.stop_grace, upkeep_spec::MAX_STOP_GRACE);
+    assert_eq!(
+        s.probes.liveness.as_ref().unwrap().termination_grace,
+        Some(upkeep_spec::MAX_STOP_GRACE)
+    );
+    for field in [
+        "spec.terminationGracePeriodSeconds",
+        "spec.containers[0].livenessProbe.terminationGracePeriodSeconds",
+    ] {
+        assert!(
+            p.warnings.iter().any(|w| w.severity == Severity::Warning
+                && w.field.as_deref() == Some(field)
+                && w.message.contains("3600")),
+            "{field}: {:#?}",
+            p.warnings
+        );
+    }
+    // At the cap: no warning.
+    let p = pod(parse_str(&pod_with(
+        "  terminationGracePeriodSeconds: 3600\n",
+        "",
+    )));
+    assert_eq!(p.services[0].stop_grace, Duration::from_secs(3600));
+    assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
+}
+
+#[test]
+fn static_pods_always_kill_the_control_group() {
+    let p = pod(parse_str(&pod_with("", "")));
+    assert_eq!(p.services[0].kill_mode, upkeep_spec::KillMode::ControlGroup);
+    // There is no such key in a manifest.
+    let p = pod(parse_str(&pod_with("  killMode: process\n", "")));
+    assert_eq!(p.services[0].kill_mode, upkeep_spec::KillMode::ControlGroup);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.field.as_deref() == Some("spec.killMode")),
+        "{:#?}",
+        p.warnings
+    );
+}

@@ -242,8 +242,64 @@ fn tracker_duplicate_names() {
     let out = t.update(scan(&c), &host);
     assert!(out.services.is_empty());
     assert!(
-        has_error(&out.errors, &["duplicate", "upkeep.toml"]),
+        has_error(
+            &out.errors,
+            &["duplicate", "upkeep.toml", "services.dup", "metadata.name"]
+        ),
         "{:#?}",
         out.errors
+    );
+}
+
+#[test]
+fn duplicate_service_names_name_both_files_and_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = cfg_for(d);
+    // Two single-container pods named alike: the error sits on the later
+    // file's field and names the earlier file and its field.
+    write(d, "1.yaml", &pod_yaml("web", "/bin/one"));
+    write(d, "2.yaml", &pod_yaml("web", "/bin/two"));
+    let mut t = ManifestTracker::new();
+    let out = t.update(scan(&c), &[]);
+    assert!(
+        has_error(
+            &out.errors,
+            &[
+                "2.yaml: metadata.name",
+                "1.yaml (metadata.name)",
+                "duplicate"
+            ]
+        ),
+        "{:#?}",
+        out.errors
+    );
+}
+
+#[test]
+fn host_service_x_y_and_pod_x_container_y_are_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = cfg_for(d);
+    write(
+        d,
+        "x.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  hostNetwork: true\n  containers:\n  - name: y\n    image: img\n    command: [\"/bin/y\"]\n  - name: z\n    image: img\n    command: [\"/bin/z\"]\n",
+    );
+    let (cfg, diags) = config::parse(
+        "[services.x_y]\ncommand = [\"/bin/host\"]\n",
+        Path::new("/etc/upkeep/upkeep.toml"),
+        &Overrides::default(),
+    );
+    let host = cfg.unwrap_or_else(|| panic!("{diags:#?}")).services;
+    let mut t = ManifestTracker::new();
+    let out = t.update(scan(&c), &host);
+    assert!(out.errors.is_empty(), "{:#?}", out.errors);
+    let names: Vec<&str> = out.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["x/y", "x/z"]);
+    // Different service names, so different log files and cgroups.
+    assert_ne!(
+        upkeep_spec::names::path_component("x_y"),
+        upkeep_spec::names::path_component(names[0])
     );
 }

@@ -146,6 +146,7 @@ fn text(s: &ServiceSpec) -> String {
         s.stop_signal,
         d(s.stop_grace)
     );
+    let _ = writeln!(o, "  kill_mode:    {}", s.kill_mode);
     if let Some(p) = &s.pre_stop {
         let _ = writeln!(o, "  preStop:      {}", p.join(" "));
     }

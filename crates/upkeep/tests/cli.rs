@@ -185,3 +185,105 @@ fn status_fails_when_upkeep_is_unreachable() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
 }
+
+/// A config with `text` in a directory of its own, and an empty manifests dir.
+fn config_dir(text: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("upkeep.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::set_permissions(&manifests, std::fs::Permissions::from_mode(0o700)).unwrap();
+    (dir, cfg, manifests)
+}
+
+fn run(args: &[&str], cfg: &std::path::Path, manifests: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .arg("--manifests")
+        .arg(manifests)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn render_shows_kill_mode_as_written() {
+    let (_dir, cfg, manifests) = config_dir(
+        "[services.containerd]\ncommand = [\"/bin/true\"]\nkill_mode = \"process\"\n[services.plain]\ncommand = [\"/bin/true\"]\n",
+    );
+    let out = run(&["render", "-o", "json"], &cfg, &manifests);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "containerd");
+    assert_eq!(v[0]["kill_mode"], "process");
+    assert_eq!(v[1]["kill_mode"], "control-group");
+    let out = run(&["render", "containerd"], &cfg, &manifests);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("kill_mode:    process"), "{t}");
+}
+
+#[test]
+fn check_names_file_field_and_why_for_a_bad_kill_mode() {
+    let (_dir, cfg, manifests) =
+        config_dir("[services.containerd]\ncommand = [\"/bin/true\"]\nkill_mode = \"procss\"\n");
+    let out = run(&["check"], &cfg, &manifests);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("upkeep.toml")
+            && stderr.contains("services.containerd.kill_mode")
+            && stderr.contains("\"control-group\", \"process\" or \"mixed\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_every_validation_gap_together() {
+    let (_dir, cfg, manifests) = config_dir(
+        "[services.a]\ncommand = [\"/bin/true\", \"x\\u0000\"]\nafter = [\"nope\"]\nuser = 4294967295\nstop_timeout = \"2h\"\n",
+    );
+    let out = run(&["check"], &cfg, &manifests);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "services.a.command[1]: contains a NUL byte",
+        "services.a.after: unknown service \"nope\"",
+        "services.a.user: uid 4294967295 is (uid_t)-1",
+        "services.a.stop_timeout: 7200s is too long: at most 1h",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_rejects_a_pod_taking_a_host_service_name_naming_both() {
+    let (_dir, cfg, manifests) = config_dir(
+        "[services.x_y]\ncommand = [\"/bin/true\"]\n[services.etcd]\ncommand = [\"/bin/true\"]\n",
+    );
+    let write = |name: &str, text: &str| {
+        let p = manifests.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    // Pod x, container y: service "x/y", distinct from host service "x_y".
+    write("x.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  hostNetwork: true\n  containers:\n  - name: y\n    image: i\n    command: [\"/bin/true\"]\n  - name: z\n    image: i\n    command: [\"/bin/true\"]\n");
+    let out = run(&["check"], &cfg, &manifests);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Pod etcd: service "etcd", the host service's name.
+    write("etcd.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\nspec:\n  hostNetwork: true\n  containers:\n  - name: etcd\n    image: i\n    command: [\"/bin/true\"]\n");
+    let out = run(&["check"], &cfg, &manifests);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("etcd.yaml: metadata.name: duplicate service name \"etcd\"")
+            && stderr.contains("upkeep.toml (services.etcd)"),
+        "{stderr}"
+    );
+}
