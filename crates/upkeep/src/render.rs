@@ -93,9 +93,22 @@ pub fn render(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
     }
     match output {
         Output::Json => {
+            // The serialized spec leaves out a default kill_mode (so that it
+            // does not change the hash of existing services); render shows
+            // it always.
+            let shown: Vec<serde_json::Value> = selected
+                .iter()
+                .map(|s| {
+                    let mut v = serde_json::to_value(s).expect("specs serialize");
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("kill_mode".into(), serde_json::json!(s.kill_mode));
+                    }
+                    v
+                })
+                .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&selected).expect("specs serialize")
+                serde_json::to_string_pretty(&shown).expect("specs serialize")
             );
         }
         Output::Text => {
