@@ -512,9 +512,10 @@ pub fn step(
                     start_or_wait(&mut s, &mut a);
                 }
                 Phase::Starting => s.stop_pending = false,
-                Phase::Stopping { then, .. } if then == AfterStop::Stay => {
-                    set_then(&mut s, AfterStop::RestartNow)
-                }
+                Phase::Stopping {
+                    then: AfterStop::Stay,
+                    ..
+                } => set_then(&mut s, AfterStop::RestartNow),
                 Phase::Draining {
                     then: Some(AfterStop::Stay),
                     ..
@@ -596,7 +597,10 @@ pub fn step(
                 ready: ad.ready,
             });
             if s.held {
-                s.message = format!("adopted pid {} while held by the operator: stopping it", ad.pid);
+                s.message = format!(
+                    "adopted pid {} while held by the operator: stopping it",
+                    ad.pid
+                );
                 begin_stop(&mut s, AfterStop::Stay, None, now, &mut a);
             } else if !ad.current {
                 s.message = format!(
@@ -642,7 +646,14 @@ pub fn step(
         }
 
         // === exits ===
-        (Phase::Running { .. }, Event::Exited { gen: g, status, ran }) if g == gen => {
+        (
+            Phase::Running { .. },
+            Event::Exited {
+                gen: g,
+                status,
+                ran,
+            },
+        ) if g == gen => {
             s.last_exit = Some((status, now));
             a.push(Action::StopProbes);
             s.message = status.to_string();
@@ -705,9 +716,15 @@ pub fn step(
             };
             a.push(Action::Kill { gen, target });
         }
-        (Phase::Draining { began, status, then, .. }, Event::Timer)
-            if s.deadline().is_some_and(|d| now >= d) =>
-        {
+        (
+            Phase::Draining {
+                began,
+                status,
+                then,
+                ..
+            },
+            Event::Timer,
+        ) if s.deadline().is_some_and(|d| now >= d) => {
             s.phase = Phase::Draining {
                 status,
                 then,
@@ -951,7 +968,10 @@ fn group_gone(
         Some(AfterStop::Stay) => s.phase = Phase::Stopped,
         Some(AfterStop::RestartNow) => {
             reset_if_healthy(s, now);
-            if s.message.starts_with("spec changed") || s.message.starts_with("restart requested") || s.message.starts_with("adopted pid") {
+            if s.message.starts_with("spec changed")
+                || s.message.starts_with("restart requested")
+                || s.message.starts_with("adopted pid")
+            {
                 s.message.clear();
             }
             begin_start(s, a);
