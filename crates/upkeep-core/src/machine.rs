@@ -733,10 +733,17 @@ pub fn step(
             };
             let waited = now.saturating_duration_since(began);
             if waited >= DRAIN_WARN_AFTER {
-                s.message = format!(
-                    "processes of the old generation are still present {} after SIGKILL: not starting a new one until they are gone",
+                // Appended, so the cause (exit status, probe, requester) stays.
+                let cause = without_drain_note(&s.message);
+                let note = format!(
+                    "{DRAIN_NOTE} {} after SIGKILL: not starting a new one until they are gone",
                     crate::crashlog::human_duration(waited)
                 );
+                s.message = if cause.is_empty() {
+                    note
+                } else {
+                    format!("{cause}; {note}")
+                };
             }
             a.push(Action::KillGroup { gen });
         }
@@ -783,6 +790,21 @@ pub fn step(
         s.restart_after_spawn = false;
     }
     (s, a)
+}
+
+/// The start of the note that draining adds to `message` after
+/// [`DRAIN_WARN_AFTER`].
+const DRAIN_NOTE: &str = "processes of the old generation are still present";
+
+/// `message` without the draining note (and the `"; "` before it).
+fn without_drain_note(message: &str) -> &str {
+    match message.find(DRAIN_NOTE) {
+        Some(i) => {
+            let cause = &message[..i];
+            cause.strip_suffix("; ").unwrap_or(cause)
+        }
+        None => message,
+    }
 }
 
 /// How a run ended, for the restart decision.
@@ -959,9 +981,7 @@ fn group_gone(
     a: &mut Vec<Action>,
 ) {
     a.push(Action::Release { gen: s.gen });
-    if s.message.starts_with("processes of the old generation") {
-        s.message.clear();
-    }
+    s.message = without_drain_note(&s.message).to_string();
     match then {
         None => after_run(s, Run::Exited(status), now, jitter, a),
         // Requested stops: the requester owns `message`; the status is in `last_exit`.
