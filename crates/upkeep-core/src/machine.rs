@@ -994,7 +994,8 @@ fn group_gone(
             {
                 s.message.clear();
             }
-            begin_start(s, a);
+            // A start like any other: it waits for the dependencies.
+            start_or_wait(s, a);
         }
         Some(AfterStop::Restart) => {
             // The message names the probe (set by ProbeFailed).
