@@ -1189,6 +1189,42 @@ fn hold_in_every_phase_stops_and_nothing_but_release_starts() {
     }
 }
 
+/// Release in any phase, even while the hold's stop is still under way,
+/// starts through `Waiting` when a dependency is not ready.
+#[test]
+fn release_in_every_phase_waits_for_dependencies() {
+    let now = Instant::now() + secs(1000);
+    for (name, state) in fixtures(now) {
+        let mut sim = Sim {
+            s: state,
+            now,
+            jitter: 0.0,
+        };
+        let spawning = sim.s.phase == Phase::Starting;
+        sim.ev(Event::Hold);
+        sim.ev(Event::Dependencies {
+            waiting_for: vec!["containerd".into()],
+        });
+        let mut all = sim.ev(Event::Release);
+        all.extend(sim.settle());
+        assert_eq!(count(&all, is_spawn), 0, "{name}: {all:?}");
+        if spawning {
+            // The spawn under way (asked while nothing was missing) goes on.
+            assert_eq!(sim.s.phase, Phase::Starting, "{name}");
+        } else {
+            assert_eq!(sim.s.phase, Phase::Waiting, "{name}");
+            assert_eq!(
+                sim.s.message, "waiting for containerd to be ready",
+                "{name}"
+            );
+            let a = sim.ev(Event::Dependencies {
+                waiting_for: vec![],
+            });
+            assert_eq!(a, vec![Action::Spawn { gen: sim.gen() }], "{name}");
+        }
+    }
+}
+
 #[test]
 fn release_while_the_hold_stops_it_restarts_once_gone() {
     let mut sim = Sim::new(Policy {
@@ -1308,6 +1344,21 @@ fn start_waits_for_dependencies() {
         vec![]
     );
     assert_eq!(sim.s.phase, Phase::Running { pid: 1 });
+    // A crash restarts it anyway (a restart is not a start).
+    let a = sim.crash(ExitStatus::Exited(1));
+    assert_eq!(a.last(), Some(&Action::Spawn { gen: 2 }));
+    sim.spawned(2);
+    // The replacement after a spec change is a start: it waits.
+    sim.ev(Event::SpecChanged);
+    let a = sim.settle();
+    assert_eq!(count(&a, is_spawn), 0, "{a:?}");
+    assert_eq!(sim.s.phase, Phase::Waiting);
+    assert_eq!(
+        sim.ev(Event::Dependencies {
+            waiting_for: vec![]
+        }),
+        vec![Action::Spawn { gen: 3 }]
+    );
 }
 
 #[test]
