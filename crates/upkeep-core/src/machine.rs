@@ -547,6 +547,20 @@ pub fn step(
             begin_start(&mut s, &mut a);
         }
         (Phase::Starting, Event::Start) => s.stop_pending = false,
+        // A new spec does not undo a stop (removal, shutdown): the next
+        // start uses it.
+        (Phase::Starting, Event::SpecChanged) if s.stop_pending => {}
+        (
+            Phase::Stopping {
+                then: AfterStop::Stay,
+                ..
+            }
+            | Phase::Draining {
+                then: Some(AfterStop::Stay),
+                ..
+            },
+            Event::SpecChanged,
+        ) => {}
         (Phase::Starting, Event::Restart | Event::SpecChanged) => {
             // The spawn under way uses the old spec: replace it once it reports.
             s.stop_pending = false;
