@@ -245,6 +245,7 @@ fn assert_invariants(s: &ServiceState, actions: &[Action], now: Instant, ctx: &s
     assert!(count(actions, is_spawn) <= 1, "{ctx}: one Spawn at most");
     assert!(count(actions, is_signal) <= 1, "{ctx}: one Signal at most");
     if let Some(Action::Spawn { gen }) = actions.iter().find(|a| is_spawn(a)) {
+        assert!(!s.held, "{ctx}: Spawn while held");
         assert_eq!(s.phase, Phase::Starting, "{ctx}: Spawn without Starting");
         assert_eq!(*gen, s.gen, "{ctx}: Spawn of the current generation");
         assert_eq!(s.since, now, "{ctx}: since moves with a new spawn");
@@ -1639,6 +1640,47 @@ fn spec_change_while_starting_replaces_the_new_process() {
     );
 }
 
+/// A manifest that changes while its service is being stopped (removal,
+/// shutdown) does not bring it back: the next start uses the new spec.
+#[test]
+fn spec_change_does_not_undo_a_stop() {
+    let mut sim = Sim::new(Policy {
+        pre_stop: true,
+        ..policy()
+    });
+    sim.run(1);
+    sim.ev(Event::Stop);
+    sim.ignored(Event::SpecChanged);
+    sim.ev(Event::PreStopDone { gen: 1 });
+    sim.ignored(Event::SpecChanged);
+    sim.exited(TERMINATED);
+    sim.ignored(Event::SpecChanged);
+    let a = sim.settle();
+    assert_eq!(a, vec![Action::Release { gen: 1 }]);
+    assert_eq!(sim.s.phase, Phase::Stopped);
+    // Stop while starting, then a spec change: still stopped once spawned.
+    sim.ev(Event::Start);
+    sim.ev(Event::Stop);
+    sim.ignored(Event::SpecChanged);
+    assert!(sim.s.stop_pending);
+    let a = sim.settle();
+    assert_eq!(count(&a, is_spawn), 0, "{a:?}");
+    assert_eq!(sim.s.phase, Phase::Stopped);
+    // A spec change during a restart's stop or a crash's drain still replaces.
+    sim.ev(Event::Start);
+    sim.spawned(3);
+    sim.exited(ExitStatus::Exited(1));
+    sim.ev(Event::SpecChanged);
+    assert!(matches!(
+        sim.s.phase,
+        Phase::Draining {
+            then: Some(AfterStop::RestartNow),
+            ..
+        }
+    ));
+    assert_eq!(sim.group_empty().last(), Some(&Action::Spawn { gen: 4 }));
+}
+
 #[test]
 fn operator_actions_during_backoff() {
     let mut sim = Sim::new(policy());
@@ -2433,6 +2475,9 @@ struct Harness {
     world: World,
     checker: Checker,
     now: Instant,
+    /// The service is wanted: the last of Start/Restart/Release/Stop/Hold
+    /// was not Stop or Hold. `SpecChanged` never makes it wanted.
+    wanted: bool,
 }
 
 impl Harness {
@@ -2440,6 +2485,20 @@ impl Harness {
         let (after, actions) = step(self.s.clone(), event.clone(), self.now, 0.5);
         self.checker
             .check(&self.s, &event, &after, &actions, self.now)?;
+        match event {
+            Event::Start | Event::Restart | Event::Release => self.wanted = true,
+            Event::Stop | Event::Hold => self.wanted = false,
+            _ => {}
+        }
+        if !self.wanted {
+            prop_assert!(
+                !actions.iter().any(is_spawn),
+                "Spawn after Stop/Hold: {:?} + {:?} -> {:?}",
+                self.s.phase,
+                event,
+                actions
+            );
+        }
         self.world.perform(&actions, self.now)?;
         self.world.agrees(&after)?;
         self.s = after;
@@ -2642,8 +2701,10 @@ proptest! {
             world: World::new(mode, seed),
             checker: Checker::new(),
             now,
+            wanted: false,
         };
         if let Some((current, hold_first)) = adopt {
+            h.wanted = !hold_first;
             if hold_first {
                 h.feed(Event::Hold)?;
             }
