@@ -2465,6 +2465,24 @@ impl World {
                 "machine and world disagree on the pid"
             );
         }
+        // Starting exactly while the spawn of its generation is unanswered.
+        let in_flight: Vec<Gen> = self
+            .queue
+            .iter()
+            .filter_map(|e| match e {
+                Event::Spawned { gen, .. } | Event::SpawnFailed { gen, .. } => Some(*gen),
+                _ => None,
+            })
+            .collect();
+        if s.phase == Phase::Starting {
+            prop_assert_eq!(
+                in_flight,
+                vec![s.gen],
+                "Starting without its spawn in flight"
+            );
+        } else {
+            prop_assert!(in_flight.is_empty(), "a spawn in flight outside Starting");
+        }
         Ok(())
     }
 }
