@@ -653,7 +653,8 @@ pub fn step(
             if s.stop_pending {
                 s.phase = Phase::Stopped;
             } else if std::mem::take(&mut s.restart_after_spawn) {
-                begin_start(&mut s, &mut a);
+                // The replacement is a start, as after a stop (RestartNow).
+                start_or_wait(&mut s, &mut a);
             } else {
                 after_run(&mut s, Run::SpawnFailed, now, jitter, &mut a);
             }
