@@ -1638,6 +1638,26 @@ fn spec_change_while_starting_replaces_the_new_process() {
         a,
         vec![Action::Release { gen: 2 }, Action::Spawn { gen: 3 }]
     );
+    // Either way the replacement is a start: it waits for the dependencies.
+    for spawned in [true, false] {
+        let mut sim = Sim::new(policy());
+        sim.ev(Event::Start);
+        sim.ev(Event::SpecChanged);
+        sim.ev(Event::Dependencies {
+            waiting_for: vec!["etcd".into()],
+        });
+        let mut a = if spawned {
+            sim.ev(Event::Spawned { gen: 1, pid: 5 })
+        } else {
+            sim.ev(Event::SpawnFailed {
+                gen: 1,
+                error: "ENOENT".into(),
+            })
+        };
+        a.extend(sim.settle());
+        assert_eq!(count(&a, is_spawn), 0, "spawned {spawned}: {a:?}");
+        assert_eq!(sim.s.phase, Phase::Waiting, "spawned {spawned}");
+    }
 }
 
 /// A manifest that changes while its service is being stopped (removal,
