@@ -672,18 +672,26 @@ pub fn step(
             s.last_exit = Some((status, now));
             a.push(Action::StopProbes);
             s.message = status.to_string();
-            if status.signal() == Some(9) && !s.killed && ran < KILLED_AT_BIRTH {
-                let text = format!(
-                    "killed by SIGKILL {} ms after start, not by upkeep (a killed cgroup, the OOM killer, or another process)",
-                    ran.as_millis()
-                );
+            if let Some(text) = killed_at_birth(&s, status, ran) {
                 s.message = text.clone();
                 a.push(Action::Alarm(text));
             }
             main_gone(&mut s, status, None, now, jitter, &mut a);
         }
-        (Phase::Stopping { then, .. }, Event::Exited { gen: g, status, .. }) if g == gen => {
+        (
+            Phase::Stopping { then, .. },
+            Event::Exited {
+                gen: g,
+                status,
+                ran,
+            },
+        ) if g == gen => {
             s.last_exit = Some((status, now));
+            // A stop under way hides no SIGKILL upkeep did not send; the
+            // requester keeps the message.
+            if let Some(text) = killed_at_birth(&s, status, ran) {
+                a.push(Action::Alarm(text));
+            }
             main_gone(&mut s, status, Some(then), now, jitter, &mut a);
         }
         (Phase::Draining { status, then, .. }, Event::GroupEmpty { gen: g }) if g == gen => {
@@ -822,6 +830,17 @@ fn without_drain_note(message: &str) -> &str {
     }
 }
 
+/// The alarm text for a SIGKILL exit within [`KILLED_AT_BIRTH`] of the start
+/// that upkeep did not send, if this exit is one.
+fn killed_at_birth(s: &ServiceState, status: ExitStatus, ran: Duration) -> Option<String> {
+    (status.signal() == Some(9) && !s.killed && ran < KILLED_AT_BIRTH).then(|| {
+        format!(
+            "killed by SIGKILL {} ms after start, not by upkeep (a killed cgroup, the OOM killer, or another process)",
+            ran.as_millis()
+        )
+    })
+}
+
 /// How a run ended, for the restart decision.
 #[derive(Debug, Clone, Copy)]
 enum Run {
@@ -943,6 +962,8 @@ fn send_stop_signal(s: &mut ServiceState, now: Instant, a: &mut Vec<Action>) {
         return;
     };
     let kill_at = kill_at.max(add_saturating(now, s.policy.min_signal_grace));
+    // SIGKILL as the stop signal is upkeep's own SIGKILL.
+    s.killed |= s.policy.stop_signal == 9;
     s.phase = Phase::Stopping {
         pid,
         then,
