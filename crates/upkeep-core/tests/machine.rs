@@ -1560,6 +1560,36 @@ fn sigkill_at_birth_not_sent_by_upkeep_raises_an_alarm() {
     }
 }
 
+/// A stop under way does not hide a SIGKILL upkeep did not send: a Hold
+/// right after the spawn (preStop running, or SIGTERM sent) and the process
+/// dies of SIGKILL 3 ms after its start.
+#[test]
+fn sigkill_at_birth_during_a_stop_raises_an_alarm() {
+    for pre_stop in [false, true] {
+        let mut sim = Sim::new(Policy {
+            pre_stop,
+            ..policy()
+        });
+        sim.ev(Event::Start);
+        sim.ev(Event::Hold);
+        sim.ev(Event::Spawned { gen: 1, pid: 5 });
+        assert!(matches!(sim.s.phase, Phase::Stopping { .. }));
+        let a = sim.ev(Event::Exited {
+            gen: 1,
+            status: KILLED,
+            ran: ms(3),
+        });
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Alarm(_))),
+            "preStop {pre_stop}: {a:?}"
+        );
+        assert_eq!(
+            sim.s.message, "stopped by operator",
+            "the requester's message stays"
+        );
+    }
+}
+
 #[test]
 fn sigkill_sent_by_upkeep_raises_no_alarm() {
     // Zero grace: SIGKILL at once, the process dies within a millisecond.
