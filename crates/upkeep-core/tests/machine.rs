@@ -178,13 +178,13 @@ impl Sim {
     /// when `actions` spawned already). Sends Timer at the deadline, checking
     /// that one a millisecond early is ignored.
     fn wait_for_spawn(&mut self, actions: &[Action]) -> Duration {
-        let next = Action::Spawn {
-            gen: self.gen() + u64::from(count(actions, is_spawn) == 0),
-        };
         if count(actions, is_spawn) > 0 {
             assert_eq!(self.s.phase, Phase::Starting);
             return Duration::ZERO;
         }
+        let next = Action::Spawn {
+            gen: self.gen() + 1,
+        };
         let until = self.s.deadline().expect("in backoff");
         assert!(matches!(self.s.phase, Phase::Backoff { .. }));
         let d = until.duration_since(self.now);
