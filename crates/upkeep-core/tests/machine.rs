@@ -2344,6 +2344,8 @@ struct World {
     probes: Option<Gen>,
     next_pid: u32,
     rng: u64,
+    /// Spawns succeed and nothing gets stuck (the end of a case).
+    reliable: bool,
 }
 
 impl World {
@@ -2356,6 +2358,7 @@ impl World {
             probes: None,
             next_pid: 1000,
             rng: seed | 1,
+            reliable: false,
         }
     }
 
@@ -2422,7 +2425,7 @@ impl World {
                             );
                         }
                     }
-                    if self.chance(5) {
+                    if !self.reliable && self.chance(5) {
                         self.queue.push_back(Event::SpawnFailed {
                             gen: *gen,
                             error: "ENOENT".into(),
@@ -2430,7 +2433,7 @@ impl World {
                     } else {
                         let pid = self.next_pid;
                         self.next_pid += 1;
-                        let stuck = self.chance(4);
+                        let stuck = !self.reliable && self.chance(4);
                         self.gens.insert(
                             *gen,
                             GenWorld {
@@ -2546,6 +2549,8 @@ struct Harness {
     /// The service is wanted: the last of Start/Restart/Release/Stop/Hold
     /// was not Stop or Hold. `SpecChanged` never makes it wanted.
     wanted: bool,
+    /// `Spawned` reports the machine accepted.
+    spawned: u64,
 }
 
 impl Harness {
@@ -2553,6 +2558,11 @@ impl Harness {
         let (after, actions) = step(self.s.clone(), event.clone(), self.now, 0.5);
         self.checker
             .check(&self.s, &event, &after, &actions, self.now)?;
+        if matches!(event, Event::Spawned { .. })
+            && matches!(after.phase, Phase::Running { .. } | Phase::Stopping { .. })
+        {
+            self.spawned += 1;
+        }
         match event {
             Event::Start | Event::Restart | Event::Release => self.wanted = true,
             Event::Stop | Event::Hold => self.wanted = false,
@@ -2674,6 +2684,62 @@ impl Harness {
         self.feed(event)
     }
 
+    /// Release, all dependencies ready, Start, then let the world run its
+    /// course without new crashes or failed spawns: the service must end up
+    /// running.
+    fn start_and_settle(&mut self) -> Result<(), TestCaseError> {
+        self.world.reliable = true;
+        self.feed(Event::Release)?;
+        self.feed(Event::Dependencies {
+            waiting_for: vec![],
+        })?;
+        self.feed(Event::Start)?;
+        let mut restarts_left = 3;
+        for _ in 0..1000 {
+            if let Some(e) = self.world.queue.pop_front() {
+                self.feed(e)?;
+                continue;
+            }
+            // A failure already in flight may complete it (restart policy):
+            // the operator starts it again.
+            if matches!(self.s.phase, Phase::Completed { .. }) && restarts_left > 0 {
+                restarts_left -= 1;
+                self.feed(Event::Start)?;
+                continue;
+            }
+            if let Some(gen) = self.world.prestop.take() {
+                self.feed(Event::PreStopDone { gen })?;
+                continue;
+            }
+            let gen = self.s.gen;
+            if let Some(w) = self.world.gens.get_mut(&gen) {
+                if w.main && matches!(self.s.phase, Phase::Stopping { .. }) {
+                    self.world.main_dies(gen, TERMINATED, self.now);
+                    continue;
+                }
+                if w.members > 0 && matches!(self.s.phase, Phase::Draining { .. }) {
+                    w.stuck = false;
+                    w.members = 0;
+                    self.world.answer_empty(gen);
+                    continue;
+                }
+            }
+            match self.s.deadline() {
+                Some(d) => {
+                    self.now = self.now.max(d);
+                    self.feed(Event::Timer)?;
+                }
+                None => break,
+            }
+        }
+        prop_assert!(
+            matches!(self.s.phase, Phase::Running { .. }),
+            "a wanted service does not run: {:?}",
+            self.s
+        );
+        Ok(())
+    }
+
     /// Stop, then let the world run its course: everything must end with
     /// the service stopped and nothing of it left.
     fn stop_and_settle(&mut self) -> Result<(), TestCaseError> {
@@ -2753,8 +2819,10 @@ proptest! {
     /// and get stuck, and random requests and probe results in between:
     /// `Spawn` never happens while a process of an earlier generation may
     /// exist (under control-group and mixed, nothing of it; under process,
-    /// its main process), the machine's pid is the world's, and a final stop
-    /// always ends with nothing left.
+    /// its main process), nor after Stop/Hold until a start request; the
+    /// machine's pid is the world's; `restarts` counts the spawns after the
+    /// first; a final start always ends running, and a final stop with
+    /// nothing left.
     #[test]
     fn simulated_executor_never_overlaps_generations(
         restart in any_restart(),
@@ -2770,6 +2838,7 @@ proptest! {
             checker: Checker::new(),
             now,
             wanted: false,
+            spawned: 0,
         };
         if let Some((current, hold_first)) = adopt {
             h.wanted = !hold_first;
@@ -2800,6 +2869,14 @@ proptest! {
             h.now += Duration::from_millis(dt_ms);
             h.op(kind, arg, status)?;
         }
+        h.start_and_settle()?;
+        // Every accepted spawn after the first (or after the adopted process,
+        // which brings its own count) is a restart.
+        let want = match adopt {
+            Some(_) => 3 + h.spawned,
+            None => h.spawned.saturating_sub(1),
+        };
+        prop_assert_eq!(h.s.restarts, want);
         h.stop_and_settle()?;
     }
 }
