@@ -547,6 +547,20 @@ pub fn step(
             begin_start(&mut s, &mut a);
         }
         (Phase::Starting, Event::Start) => s.stop_pending = false,
+        // A new spec does not undo a stop (removal, shutdown): the next
+        // start uses it.
+        (Phase::Starting, Event::SpecChanged) if s.stop_pending => {}
+        (
+            Phase::Stopping {
+                then: AfterStop::Stay,
+                ..
+            }
+            | Phase::Draining {
+                then: Some(AfterStop::Stay),
+                ..
+            },
+            Event::SpecChanged,
+        ) => {}
         (Phase::Starting, Event::Restart | Event::SpecChanged) => {
             // The spawn under way uses the old spec: replace it once it reports.
             s.stop_pending = false;
@@ -640,7 +654,8 @@ pub fn step(
             if s.stop_pending {
                 s.phase = Phase::Stopped;
             } else if std::mem::take(&mut s.restart_after_spawn) {
-                begin_start(&mut s, &mut a);
+                // The replacement is a start, as after a stop (RestartNow).
+                start_or_wait(&mut s, &mut a);
             } else {
                 after_run(&mut s, Run::SpawnFailed, now, jitter, &mut a);
             }
@@ -658,18 +673,26 @@ pub fn step(
             s.last_exit = Some((status, now));
             a.push(Action::StopProbes);
             s.message = status.to_string();
-            if status.signal() == Some(9) && !s.killed && ran < KILLED_AT_BIRTH {
-                let text = format!(
-                    "killed by SIGKILL {} ms after start, not by upkeep (a killed cgroup, the OOM killer, or another process)",
-                    ran.as_millis()
-                );
+            if let Some(text) = killed_at_birth(&s, status, ran) {
                 s.message = text.clone();
                 a.push(Action::Alarm(text));
             }
             main_gone(&mut s, status, None, now, jitter, &mut a);
         }
-        (Phase::Stopping { then, .. }, Event::Exited { gen: g, status, .. }) if g == gen => {
+        (
+            Phase::Stopping { then, .. },
+            Event::Exited {
+                gen: g,
+                status,
+                ran,
+            },
+        ) if g == gen => {
             s.last_exit = Some((status, now));
+            // A stop under way hides no SIGKILL upkeep did not send; the
+            // requester keeps the message.
+            if let Some(text) = killed_at_birth(&s, status, ran) {
+                a.push(Action::Alarm(text));
+            }
             main_gone(&mut s, status, Some(then), now, jitter, &mut a);
         }
         (Phase::Draining { status, then, .. }, Event::GroupEmpty { gen: g }) if g == gen => {
@@ -734,10 +757,17 @@ pub fn step(
             };
             let waited = now.saturating_duration_since(began);
             if waited >= DRAIN_WARN_AFTER {
-                s.message = format!(
-                    "processes of the old generation are still present {} after SIGKILL: not starting a new one until they are gone",
+                // Appended, so the cause (exit status, probe, requester) stays.
+                let cause = without_drain_note(&s.message);
+                let note = format!(
+                    "{DRAIN_NOTE} {} after SIGKILL: not starting a new one until they are gone",
                     crate::crashlog::human_duration(waited)
                 );
+                s.message = if cause.is_empty() {
+                    note
+                } else {
+                    format!("{cause}; {note}")
+                };
             }
             a.push(Action::KillGroup { gen });
         }
@@ -784,6 +814,32 @@ pub fn step(
         s.restart_after_spawn = false;
     }
     (s, a)
+}
+
+/// The start of the note that draining adds to `message` after
+/// [`DRAIN_WARN_AFTER`].
+const DRAIN_NOTE: &str = "processes of the old generation are still present";
+
+/// `message` without the draining note (and the `"; "` before it).
+fn without_drain_note(message: &str) -> &str {
+    match message.find(DRAIN_NOTE) {
+        Some(i) => {
+            let cause = &message[..i];
+            cause.strip_suffix("; ").unwrap_or(cause)
+        }
+        None => message,
+    }
+}
+
+/// The alarm text for a SIGKILL exit within [`KILLED_AT_BIRTH`] of the start
+/// that upkeep did not send, if this exit is one.
+fn killed_at_birth(s: &ServiceState, status: ExitStatus, ran: Duration) -> Option<String> {
+    (status.signal() == Some(9) && !s.killed && ran < KILLED_AT_BIRTH).then(|| {
+        format!(
+            "killed by SIGKILL {} ms after start, not by upkeep (a killed cgroup, the OOM killer, or another process)",
+            ran.as_millis()
+        )
+    })
 }
 
 /// How a run ended, for the restart decision.
@@ -907,6 +963,8 @@ fn send_stop_signal(s: &mut ServiceState, now: Instant, a: &mut Vec<Action>) {
         return;
     };
     let kill_at = kill_at.max(add_saturating(now, s.policy.min_signal_grace));
+    // SIGKILL as the stop signal is upkeep's own SIGKILL.
+    s.killed |= s.policy.stop_signal == 9;
     s.phase = Phase::Stopping {
         pid,
         then,
@@ -960,9 +1018,7 @@ fn group_gone(
     a: &mut Vec<Action>,
 ) {
     a.push(Action::Release { gen: s.gen });
-    if s.message.starts_with("processes of the old generation") {
-        s.message.clear();
-    }
+    s.message = without_drain_note(&s.message).to_string();
     match then {
         None => after_run(s, Run::Exited(status), now, jitter, a),
         // Requested stops: the requester owns `message`; the status is in `last_exit`.
@@ -975,7 +1031,8 @@ fn group_gone(
             {
                 s.message.clear();
             }
-            begin_start(s, a);
+            // A start like any other: it waits for the dependencies.
+            start_or_wait(s, a);
         }
         Some(AfterStop::Restart) => {
             // The message names the probe (set by ProbeFailed).
