@@ -134,6 +134,11 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceStatus>,
     /// Current manifest problems.
     pub manifest_errors: Vec<ManifestError>,
+    /// Bytes of service output dropped to keep each log file within its
+    /// bound, by service (written by the log rotation thread; for
+    /// `upkeep_log_dropped_bytes_total`, not part of `/health`).
+    #[serde(skip)]
+    pub log_dropped_bytes: BTreeMap<String, u64>,
 }
 
 impl Snapshot {

@@ -78,6 +78,9 @@ pub struct Config {
     pub default_backoff: BackoffSpec,
     /// Grace period for host services unless overridden.
     pub default_stop_timeout: Duration,
+    /// Where output goes for every service that does not set `log` (and for
+    /// every static pod): `[defaults] log`, `file` unless set.
+    pub default_log: LogMode,
     /// Image (without tag) -> entrypoint, for containers with no `command`.
     pub images: BTreeMap<String, Vec<String>>,
     /// The resolved host services, in file order.
@@ -104,6 +107,7 @@ impl Config {
             log_max_files: DEFAULT_LOG_MAX_FILES,
             default_backoff: BackoffSpec::default(),
             default_stop_timeout: DEFAULT_STOP_TIMEOUT,
+            default_log: LogMode::File,
             images: BTreeMap::new(),
             services: Vec::new(),
         }
@@ -431,7 +435,30 @@ fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
             cfg.default_backoff = b;
         }
     }
+    if let Some(v) = f.get("log") {
+        if let Some(mode) = read_log_mode(ctx, v, "defaults.log") {
+            cfg.default_log = mode;
+        }
+    }
     f.finish(ctx, Severity::Error);
+}
+
+/// Reads a `log` mode: `"file"`, `"journal"` or `"inherit"`.
+fn read_log_mode(ctx: &mut Ctx<'_>, v: &Node, field: &str) -> Option<LogMode> {
+    match ctx.string(v, field).as_deref() {
+        Some("file") => Some(LogMode::File),
+        Some("journal") => Some(LogMode::Journal),
+        Some("inherit") => Some(LogMode::Inherit),
+        Some(other) => {
+            ctx.error(
+                v,
+                field,
+                format!("{other:?}: expected \"file\", \"journal\" or \"inherit\""),
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// Reads a (partial) backoff table over `base` and validates the result.
@@ -824,17 +851,10 @@ fn read_service(
             backoff = b;
         }
     }
-    let mut log = LogMode::File;
+    let mut log = cfg.default_log;
     if let Some(v) = f.get("log") {
-        match ctx.string(v, &f.sub("log")).as_deref() {
-            Some("file") => log = LogMode::File,
-            Some("inherit") => log = LogMode::Inherit,
-            Some(other) => ctx.error(
-                v,
-                &f.sub("log"),
-                format!("{other:?}: expected \"file\" or \"inherit\""),
-            ),
-            None => {}
+        if let Some(mode) = read_log_mode(ctx, v, &f.sub("log")) {
+            log = mode;
         }
     }
     let mut probes = Probes::default();

@@ -19,8 +19,8 @@ use crate::hash::{fnv1a_128_hex, spec_hash};
 use crate::node::{self, Ctx, Fields, Kind, Node};
 use crate::quantity::Quantity;
 use crate::types::{
-    HostPathType, HostPathVolume, LogMode, Origin, Probe, ProbeHandler, Probes, Resources,
-    RestartPolicy, Scheme, ServiceSpec,
+    HostPathType, HostPathVolume, Origin, Probe, ProbeHandler, Probes, Resources, RestartPolicy,
+    Scheme, ServiceSpec,
 };
 
 /// Largest manifest read (the kubelet's `maxConfigLength`).
@@ -1288,7 +1288,7 @@ fn read_container(
         pre_stop,
         probes,
         after: Vec::new(),
-        log: LogMode::File,
+        log: cfg.default_log,
         volumes,
         resources,
         hash: String::new(),

@@ -78,12 +78,7 @@ enum ActorEnd {
 impl Actor {
     pub(super) fn new(spec: ServiceSpec, ctx: Arc<Ctx>) -> Self {
         let state = ServiceState::new(spec.restart, spec.backoff, Instant::now());
-        let log = ServiceLog::new(
-            &ctx.log_dir,
-            &spec.name,
-            ctx.log_max_size,
-            ctx.log_max_files,
-        );
+        let log = ctx.logs.service(&spec.name, spec.log);
         Actor {
             log,
             spec,
@@ -341,20 +336,11 @@ impl Actor {
                 }
             }
         }
-        let out = match self.spec.log {
-            LogMode::Inherit => None,
-            LogMode::File => {
-                let out = self.log.output();
-                if let Some(w) = &out.warning {
-                    warn!(service = self.name(), "{w}");
-                }
-                Some(out)
-            }
-        };
-        let output = match &out {
-            Some(o) => o.as_output(),
-            None => spawn::Output::Inherit,
-        };
+        let out = self.log.output();
+        if let Some(w) = &out.warning {
+            warn!(service = self.name(), "{w}");
+        }
+        let output = out.as_output();
         let mut req = spawn::SpawnRequest::new(&self.spec.argv, &self.spec.env);
         req.working_dir = Some(&self.spec.working_dir);
         req.uid = self.spec.uid;
@@ -545,14 +531,10 @@ impl Actor {
         }
         *self.exits.entry(status.reason()).or_default() += 1;
         let requested = matches!(self.state.phase, Phase::Stopping { .. });
-        match status {
-            _ if requested => info!(service = self.name(), "stopped ({status})"),
-            ExitStatus::Exited(0) => info!(service = self.name(), "exited with code 0"),
-            ExitStatus::Unknown => info!(
-                service = self.name(),
-                "adopted process exited (status unknown)"
-            ),
-            _ => warn!(service = self.name(), "{status}"),
+        match self.crashlog.on_exit(Instant::now(), &status, requested) {
+            Some(l) if l.warn => warn!(service = self.name(), "{}", l.text),
+            Some(l) => info!(service = self.name(), "{}", l.text),
+            None => {}
         }
         self.ctx.record(&self.spec.name, None);
         self.feed(Event::Exited { status }, exit, probe_tx);

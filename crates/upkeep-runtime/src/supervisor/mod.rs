@@ -29,10 +29,10 @@ use upkeep_core::snapshot::{rfc3339, LastExit, ManifestError, ServiceStatus, Sha
 use upkeep_core::ExitStatus;
 use upkeep_spec::config::{self, Config, Overrides};
 use upkeep_spec::manifest::{self, ManifestTracker};
-use upkeep_spec::{LogMode, OnExit, Origin, Probes, ServiceSpec};
+use upkeep_spec::{OnExit, Origin, Probes, ServiceSpec};
 
 use crate::cgroup::{Cgroup, CgroupRoot};
-use crate::logs::ServiceLog;
+use crate::logs::{Logs, ServiceLog};
 use crate::probe::{self, ExecContext, ProbeKind, ProbeReport, ProbeWorker};
 use crate::reaper::{self, Reaper};
 use crate::spawn;
@@ -102,9 +102,7 @@ struct ActorHandle {
 struct Ctx {
     reaper: Arc<Reaper>,
     shared: Arc<Shared>,
-    log_dir: PathBuf,
-    log_max_size: u64,
-    log_max_files: u32,
+    logs: Logs,
     cgroup_root: Option<CgroupRoot>,
     /// Bumped whenever any service's readiness changes (for `after`).
     ready_tx: watch::Sender<u64>,
@@ -181,10 +179,13 @@ impl Supervisor {
         let (ready_tx, _) = watch::channel(0u64);
         let ctx = Arc::new(Ctx {
             reaper: opts.reaper,
-            shared: opts.shared,
-            log_dir: opts.config.log_dir.clone(),
-            log_max_size: opts.config.log_max_size,
-            log_max_files: opts.config.log_max_files,
+            shared: opts.shared.clone(),
+            logs: Logs::new(
+                &opts.config.log_dir,
+                opts.config.log_max_size,
+                opts.config.log_max_files,
+                Some(opts.shared.clone()),
+            ),
             cgroup_root: match CgroupRoot::detect(&opts.cgroup_prefix) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -288,7 +289,7 @@ impl Supervisor {
                 }
                 _ = relist.tick() => {
                     self.beat();
-                    self.rotate_logs();
+                    self.ctx.logs.check_all();
                     if !watcher.is_active() {
                         watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
                     }
@@ -520,21 +521,6 @@ impl Supervisor {
             .heartbeat_ms
             .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
         self.draining.retain(|_, j| !j.is_finished());
-    }
-
-    /// Copy-truncates the log of any long-running service over `max_size`
-    /// (a restart rotates by rename instead); called at each re-list.
-    fn rotate_logs(&self) {
-        for name in self.actors.keys() {
-            let path = crate::logs::log_path(&self.ctx.log_dir, name);
-            if let Err(e) = crate::logs::truncate_rotate_if_needed(
-                &path,
-                self.ctx.log_max_size,
-                self.ctx.log_max_files,
-            ) {
-                debug!(service = %name, "log rotation: {e}");
-            }
-        }
     }
 
     async fn shutdown(&mut self, why: &str) -> Ended {
