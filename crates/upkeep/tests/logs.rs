@@ -255,7 +255,10 @@ impl SmallTmpfs {
 
 impl Drop for SmallTmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -535,4 +538,61 @@ fn journal_mode_survives_upkeeps_restart() {
     d.signal(libc::SIGKILL);
     d.wait_exit(Duration::from_secs(10));
     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+}
+
+#[test]
+fn an_adopted_service_is_bounded_again_as_soon_as_upkeep_is_back() {
+    const MAX_SIZE: u64 = 4 * MIB;
+    let tmp = tempfile::tempdir().unwrap();
+    let count = tmp.path().join("count");
+    let mut d = Daemon::prepare(
+        &format!(
+            "[logs]\nmax_size = \"4MiB\"\nmax_files = 1\n\n{}",
+            paced_writer(&count)
+        ),
+        &[],
+    );
+    let config = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
+    std::fs::write(&d.config, config).unwrap();
+    spawn_with(&mut d, &[], "info");
+    let writer = d.wait_pid("writer", Duration::from_secs(10), |_| true);
+    let live = d.logs.join("writer.log");
+    let bound = 2 * MAX_SIZE + MAX_SIZE + 5 * MIB;
+
+    // While no upkeep runs, nothing rotates: the file outgrows the bound.
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        d.stderr()
+    );
+    wait_for(
+        "the log to outgrow its bound",
+        Duration::from_secs(20),
+        || (size(&live) > bound + 4 * MIB).then_some(()),
+    );
+    // The next upkeep adopts the writer and cuts its log down at once.
+    spawn_with(&mut d, &[], "info");
+    assert_eq!(
+        d.wait_pid("writer", Duration::from_secs(10), |_| true),
+        writer
+    );
+    wait_for(
+        "the log back within its bound",
+        Duration::from_secs(5),
+        || (total(&live, 1) <= bound).then_some(()),
+    );
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let t = total(&live, 1);
+        assert!(t <= bound, "sum {t} > {bound}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dropped_bytes(d.port, "writer") > 0);
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    unsafe { libc::kill(-(writer as i32), libc::SIGKILL) };
 }
