@@ -10,7 +10,8 @@
 //! the live file's slack is allowed 50 ms of reaction, and supervision
 //! latency is asserted at a high percentile with a hard ceiling far below
 //! the stalls of the old design (minutes of copy on the supervision thread,
-//! 1.6 s restart gaps).
+//! 1.6 s restart gaps). SIGTERM is one sample, allowed 250 ms (the issue's
+//! 100 ms plus a scheduling margin).
 
 mod common;
 
@@ -227,6 +228,41 @@ fn bound_holds_under_a_fast_writer_and_supervision_keeps_time() {
     let w = d.service("writer").unwrap();
     assert_eq!(w["pid"].as_u64(), Some(u64::from(writer)), "{w}");
     assert_eq!(w["restarts"], 0, "{w}");
+
+    // SIGTERM is handled at once, rotation and crash loop notwithstanding:
+    // the time from the signal to upkeep's line saying it stops.
+    let sent = seconds_of_day(std::time::SystemTime::now());
+    d.signal(libc::SIGTERM);
+    d.wait_exit(Duration::from_secs(30));
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("SIGTERM: stopping"))
+        .unwrap_or_else(|| panic!("no SIGTERM line:\n{log}"));
+    let handled = line_seconds_of_day(line) - sent;
+    let handled_ms = (handled.rem_euclid(86_400.0)) * 1000.0;
+    eprintln!("SIGTERM handled after {handled_ms:.1} ms");
+    assert!(
+        handled_ms <= 250.0,
+        "SIGTERM handled after {handled_ms:.1} ms: {line}"
+    );
+}
+
+/// Seconds since midnight UTC.
+fn seconds_of_day(t: std::time::SystemTime) -> f64 {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6
+}
+
+/// Seconds since midnight UTC of a log line stamped `2026-11-29T13:49:45.331308Z ...`.
+fn line_seconds_of_day(line: &str) -> f64 {
+    let stamp = line.split_whitespace().next().unwrap();
+    let time = stamp.split_once('T').unwrap().1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
 }
 
 /// A small tmpfs mounted on a fresh directory, unmounted on drop.
