@@ -22,6 +22,14 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
+/// The tests that load the machine (a fast writer, a crash loop) run one at
+/// a time, so that none measures another's load.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Starts `d`'s upkeep (optionally under `prefix`, e.g. `nsenter`) with
 /// `RUST_LOG=rust_log`, and waits for /health to answer.
 fn spawn_with(d: &mut Daemon, prefix: &[&str], rust_log: &str) {
@@ -116,6 +124,7 @@ fn crasher(starts: &Path) -> String {
 
 #[test]
 fn bound_holds_under_a_fast_writer_and_supervision_keeps_time() {
+    let _heavy = heavy();
     const MAX_SIZE: u64 = 5 * MIB;
     const MAX_FILES: u32 = 2;
     const RUN: Duration = Duration::from_secs(20);
@@ -300,6 +309,7 @@ impl Drop for SmallTmpfs {
 
 #[test]
 fn full_small_tmpfs_drops_old_output_never_the_service() {
+    let _heavy = heavy();
     const MAX_SIZE: u64 = 5 * MIB;
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -379,6 +389,7 @@ fn full_small_tmpfs_drops_old_output_never_the_service() {
 
 #[test]
 fn exit_flood_is_rate_limited_and_names_every_service() {
+    let _heavy = heavy();
     const N: usize = 20;
     let mut cfg = String::new();
     for i in 0..N {
@@ -578,6 +589,7 @@ fn journal_mode_survives_upkeeps_restart() {
 
 #[test]
 fn an_adopted_service_is_bounded_again_as_soon_as_upkeep_is_back() {
+    let _heavy = heavy();
     const MAX_SIZE: u64 = 4 * MIB;
     let tmp = tempfile::tempdir().unwrap();
     let count = tmp.path().join("count");
