@@ -4,8 +4,9 @@
 #   sudo bash scripts/test.sh
 #
 # Installs what the tests need (etcd for the end-to-end test, promtool for the
-# metrics checks, systemd-journald for log = "journal") when it is missing; that needs root, and so do the tests that
-# switch users, create cgroups and install the .deb. Without root, the missing
+# metrics checks, systemd-journald for log = "journal") when it is missing;
+# that needs root, and so do the tests that switch users, create cgroups,
+# mount tmpfs and install the .deb. Without root, the missing
 # pieces make the run fail loudly rather than skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
