@@ -104,6 +104,12 @@ const INTERNAL_ERRORS: Def = Def {
     kind: MetricType::COUNTER,
     labels: &["kind"],
 };
+const LOG_DROPPED: Def = Def {
+    name: "upkeep_log_dropped_bytes_total",
+    help: "Bytes of the service's output dropped to keep its log files within their size bound (full disk, or written faster than rotation could keep).",
+    kind: MetricType::COUNTER,
+    labels: &["service"],
+};
 const BUILD_INFO: Def = Def {
     name: "upkeep_build_info",
     help: "Always 1; the version label is the running upkeep's version.",
@@ -111,7 +117,7 @@ const BUILD_INFO: Def = Def {
     labels: &["version"],
 };
 
-const SNAPSHOT_DEFS: [&Def; 13] = [
+const SNAPSHOT_DEFS: [&Def; 14] = [
     &SERVICE_STUCK,
     &INTERNAL_ERRORS,
     &SERVICE_UP,
@@ -124,6 +130,7 @@ const SNAPSHOT_DEFS: [&Def; 13] = [
     &PROBE_FAILURES,
     &PROBE_DURATION,
     &MANIFEST_ERRORS,
+    &LOG_DROPPED,
     &BUILD_INFO,
 ];
 
@@ -277,6 +284,7 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut start, mut backoff, mut failures, mut durations) = (vec![], vec![], vec![], vec![]);
     let mut stuck = vec![];
+    let mut dropped = vec![];
     for s in snapshot.services.values() {
         let svc = [("service", s.name.as_str())];
         up.push(gauge(&svc, bool_value(s.pid.is_some())));
@@ -291,6 +299,12 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
             state.push(gauge(&[("service", &s.name), ("state", &s.state)], 1.0));
         }
         restarts.push(counter(&svc, s.restarts as f64));
+        let lost = snapshot
+            .log_dropped_bytes
+            .get(&s.name)
+            .copied()
+            .unwrap_or(0);
+        dropped.push(counter(&svc, lost as f64));
         for (reason, n) in &s.exits {
             exits.push(counter(
                 &[("service", &s.name), ("reason", reason)],
@@ -348,6 +362,7 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
                 })
                 .collect(),
         ),
+        family(&LOG_DROPPED, dropped),
         family(&BUILD_INFO, vec![gauge(&[("version", version)], 1.0)]),
     ];
     families

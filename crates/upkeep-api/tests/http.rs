@@ -215,6 +215,7 @@ async fn metrics_have_every_contract_name_and_pass_promtool() {
         "upkeep_probe_failures_total",
         "upkeep_probe_duration_seconds",
         "upkeep_manifest_errors",
+        "upkeep_log_dropped_bytes_total",
         "upkeep_build_info",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -256,6 +257,10 @@ async fn metrics_have_every_contract_name_and_pass_promtool() {
         "upkeep_probe_failures_total{service=\"kube-apiserver\",probe=\"readiness\"} 5"
     ));
     assert!(has("upkeep_manifest_errors 1"));
+    assert!(has(
+        "upkeep_log_dropped_bytes_total{service=\"kube-system-pod/crasher\"} 65536"
+    ));
+    assert!(has("upkeep_log_dropped_bytes_total{service=\"etcd\"} 0"));
     assert!(has("upkeep_build_info{version=\"9.8.7-test\"} 1"));
     assert!(has("upkeep_service_backoff_seconds{service=\"etcd\"} 0"));
     let backoff: f64 = lines

@@ -1,6 +1,16 @@
-//! The rate-limited crash-loop log line (design.md section 6, peers #9):
-//! `"restarted 37 times in 10m, last exit code 1"`, at most once per
-//! `min_interval` per service, so a crash loop never floods the journal.
+//! upkeep's own log lines about a service's exits and restarts, rate-limited
+//! (design.md section 6, peers #9, issue #13) so that a crash loop of any
+//! number of services never floods the journal:
+//!
+//! - the crash-loop line `"restarted 37 times in 10m, last exit code 1"`, at
+//!   most once per `min_interval` per service ([`CrashLog::on_restart`]);
+//! - the exit line (`"exit code 1"`, `"stopped (killed by SIGTERM)"`), at most
+//!   once per `min_interval` per service, the next one carrying the count of
+//!   the exits not logged in between ([`CrashLog::on_exit`]).
+//!
+//! `min_interval` is the *restart log period*: 60 s in the daemon
+//! ([`DEFAULT_MIN_INTERVAL`]), so a crash-looping service costs at most two
+//! lines a minute.
 //!
 //! Pure: time comes in as an argument; the caller logs the returned line
 //! (prefixed with the service name) and owns one [`CrashLog`] per service.
@@ -29,6 +39,21 @@ pub struct CrashLog {
     overflowed: bool,
     /// When the last line was returned.
     last_line: Option<Instant>,
+    /// When the last exit line was returned.
+    last_exit_line: Option<Instant>,
+    /// Exits not logged since then.
+    exits_unlogged: u64,
+    /// Whether one of them was a failure.
+    unlogged_failure: bool,
+}
+
+/// An exit line to log, with its level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitLine {
+    /// Log at warning level (a failure is in it), else info.
+    pub warn: bool,
+    /// The line, without the service name.
+    pub text: String,
 }
 
 impl Default for CrashLog {
@@ -47,6 +72,9 @@ impl CrashLog {
             recent: VecDeque::new(),
             overflowed: false,
             last_line: None,
+            last_exit_line: None,
+            exits_unlogged: 0,
+            unlogged_failure: false,
         }
     }
 
@@ -82,6 +110,47 @@ impl CrashLog {
             "restarted {count} in {}, last {last_exit}",
             human_duration(self.window)
         ))
+    }
+
+    /// Records an exit at `now`; `requested` when upkeep stopped it. Returns
+    /// the line to log, at most one per `min_interval`; a line after a quiet
+    /// spell says how many exits it did not log (`"exit code 1; 312 more exits
+    /// in the last 1m not logged"`). Any failure among them makes it a warning.
+    pub fn on_exit(
+        &mut self,
+        now: Instant,
+        status: &ExitStatus,
+        requested: bool,
+    ) -> Option<ExitLine> {
+        let (failure, mut text) = match status {
+            _ if requested => (false, format!("stopped ({status})")),
+            ExitStatus::Exited(0) => (false, "exited with code 0".to_string()),
+            ExitStatus::Unknown => (false, "adopted process exited (status unknown)".to_string()),
+            _ => (true, status.to_string()),
+        };
+        if let Some(last) = self.last_exit_line {
+            if last
+                .checked_add(self.min_interval)
+                .is_none_or(|next| now < next)
+            {
+                self.exits_unlogged += 1;
+                self.unlogged_failure |= failure;
+                return None;
+            }
+            if self.exits_unlogged > 0 {
+                let n = self.exits_unlogged;
+                let exits = if n == 1 { "exit" } else { "exits" };
+                text.push_str(&format!(
+                    "; {n} more {exits} in the last {} not logged",
+                    human_duration(now.saturating_duration_since(last))
+                ));
+            }
+        }
+        let warn = failure || self.unlogged_failure;
+        self.last_exit_line = Some(now);
+        self.exits_unlogged = 0;
+        self.unlogged_failure = false;
+        Some(ExitLine { warn, text })
     }
 
     /// Restarts recorded within the window ending at `now` (capped at [`MAX_TRACKED`]).
@@ -277,6 +346,75 @@ mod tests {
         let mut huge = CrashLog::new(Duration::MAX, Duration::MAX);
         assert!(huge.on_restart(base, &CODE1).is_some());
         assert_eq!(huge.on_restart(at(base, 1), &CODE1), None);
+    }
+
+    fn exit(log: &mut CrashLog, t: Instant, s: &ExitStatus) -> Option<(bool, String)> {
+        log.on_exit(t, s, false).map(|l| (l.warn, l.text))
+    }
+
+    #[test]
+    fn exit_lines_once_a_period_then_a_count() {
+        let base = Instant::now();
+        let mut log = CrashLog::default();
+        assert_eq!(
+            exit(&mut log, base, &CODE1),
+            Some((true, "exit code 1".into()))
+        );
+        // A zero-backoff loop: 1000 exits a second stay quiet for a minute.
+        for i in 1..60_000u64 {
+            let t = base + Duration::from_millis(i);
+            assert_eq!(exit(&mut log, t, &CODE1), None, "at {i}ms");
+        }
+        assert_eq!(
+            exit(&mut log, at(base, 60), &ExitStatus::Exited(0)),
+            Some((
+                true,
+                "exited with code 0; 59999 more exits in the last 1m not logged".into()
+            )),
+            "a warning: failures were among the unlogged exits"
+        );
+        // A quiet minute after: a plain line again, at info.
+        assert_eq!(
+            exit(&mut log, at(base, 130), &ExitStatus::Exited(0)),
+            Some((false, "exited with code 0".into()))
+        );
+        assert_eq!(exit(&mut log, at(base, 131), &CODE1), None);
+        assert_eq!(
+            exit(&mut log, at(base, 200), &CODE1),
+            Some((
+                true,
+                "exit code 1; 1 more exit in the last 1m10s not logged".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn exit_lines_for_stops_and_adopted_processes() {
+        let base = Instant::now();
+        let mut log = CrashLog::new(DEFAULT_WINDOW, Duration::ZERO);
+        let term = ExitStatus::Signaled {
+            signal: 15,
+            core: false,
+        };
+        assert_eq!(
+            log.on_exit(base, &term, true),
+            Some(ExitLine {
+                warn: false,
+                text: "stopped (killed by SIGTERM)".into()
+            })
+        );
+        assert_eq!(
+            exit(&mut log, base, &term),
+            Some((true, "killed by SIGTERM".into()))
+        );
+        assert_eq!(
+            exit(&mut log, base, &ExitStatus::Unknown),
+            Some((false, "adopted process exited (status unknown)".into()))
+        );
+        // Time going backwards stays quiet rather than panicking.
+        let mut slow = CrashLog::default();
+        assert!(exit(&mut slow, at(base, 100), &CODE1).is_some());
+        assert_eq!(exit(&mut slow, at(base, 10), &CODE1), None);
     }
 
     #[test]

@@ -143,6 +143,11 @@ pub struct Snapshot {
     /// `actor_panic`, `reaper_stopped`) (metrics).
     #[serde(skip)]
     pub internal_errors: BTreeMap<String, u64>,
+    /// Bytes of service output dropped to keep each log file within its
+    /// bound, by service (written by the log rotation thread; for
+    /// `upkeep_log_dropped_bytes_total`, not part of `/health`).
+    #[serde(skip)]
+    pub log_dropped_bytes: BTreeMap<String, u64>,
 }
 
 impl Snapshot {

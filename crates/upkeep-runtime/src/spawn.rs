@@ -699,6 +699,29 @@ pub(crate) fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     }
 }
 
+/// Best-effort `SO_SNDBUF` on a socket.
+pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) {
+    // SAFETY: a valid socket fd and a pointer to a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Best-effort nice value of the calling thread.
+pub(crate) fn set_thread_priority(nice: libc::c_int) {
+    // SAFETY: setpriority on our own thread id; no memory is involved.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
 /// Makes `cmd`'s child join the cgroups behind `fds` (their `cgroup.procs`
 /// files, opened for writing) between fork and exec. A failure leaves the
 /// child where it is.

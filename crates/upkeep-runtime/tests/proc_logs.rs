@@ -1,5 +1,6 @@
 //! Log files with real writers: rotation at spawn, copy-truncate under a
-//! live O_APPEND writer, tail, follow across rotation, fallback to /dev/null.
+//! live O_APPEND writer, tail, follow across rotation, fallback to /dev/null,
+//! and the rotation thread under a real writer.
 
 mod proc_common;
 
@@ -9,8 +10,9 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use upkeep_core::ExitStatus;
-use upkeep_runtime::logs::{tail, truncate_rotate_if_needed, Follower, LogFile, ServiceLog};
+use upkeep_runtime::logs::{copy_truncate, tail, Follower, LogFile, Logs, ServiceLog};
 use upkeep_runtime::spawn::{Output, SpawnRequest};
+use upkeep_spec::LogMode;
 
 fn rotated(p: &Path, n: u32) -> PathBuf {
     PathBuf::from(format!("{}.{n}", p.display()))
@@ -88,7 +90,12 @@ async fn truncate_rotate_under_a_live_append_writer() {
     wait_until("400 lines written", || read(&p).lines().count() == 400).await;
     let before = read(&p);
     assert!(log.truncate_rotate().unwrap());
-    assert_eq!(read(&rotated(&p, 1)), before, "copied");
+    let newest = &before[before.len() - 1000..];
+    assert_eq!(
+        read(&rotated(&p, 1)),
+        newest,
+        "the newest max_size bytes copied"
+    );
     assert_eq!(fs::metadata(&p).unwrap().len(), 0, "truncated");
     // Let the writer continue: it writes at offset 0, no hole of NULs.
     fs::OpenOptions::new()
@@ -107,12 +114,15 @@ async fn truncate_rotate_under_a_live_append_writer() {
             core: false
         }
     );
-    // The free-function form used by the supervisor's timer.
+    // The free-function form used by the rotation thread.
     append(&p, &"y".repeat(2000));
-    assert!(truncate_rotate_if_needed(&p, 1000, 3).unwrap());
-    assert_eq!(read(&rotated(&p, 2)), before, "shifted");
-    assert_eq!(read(&rotated(&p, 1)).len(), "after\n".len() + 2000);
-    assert!(!truncate_rotate_if_needed(&dir.path().join("missing.log"), 10, 1).unwrap());
+    let r = copy_truncate(&p, 1000, 3).unwrap();
+    assert!(r.copy_error.is_none());
+    assert_eq!((r.kept, r.dropped), (1000, "after\n".len() as u64 + 1000));
+    assert_eq!(read(&rotated(&p, 2)), newest, "shifted");
+    assert_eq!(read(&rotated(&p, 1)), "y".repeat(1000));
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+    assert!(copy_truncate(&dir.path().join("missing.log"), 10, 1).is_err());
 }
 
 #[test]
@@ -220,4 +230,139 @@ async fn unwritable_log_dir_falls_back_to_dev_null() {
     let sp = req.spawn(&reaper()).unwrap();
     assert_eq!(exit_of(sp).await, ExitStatus::Exited(5));
     assert_eq!(read(&log.path()), "hello\n");
+}
+
+/// A small tmpfs mounted on a fresh temp dir, unmounted on drop (also on panic).
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> SmallTmpfs {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount(8)");
+        assert!(st.success(), "mounting a tmpfs on {}", dir.path().display());
+        SmallTmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn copy_truncate_on_a_full_disk_still_truncates_and_counts() {
+    // 1 MiB of disk, a 700 KiB log, max_size 512 KiB: the rotated copy cannot
+    // fit, so the live file is emptied anyway and every byte counted.
+    let fs_ = SmallTmpfs::mount("1m");
+    let p = fs_.path().join("svc.log");
+    fs::write(&p, vec![b'x'; 700 * 1024]).unwrap();
+    fs::write(rotated(&p, 1), b"older\n").unwrap();
+    let r = copy_truncate(&p, 512 * 1024, 2).unwrap();
+    let e = r.copy_error.expect("the copy fails on a full disk");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    assert_eq!((r.kept, r.dropped), (0, 700 * 1024));
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0, "truncated anyway");
+    assert!(!rotated(&p, 1).exists(), "no partial copy left behind");
+    assert_eq!(read(&rotated(&p, 2)), "older\n", "older files kept");
+}
+
+#[tokio::test]
+async fn rotation_thread_rotates_a_file_that_reaches_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = std::sync::Arc::new(upkeep_core::snapshot::Shared::default());
+    let logs = Logs::new(dir.path(), 64 * 1024, 2, Some(shared.clone()));
+    // Registered before the file exists, as for a service not started yet.
+    let mut log = logs.service("svc", LogMode::File);
+    let out = log.output();
+    assert!(out.warning.is_none(), "{:?}", out.warning);
+    let p = log.path();
+    // A real process writes 100 KiB in one go through the descriptor.
+    let env = std_env();
+    let a = sh("head -c 102400 /dev/zero | tr '\\0' x; echo; sleep 30");
+    let mut req = SpawnRequest::new(&a, &env);
+    req.stdout = out.as_output();
+    req.stderr = out.as_output();
+    let sp = req.spawn(&reaper()).unwrap();
+    let _c = Cleanup::pids(vec![sp.pid]);
+    wait_until("rotation of the 100 KiB file", || {
+        fs::metadata(rotated(&p, 1)).is_ok_and(|m| m.len() == 64 * 1024)
+    })
+    .await;
+    assert!(fs::metadata(&p).unwrap().len() < 64 * 1024);
+    // Nothing fit in .1 beyond its newest 64 KiB: the rest is counted.
+    wait_until("the dropped bytes in the snapshot", || {
+        let snap = shared.snapshot.read().unwrap();
+        snap.log_dropped_bytes.get("svc").copied().unwrap_or(0) >= 102_401 - 64 * 1024
+    })
+    .await;
+    // Later writes through the same O_APPEND descriptor land at offset 0.
+    kill(sp.pid);
+    let _ = exit_of(sp).await;
+    fs::File::from(log.output().fd.unwrap())
+        .write_all(b"next\n")
+        .unwrap();
+    assert_eq!(read(&p), "next\n");
+}
+
+#[tokio::test]
+async fn journal_mode_streams_to_journald_and_falls_back_to_the_file() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("stdout");
+    let logs = Logs::new(dir.path(), 1 << 20, 2, None).with_journal_socket(&sock);
+    let mut log = logs.service("kube-system-etcd/etcd", LogMode::Journal);
+
+    // No journald: the file, with one warning that names the socket.
+    let out = log.output();
+    let w = out.warning.clone().expect("a warning");
+    assert!(
+        w.contains(&sock.display().to_string()) && w.contains(".log"),
+        "{w}"
+    );
+    assert!(out.fd.is_some(), "falls back to the file");
+    assert!(log.output().warning.is_none(), "warned once");
+
+    // A listener that speaks for journald: header, then the child's output.
+    let listener = UnixListener::bind(&sock).unwrap();
+    let out = log.output();
+    assert!(out.warning.is_none());
+    let env = std_env();
+    let a = sh("echo to-stdout; echo to-stderr >&2");
+    let mut req = SpawnRequest::new(&a, &env);
+    req.stdout = out.as_output();
+    req.stderr = out.as_output();
+    let sp = req.spawn(&reaper()).unwrap();
+    drop(out); // upkeep keeps no copy: journald sees EOF when the service ends
+    assert_eq!(exit_of(sp).await, ExitStatus::Exited(0));
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(
+        got,
+        "kube-system-etcd/etcd\n\n6\n1\n0\n0\n0\nto-stdout\nto-stderr\n"
+    );
 }

@@ -80,6 +80,9 @@ pub struct Config {
     pub default_stop_timeout: Duration,
     /// Kill mode for host services unless overridden.
     pub default_kill_mode: KillMode,
+    /// Where output goes for every service that does not set `log` (and for
+    /// every static pod): `[defaults] log`, `file` unless set.
+    pub default_log: LogMode,
     /// Image (without tag) -> entrypoint, for containers with no `command`.
     pub images: BTreeMap<String, Vec<String>>,
     /// The resolved host services, in file order.
@@ -107,6 +110,7 @@ impl Config {
             default_backoff: BackoffSpec::default(),
             default_stop_timeout: DEFAULT_STOP_TIMEOUT,
             default_kill_mode: KillMode::ControlGroup,
+            default_log: LogMode::File,
             images: BTreeMap::new(),
             services: Vec::new(),
         }
@@ -439,6 +443,11 @@ fn read_defaults(ctx: &mut Ctx<'_>, n: &Node, cfg: &mut Config) {
             cfg.default_backoff = b;
         }
     }
+    if let Some(v) = f.get("log") {
+        if let Some(mode) = read_log_mode(ctx, v, "defaults.log") {
+            cfg.default_log = mode;
+        }
+    }
     f.finish(ctx, Severity::Error);
 }
 
@@ -473,6 +482,24 @@ fn stop_timeout(ctx: &mut Ctx<'_>, v: &Node, path: &str) -> Option<Duration> {
         return None;
     }
     Some(d)
+}
+
+/// Reads a `log` mode: `"file"`, `"journal"` or `"inherit"`.
+fn read_log_mode(ctx: &mut Ctx<'_>, v: &Node, field: &str) -> Option<LogMode> {
+    match ctx.string(v, field).as_deref() {
+        Some("file") => Some(LogMode::File),
+        Some("journal") => Some(LogMode::Journal),
+        Some("inherit") => Some(LogMode::Inherit),
+        Some(other) => {
+            ctx.error(
+                v,
+                field,
+                format!("{other:?}: expected \"file\", \"journal\" or \"inherit\""),
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// Reads a (partial) backoff table over `base` and validates the result.
@@ -916,17 +943,10 @@ fn read_service(
             backoff = b;
         }
     }
-    let mut log = LogMode::File;
+    let mut log = cfg.default_log;
     if let Some(v) = f.get("log") {
-        match ctx.string(v, &f.sub("log")).as_deref() {
-            Some("file") => log = LogMode::File,
-            Some("inherit") => log = LogMode::Inherit,
-            Some(other) => ctx.error(
-                v,
-                &f.sub("log"),
-                format!("{other:?}: expected \"file\" or \"inherit\""),
-            ),
-            None => {}
+        if let Some(mode) = read_log_mode(ctx, v, &f.sub("log")) {
+            log = mode;
         }
     }
     let mut probes = Probes::default();

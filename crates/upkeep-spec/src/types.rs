@@ -274,6 +274,9 @@ pub enum LogMode {
     /// `<log_dir>/<name>.log` with size-based rotation.
     #[default]
     File,
+    /// journald's stream socket, with `SYSLOG_IDENTIFIER` = the service name
+    /// (the file where journald is not running).
+    Journal,
     /// upkeep's own stderr (journald under systemd).
     Inherit,
 }

@@ -55,6 +55,7 @@ fn empty_file_gives_every_default() {
     assert_eq!(c.default_backoff, BackoffSpec::default());
     assert_eq!(c.default_backoff.initial, Duration::from_secs(1));
     assert_eq!(c.default_backoff.max, Duration::from_secs(60));
+    assert_eq!(c.default_log, LogMode::File, "a static default: file");
     assert!(c.images.is_empty() && c.services.is_empty());
     assert_eq!(c.path.as_deref(), Some(Path::new("/etc/upkeep/test.toml")));
 }
@@ -409,6 +410,31 @@ fn helpers() {
     ] {
         assert!(parse_http_url(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn log_modes_and_the_default_for_every_service() {
+    let c = ok(r#"
+[defaults]
+log = "journal"
+
+[services.a]
+command = ["/bin/true"]
+
+[services.b]
+command = ["/bin/true"]
+log = "file"
+"#);
+    assert_eq!(c.default_log, LogMode::Journal);
+    assert_eq!(c.service("a").unwrap().log, LogMode::Journal);
+    assert_eq!(c.service("b").unwrap().log, LogMode::File);
+    let e = errors("[defaults]\nlog = \"syslog\"\n");
+    assert!(
+        e.iter().any(
+            |d| d.to_string().contains("defaults.log") && d.to_string().contains("\"journal\"")
+        ),
+        "{e:#?}"
+    );
 }
 
 #[test]

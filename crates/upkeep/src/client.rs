@@ -1,7 +1,10 @@
 //! Client commands that talk to a running daemon: `status` (over HTTP),
-//! `restart|stop|start` (over the control socket) and `logs` (from the files).
+//! `restart|stop|start` (over the control socket) and `logs` (from the files,
+//! or from journald through `journalctl`).
 
 use upkeep_core::control::ControlRequest;
+
+use upkeep_spec::LogMode;
 
 use crate::cli::{Output, Paths};
 use crate::load::config_only;
@@ -95,6 +98,22 @@ pub fn logs(paths: &Paths, name: &str, follow: bool, lines: usize) -> i32 {
             return 2;
         }
     };
+    // A host service's own `log`, else the default (static pods).
+    let mode = cfg.service(name).map_or(cfg.default_log, |s| s.log);
+    match mode {
+        LogMode::Journal if upkeep_runtime::logs::journal::available() => {
+            return journal_logs(name, follow, lines);
+        }
+        LogMode::Inherit => {
+            eprintln!(
+                "upkeep: {name} has log = \"inherit\": its output is in upkeep's own log \
+                 (journalctl -u upkeep under systemd)"
+            );
+            return 1;
+        }
+        // Without journald, `journal` services write to the file.
+        LogMode::Journal | LogMode::File => {}
+    }
     let path = upkeep_runtime::logs::log_path(&cfg.log_dir, name);
     match upkeep_runtime::logs::tail(&path, lines) {
         Ok(lines) => {
@@ -131,4 +150,23 @@ pub fn logs(paths: &Paths, name: &str, follow: bool, lines: usize) -> i32 {
         }
     }
     0
+}
+
+/// `upkeep logs` for a `log = "journal"` service: `journalctl -t NAME`, with
+/// the message text only (as the file shows it).
+fn journal_logs(name: &str, follow: bool, lines: usize) -> i32 {
+    let mut cmd = std::process::Command::new("journalctl");
+    cmd.args(["--no-pager", "--output=cat", "--identifier"])
+        .arg(name)
+        .arg(format!("--lines={lines}"));
+    if follow {
+        cmd.arg("--follow");
+    }
+    match cmd.status() {
+        Ok(st) => st.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!("upkeep: {name} logs to journald, but journalctl cannot run: {e}");
+            1
+        }
+    }
 }

@@ -245,6 +245,7 @@ pub fn degraded_snapshot() -> Snapshot {
     crasher.exits = BTreeMap::from([(ExitStatus::Exited(1).reason(), 37)]);
     crasher.message = "restarted 37 times in 10m, last exit code 1".into();
     snap.services.insert(CRASHER.into(), crasher);
+    snap.log_dropped_bytes.insert(CRASHER.into(), 65536);
 
     snap.services.insert(
         "kube-scheduler".into(),

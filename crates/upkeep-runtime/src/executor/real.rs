@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +13,7 @@ use upkeep_spec::{LogMode, ServiceSpec};
 
 use super::{Done, ExecError, Executor, ProbeStart, Started, TaggedReport};
 use crate::cgroup::{Cgroup, CgroupRoot};
-use crate::logs::ServiceLog;
+use crate::logs::{Logs, ServiceLog};
 use crate::probe::{self, ExecContext, ProbeWorker};
 use crate::reaper::{self, Reaper};
 use crate::signal::{in_pgroup, pgroup_members, signal_members};
@@ -39,12 +38,8 @@ pub struct Env {
     pub reaper: Arc<Reaper>,
     /// Where service cgroups live; `None` without cgroups.
     pub cgroup_root: Option<CgroupRoot>,
-    /// Log directory.
-    pub log_dir: PathBuf,
-    /// Rotation size.
-    pub log_max_size: u64,
-    /// Rotated files kept.
-    pub log_max_files: u32,
+    /// Service logs (the rotation thread and journald streams).
+    pub logs: Logs,
 }
 
 /// The executor of one service.
@@ -57,7 +52,8 @@ pub struct RealExecutor {
     /// Leaves of released generations that still had processes
     /// (`kill_mode = "process"` leftovers): removed once empty.
     lingering: Vec<Cgroup>,
-    log: ServiceLog,
+    /// The service's log, in the log mode of the last spawn or adoption.
+    log: Option<(LogMode, ServiceLog)>,
     worker: Option<ProbeWorker>,
     next_leaf: u64,
 }
@@ -65,17 +61,25 @@ pub struct RealExecutor {
 impl RealExecutor {
     /// An executor for the service `name`.
     pub fn new(env: Env, name: &str) -> Self {
-        let log = ServiceLog::new(&env.log_dir, name, env.log_max_size, env.log_max_files);
         RealExecutor {
             env,
             name: name.to_string(),
             service_cg: None,
             gens: HashMap::new(),
             lingering: Vec::new(),
-            log,
+            log: None,
             worker: None,
             next_leaf: 0,
         }
+    }
+
+    /// The service's log in `mode` (watched by the rotation thread from
+    /// now on, also for an adopted process).
+    fn log(&mut self, mode: LogMode) -> &mut ServiceLog {
+        if self.log.as_ref().is_none_or(|(m, _)| *m != mode) {
+            self.log = Some((mode, self.env.logs.service(&self.name, mode)));
+        }
+        &mut self.log.as_mut().expect("just set").1
     }
 
     /// The service cgroup, created on first use.
@@ -143,20 +147,11 @@ impl Executor for RealExecutor {
     fn spawn(&mut self, spec: &ServiceSpec, gen: Gen) -> Result<Started, ExecError> {
         crate::volumes::prepare_volumes(&spec.volumes)?;
         let leaf = self.new_leaf(spec);
-        let out = match spec.log {
-            LogMode::Inherit => None,
-            LogMode::File => {
-                let out = self.log.output();
-                if let Some(w) = &out.warning {
-                    warn!(service = %self.name, "{w}");
-                }
-                Some(out)
-            }
-        };
-        let output = match &out {
-            Some(o) => o.as_output(),
-            None => spawn::Output::Inherit,
-        };
+        let out = self.log(spec.log).output();
+        if let Some(w) = &out.warning {
+            warn!(service = %self.name, "{w}");
+        }
+        let output = out.as_output();
         let mut req = spawn::SpawnRequest::new(&spec.argv, &spec.env);
         req.working_dir = Some(&spec.working_dir);
         req.uid = spec.uid;
@@ -218,6 +213,8 @@ impl Executor for RealExecutor {
             ));
         }
         self.service_cgroup(spec);
+        // Keep the adopted process's log within its bound from now on.
+        self.log(spec.log);
         let cgroup = match (&self.env.cgroup_root, &rec.cgroup) {
             (Some(root), Some(rel)) => Cgroup::find_relative(root, &self.name, rel),
             _ => None,

@@ -507,14 +507,10 @@ impl Actor {
         }
         *self.exits.entry(status.reason()).or_default() += 1;
         let requested = matches!(self.state.phase, Phase::Stopping { .. });
-        match status {
-            _ if requested => info!(service = self.name(), "stopped ({status})"),
-            ExitStatus::Exited(0) => info!(service = self.name(), "exited with code 0"),
-            ExitStatus::Unknown => info!(
-                service = self.name(),
-                "adopted process exited (status unknown)"
-            ),
-            _ => warn!(service = self.name(), "{status}"),
+        match self.crashlog.on_exit(now_std(), &status, requested) {
+            Some(l) if l.warn => warn!(service = self.name(), "{}", l.text),
+            Some(l) => info!(service = self.name(), "{}", l.text),
+            None => {}
         }
         self.feed(Event::Exited { gen, status, ran });
     }

@@ -32,6 +32,7 @@ use upkeep_spec::manifest::{self, ManifestTracker};
 use upkeep_spec::{OnExit, Origin, ServiceSpec};
 
 use crate::cgroup::{Cgroup, CgroupRoot};
+use crate::logs::Logs;
 use crate::probe::{ProbeKind, ProbeReport};
 use crate::reaper::{self, Reaper};
 use crate::spawn;
@@ -191,9 +192,12 @@ impl Supervisor {
         let (ready_tx, _) = watch::channel(0u64);
         let env = Env {
             reaper: opts.reaper,
-            log_dir: opts.config.log_dir.clone(),
-            log_max_size: opts.config.log_max_size,
-            log_max_files: opts.config.log_max_files,
+            logs: Logs::new(
+                &opts.config.log_dir,
+                opts.config.log_max_size,
+                opts.config.log_max_files,
+                Some(opts.shared.clone()),
+            ),
             cgroup_root: match CgroupRoot::detect(&opts.cgroup_prefix) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -296,7 +300,7 @@ impl Supervisor {
                 }
                 _ = relist.tick() => {
                     self.beat();
-                    self.rotate_logs();
+                    self.env.logs.check_all();
                     if !watcher.is_active() {
                         watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
                     }
@@ -650,21 +654,6 @@ impl Supervisor {
             .heartbeat_ms
             .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
         self.draining.retain(|_, j| !j.is_finished());
-    }
-
-    /// Copy-truncates the log of any long-running service over `max_size`
-    /// (a restart rotates by rename instead); called at each re-list.
-    fn rotate_logs(&self) {
-        for name in self.actors.keys() {
-            let path = crate::logs::log_path(&self.env.log_dir, name);
-            if let Err(e) = crate::logs::truncate_rotate_if_needed(
-                &path,
-                self.env.log_max_size,
-                self.env.log_max_files,
-            ) {
-                debug!(service = %name, "log rotation: {e}");
-            }
-        }
     }
 
     async fn shutdown(&mut self, why: &str) -> Ended {

@@ -14,7 +14,7 @@ use crate::expand::{expand, static_lookup};
 use crate::hash::spec_hash;
 use crate::node::{Ctx, Kind, Node};
 use crate::quantity::Quantity;
-use crate::types::{HostPathVolume, KillMode, LogMode, Origin, Probes, Resources, ServiceSpec};
+use crate::types::{HostPathVolume, KillMode, Origin, Probes, Resources, ServiceSpec};
 
 /// An image reference without its tag or digest:
 /// `registry.k8s.io/etcd:3.5.10-0` gives `registry.k8s.io/etcd`, and a
@@ -401,7 +401,7 @@ pub(super) fn read_container(
         pre_stop,
         probes,
         after: Vec::new(),
-        log: LogMode::File,
+        log: cfg.default_log,
         volumes,
         resources,
         hash: String::new(),

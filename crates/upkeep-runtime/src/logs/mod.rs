@@ -1,28 +1,31 @@
-//! Per-service log files with size-based rotation, and reading them back
-//! (`upkeep logs -n`, `upkeep logs -f`).
+//! Where a service's stdout/stderr go, per its `log` mode, and reading them
+//! back (`upkeep logs -n`, `upkeep logs -f`).
 //!
-//! Services write **directly** to `<dir>/<name>.log` (opened `O_APPEND`,
-//! mode 0640): never through a pipe to upkeep, because services must survive
-//! upkeep's exit and a broken pipe would SIGPIPE them.
-//!
-//! Rotation comes in two kinds:
-//! - [`LogFile::rotate_if_needed`] at each spawn: rename `name.log` to
-//!   `name.log.1` (and `.1` to `.2`, ...) when over the size limit; the new
-//!   process gets a fresh file.
-//! - [`LogFile::truncate_rotate`] for long-running processes, from a
-//!   low-frequency timer: copy the live file to `.1`, then truncate it.
-//!   `O_APPEND` writers keep going at offset 0. Lines written between the
-//!   copy and the truncation are lost (the usual copytruncate trade-off).
+//! - `file`: services write **directly** to `<dir>/<name>.log` (opened
+//!   `O_APPEND`, mode 0640): never through a pipe to upkeep, because services
+//!   must survive upkeep's exit and a broken pipe would SIGPIPE them. The
+//!   [`rotator`] thread keeps each file within `(max_files + 1) × max_size`
+//!   plus a small slack, off the supervision thread.
+//! - `journal`: a stream connection to journald ([`journal`]); falls back to
+//!   `file` with a warning where journald's socket is missing.
+//! - `inherit`: upkeep's own stderr.
 //!
 //! A full disk or an unwritable log directory never stops supervision:
 //! [`ServiceLog::output`] falls back to `/dev/null` and returns the reason
 //! for the caller to log.
+
+pub mod journal;
+pub mod rotator;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use upkeep_spec::LogMode;
+
+pub use rotator::{copy_truncate, Registration, Rotation, Rotator};
 
 /// Maps a service name to its log file name with
 /// [`upkeep_spec::names::path_component`] plus `.log`: `pod/container`
@@ -38,23 +41,6 @@ pub fn log_file_name(service: &str) -> String {
 /// `<dir>/<log_file_name(service)>`.
 pub fn log_path(dir: &Path, service: &str) -> PathBuf {
     dir.join(log_file_name(service))
-}
-
-/// [`LogFile::truncate_rotate`] on the file at `path` (for a periodic timer
-/// that holds no [`LogFile`]); `Ok(false)` if it does not exist or is small.
-pub fn truncate_rotate_if_needed(path: &Path, max_size: u64, max_files: u32) -> io::Result<bool> {
-    let file = match OpenOptions::new().append(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    LogFile {
-        path: path.to_path_buf(),
-        file,
-        max_size,
-        max_files,
-    }
-    .truncate_rotate()
 }
 
 /// An open service log file.
@@ -97,11 +83,8 @@ impl LogFile {
         Ok(self.file.metadata()?.len())
     }
 
-    /// Called before each spawn: if the live file is over `max_size`, shifts
-    /// `name.log.N` to `.N+1` (dropping the oldest), renames the live file to
-    /// `.1` and opens a fresh one. Also reopens the file if it was deleted or
-    /// replaced behind our back. Returns whether it rotated.
-    pub fn rotate_if_needed(&mut self) -> io::Result<bool> {
+    /// Reopens the file if it was deleted or replaced behind our back.
+    pub fn reopen_if_replaced(&mut self) -> io::Result<()> {
         let on_disk = fs::metadata(&self.path).ok();
         let ours = self.file.metadata()?;
         let replaced = match &on_disk {
@@ -111,6 +94,15 @@ impl LogFile {
         if replaced {
             self.file = open_append(&self.path)?;
         }
+        Ok(())
+    }
+
+    /// For a log without a [`Rotator`], before each spawn: reopens the file
+    /// if it was replaced, and if it is over `max_size`, shifts `name.log.N`
+    /// to `.N+1` (dropping the oldest), renames the live file to `.1` and
+    /// opens a fresh one. Returns whether it rotated.
+    pub fn rotate_if_needed(&mut self) -> io::Result<bool> {
+        self.reopen_if_replaced()?;
         if self.max_size == 0 || self.size()? <= self.max_size {
             return Ok(false);
         }
@@ -124,57 +116,24 @@ impl LogFile {
         Ok(true)
     }
 
-    /// For a process that runs for a long time: if the live file is over
-    /// `max_size`, copies it to `.1` (after shifting older files) and
-    /// truncates it in place, so the running process keeps its descriptor.
-    /// Returns whether it rotated. On failure (full disk) nothing is
-    /// truncated and a partial `.1` is removed.
+    /// For a process that runs for a long time: if the live file has reached
+    /// `max_size`, [`copy_truncate`]s it (the running process keeps its
+    /// descriptor). Returns whether it rotated. A failed copy (full disk)
+    /// still truncates; only a failure to truncate is an error.
     pub fn truncate_rotate(&mut self) -> io::Result<bool> {
-        if self.max_size == 0 || self.size()? <= self.max_size {
+        if self.max_size == 0 || self.size()? < self.max_size {
             return Ok(false);
         }
-        if self.max_files > 0 {
-            self.shift_rotated()?;
-            let dest = self.rotated(1);
-            let copy = (|| -> io::Result<()> {
-                let mut src = File::open(&self.path)?;
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o640)
-                    .open(&dest)?;
-                io::copy(&mut src, &mut out)?;
-                out.sync_data()
-            })();
-            if let Err(e) = copy {
-                let _ = fs::remove_file(&dest);
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("copying {} to {}: {e}", self.path.display(), dest.display()),
-                ));
-            }
-        }
-        self.file.set_len(0)?;
+        copy_truncate(&self.path, self.max_size, self.max_files)?;
         Ok(true)
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
-        let mut s = self.path.clone().into_os_string();
-        s.push(format!(".{n}"));
-        PathBuf::from(s)
+        rotator::rotated_path(&self.path, n)
     }
 
-    /// `.N-1` -> `.N`, ..., `.1` -> `.2`; the file at `.max_files` is dropped.
     fn shift_rotated(&self) -> io::Result<()> {
-        for n in (1..self.max_files).rev() {
-            match fs::rename(self.rotated(n), self.rotated(n + 1)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        rotator::shift_rotated(&self.path, self.max_files)
     }
 }
 
@@ -188,11 +147,13 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 /// The stdout/stderr descriptor for a spawn, and why it is `/dev/null` if it is.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SpawnOutput {
-    /// The log file, to hand to the child as stdout and stderr; `None` means
-    /// `/dev/null`.
+    /// The log file or journal stream, to hand to the child as stdout and
+    /// stderr; `None` means `/dev/null` (or upkeep's own, with `inherit`).
     pub fd: Option<OwnedFd>,
+    /// `log = "inherit"`: the child shares upkeep's stdout and stderr.
+    pub inherit: bool,
     /// Set when something went wrong (the caller logs it at warning level).
     pub warning: Option<String>,
 }
@@ -202,31 +163,106 @@ impl SpawnOutput {
     pub fn as_output(&self) -> crate::spawn::Output<'_> {
         match &self.fd {
             Some(fd) => crate::spawn::Output::Fd(std::os::fd::AsFd::as_fd(fd)),
+            None if self.inherit => crate::spawn::Output::Inherit,
             None => crate::spawn::Output::Null,
         }
     }
 }
 
+/// What every service log shares: the directory, the size limits and the
+/// rotation thread.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    dir: PathBuf,
+    max_size: u64,
+    max_files: u32,
+    rotator: Option<Rotator>,
+    journal_socket: PathBuf,
+}
+
+impl Logs {
+    /// Starts the rotation thread for `dir` (without it, files are rotated
+    /// only at spawn, with a warning). Dropped bytes are published in `shared`.
+    pub fn new(
+        dir: &Path,
+        max_size: u64,
+        max_files: u32,
+        shared: Option<std::sync::Arc<upkeep_core::snapshot::Shared>>,
+    ) -> Logs {
+        let rotator = match Rotator::start(dir, shared) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("log rotation thread not started ({e}): logs are rotated only when a service restarts");
+                None
+            }
+        };
+        Logs {
+            dir: dir.to_path_buf(),
+            max_size,
+            max_files,
+            rotator,
+            journal_socket: PathBuf::from(journal::STDOUT_SOCKET),
+        }
+    }
+
+    /// Uses `socket` instead of journald's usual stream socket (tests).
+    pub fn with_journal_socket(mut self, socket: &Path) -> Logs {
+        self.journal_socket = socket.to_path_buf();
+        self
+    }
+
+    /// The log of `service` in `mode`.
+    pub fn service(&self, service: &str, mode: LogMode) -> ServiceLog {
+        let mut log = ServiceLog::new(&self.dir, service, self.max_size, self.max_files);
+        log.mode = mode;
+        log.rotator = self.rotator.clone();
+        log.journal_socket = self.journal_socket.clone();
+        if mode == LogMode::File {
+            log.watch();
+        }
+        log
+    }
+
+    /// Asks the rotation thread to check every file now.
+    pub fn check_all(&self) {
+        if let Some(r) = &self.rotator {
+            r.check_all();
+        }
+    }
+}
+
 /// A service's log as the supervisor holds it: never fails, retries opening
-/// the file at each spawn.
+/// the file (or the journal stream) at each spawn.
 #[derive(Debug)]
 pub struct ServiceLog {
     dir: PathBuf,
     service: String,
     max_size: u64,
     max_files: u32,
+    mode: LogMode,
     file: Option<LogFile>,
+    rotator: Option<Rotator>,
+    registration: Option<Registration>,
+    journal_socket: PathBuf,
+    /// The journal was unavailable at the last spawn (warned once).
+    journal_failed: bool,
 }
 
 impl ServiceLog {
-    /// Remembers where the log goes; nothing is opened yet.
+    /// A `file` log without a rotation thread (rotated by rename at spawn);
+    /// nothing is opened yet. See [`Logs::service`] for the supervisor's.
     pub fn new(dir: &Path, service: &str, max_size: u64, max_files: u32) -> ServiceLog {
         ServiceLog {
             dir: dir.to_path_buf(),
             service: service.to_string(),
             max_size,
             max_files,
+            mode: LogMode::File,
             file: None,
+            rotator: None,
+            registration: None,
+            journal_socket: PathBuf::from(journal::STDOUT_SOCKET),
+            journal_failed: false,
         }
     }
 
@@ -235,10 +271,51 @@ impl ServiceLog {
         self.dir.join(log_file_name(&self.service))
     }
 
-    /// For a spawn: opens the file if needed, rotates it if over the limit
-    /// and returns a descriptor for it. Any failure yields `/dev/null` plus a
-    /// warning; a rotation failure alone keeps the (oversized) file.
+    /// The descriptor(s) to give the child for this spawn, per the log mode.
+    /// `journal` connects a new stream (one per process, as systemd does) and
+    /// falls back to the file with a warning, once, when journald is not
+    /// there. `file` opens the file if needed. Any failure yields `/dev/null`
+    /// plus a warning.
     pub fn output(&mut self) -> SpawnOutput {
+        match self.mode {
+            LogMode::Inherit => SpawnOutput {
+                inherit: true,
+                ..SpawnOutput::default()
+            },
+            LogMode::Journal => {
+                match journal::connect_at(&self.journal_socket, &self.service) {
+                    Ok(fd) => {
+                        self.journal_failed = false;
+                        SpawnOutput {
+                            fd: Some(fd),
+                            ..SpawnOutput::default()
+                        }
+                    }
+                    Err(e) => {
+                        let first = !self.journal_failed;
+                        self.journal_failed = true;
+                        let mut out = self.file_output();
+                        if first {
+                            let to = if out.fd.is_some() {
+                                self.path().display().to_string()
+                            } else {
+                                "/dev/null".to_string()
+                            };
+                            let w = format!("log = \"journal\": {e}; output goes to {to} until journald is back");
+                            out.warning = Some(match out.warning {
+                                Some(more) => format!("{w} ({more})"),
+                                None => w,
+                            });
+                        }
+                        out
+                    }
+                }
+            }
+            LogMode::File => self.file_output(),
+        }
+    }
+
+    fn file_output(&mut self) -> SpawnOutput {
         let mut warning = None;
         if self.file.is_none() {
             match LogFile::open(&self.dir, &self.service, self.max_size, self.max_files) {
@@ -247,13 +324,33 @@ impl ServiceLog {
             }
         }
         if let Some(file) = &mut self.file {
-            if let Err(e) = file.rotate_if_needed() {
-                warning = Some(format!("rotating {}: {e}", file.path().display()));
+            match &self.rotator {
+                // The rotation thread owns rotation; the file may have been
+                // replaced (logrotate, an operator) since the last spawn.
+                Some(r) => {
+                    if self.registration.is_none() {
+                        self.registration = Some(r.register(
+                            &self.service,
+                            file.path(),
+                            self.max_size,
+                            self.max_files,
+                        ));
+                    }
+                    if let Err(e) = file.reopen_if_replaced() {
+                        warning = Some(format!("reopening {}: {e}", file.path().display()));
+                    }
+                }
+                None => {
+                    if let Err(e) = file.rotate_if_needed() {
+                        warning = Some(format!("rotating {}: {e}", file.path().display()));
+                    }
+                }
             }
             match file.fd() {
                 Ok(fd) => {
                     return SpawnOutput {
                         fd: Some(fd),
+                        inherit: false,
                         warning,
                     }
                 }
@@ -266,7 +363,24 @@ impl ServiceLog {
                 }
             }
         }
-        SpawnOutput { fd: None, warning }
+        SpawnOutput {
+            fd: None,
+            inherit: false,
+            warning,
+        }
+    }
+
+    /// Keeps the file within its bound from now on, before any spawn (an
+    /// adopted process keeps writing to it). No-op without a rotation thread
+    /// or outside `file` mode.
+    pub fn watch(&mut self) {
+        if self.registration.is_some() || self.mode == LogMode::Inherit {
+            return;
+        }
+        if let Some(r) = &self.rotator {
+            self.registration =
+                Some(r.register(&self.service, &self.path(), self.max_size, self.max_files));
+        }
     }
 
     /// [`LogFile::truncate_rotate`] on the open file (no-op if none is open).
