@@ -76,9 +76,12 @@ fn service_view(s: &ServiceStatus, now: SystemTime) -> ServiceView<'_> {
     }
 }
 
-/// `"ok"` when every service is running and ready, else `"degraded"`.
+/// `"ok"` when every service is running and ready, `"starting"` while upkeep
+/// has not taken over every service yet (start-up), else `"degraded"`.
 pub fn status_word(snapshot: &Snapshot) -> &'static str {
-    if snapshot.healthy() {
+    if snapshot.starting {
+        "starting"
+    } else if snapshot.healthy() {
         "ok"
     } else {
         "degraded"

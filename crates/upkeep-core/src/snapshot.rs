@@ -139,6 +139,10 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceStatus>,
     /// Current manifest problems.
     pub manifest_errors: Vec<ManifestError>,
+    /// upkeep is starting: the first reconcile (adopting or starting every
+    /// service) has not published yet, so the service list is incomplete.
+    #[serde(skip)]
+    pub starting: bool,
     /// Internal: bugs upkeep caught and survived, by kind (`scan_panic`,
     /// `actor_panic`, `reaper_stopped`) (metrics).
     #[serde(skip)]
@@ -151,9 +155,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// True when every service is running and ready.
+    /// True when every service is running and ready (never while upkeep
+    /// is still taking over its services at start-up).
     pub fn healthy(&self) -> bool {
-        self.services.values().all(ServiceStatus::healthy)
+        !self.starting && self.services.values().all(ServiceStatus::healthy)
     }
 }
 

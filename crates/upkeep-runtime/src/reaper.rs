@@ -381,6 +381,23 @@ pub fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool> {
     }
 }
 
+/// Wall-clock start of a process from its start time in clock ticks since
+/// boot (`/proc/PID/stat` field 22) and the boot time in `/proc/stat`.
+pub fn started_unix_ms(start_ticks: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    };
+    Some(btime * 1000 + start_ticks * 1000 / hz)
+}
+
 /// The few fields of `/proc/PID/stat` upkeep needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {

@@ -9,11 +9,11 @@
 
 use crate::reaper::process_stat;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use upkeep_core::ExitStatus;
 
 /// Version written by this upkeep; any other is refused.
@@ -75,6 +75,14 @@ pub struct StateFile {
     pub version: u32,
     /// Records by service name.
     pub services: BTreeMap<String, ServiceRecord>,
+    /// Services held by the operator (`upkeep stop NAME`): they stay stopped
+    /// until `upkeep start NAME`, across upkeep's restarts and crashes.
+    #[serde(default)]
+    pub held: BTreeSet<String>,
+    /// `/proc/sys/kernel/random/boot_id` when written: records of another
+    /// boot are never adopted (their pids mean nothing now).
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 impl StateFile {
@@ -83,28 +91,74 @@ impl StateFile {
         StateFile {
             version: STATE_VERSION,
             services,
+            held: BTreeSet::new(),
+            boot_id: boot_id(),
         }
     }
 }
 
 impl Default for StateFile {
     fn default() -> Self {
-        StateFile {
-            version: STATE_VERSION,
-            services: BTreeMap::new(),
-        }
+        StateFile::new(BTreeMap::new())
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), empty if unreadable.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The last good text of every manifest file, by path: what upkeep runs a
+/// pod from when, after its own restart, the file is broken, unreadable or
+/// gone with its directory.
+pub const LAST_GOOD_FILE: &str = "last-good-manifests.json";
+
+/// Writes the last good manifests atomically (0600).
+pub fn save_last_good(dir: &Path, texts: &BTreeMap<PathBuf, String>) -> io::Result<()> {
+    let json = serde_json::to_vec(texts).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{LAST_GOOD_FILE}: {e}"))
+    })?;
+    write_atomic(dir, LAST_GOOD_FILE, &json)
+}
+
+/// Reads the last good manifests; an absent, unreadable or corrupt file
+/// is an empty set (with the reason, to log).
+pub fn load_last_good(dir: &Path) -> (BTreeMap<PathBuf, String>, Option<String>) {
+    let path = dir.join(LAST_GOOD_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(m) => (m, None),
+            Err(e) => (
+                BTreeMap::new(),
+                Some(format!("{}: not valid ({e}); ignored", path.display())),
+            ),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), None),
+        Err(e) => (
+            BTreeMap::new(),
+            Some(format!("{}: {e}; ignored", path.display())),
+        ),
     }
 }
 
 /// Writes `<dir>/state.json` atomically (0600).
 pub fn save(dir: &Path, state: &StateFile) -> io::Result<()> {
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let mut json = serde_json::to_vec_pretty(state)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("state file: {e}")))?;
+    json.push(b'\n');
+    write_atomic(dir, STATE_FILE, &json)
+}
+
+/// Writes `<dir>/<name>` atomically: a temporary file (0600), fsync,
+/// rename, fsync of the directory.
+fn write_atomic(dir: &Path, name: &str, json: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let ctx = |what: &str, p: &Path, e: io::Error| {
         io::Error::new(e.kind(), format!("state file: {what} {}: {e}", p.display()))
     };
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("state file: {e}")))?;
     let write = || -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -112,8 +166,7 @@ pub fn save(dir: &Path, state: &StateFile) -> io::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
+        f.write_all(json)?;
         f.sync_all()
     };
     if let Err(e) = write() {

@@ -36,6 +36,9 @@ pub const DEFAULT_NODE_IP: &str = "127.0.0.1";
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Default full re-list period (the kubelet's `fileCheckFrequency`).
 pub const DEFAULT_RELIST_PERIOD: Duration = Duration::from_secs(20);
+/// Default `settle`: how long a manifest must be unchanged before a change
+/// of it is applied.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
 /// Default log rotation size: 10 MiB.
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// Default number of rotated log files kept.
@@ -70,6 +73,9 @@ pub struct Config {
     pub debounce: Duration,
     /// Full re-list period of the manifests directory.
     pub relist_period: Duration,
+    /// A changed manifest is applied only once it has been unchanged this
+    /// long (a file written in place slowly is never applied half-written).
+    pub settle: Duration,
     /// Rotate a service log when it reaches this many bytes.
     pub log_max_size: u64,
     /// Rotated log files kept per service.
@@ -105,6 +111,7 @@ impl Config {
             allow_writable_manifests: false,
             debounce: DEFAULT_DEBOUNCE,
             relist_period: DEFAULT_RELIST_PERIOD,
+            settle: DEFAULT_SETTLE,
             log_max_size: DEFAULT_LOG_MAX_SIZE,
             log_max_files: DEFAULT_LOG_MAX_FILES,
             default_backoff: BackoffSpec::default(),
@@ -342,6 +349,11 @@ fn read_root(ctx: &mut Ctx<'_>, root: &Node, cfg: &mut Config) {
             } else {
                 cfg.relist_period = d;
             }
+        }
+    }
+    if let Some(n) = f.get("settle") {
+        if let Some(d) = ctx.duration(n, "settle") {
+            cfg.settle = d;
         }
     }
     if let Some(n) = f.get("logs") {

@@ -62,6 +62,7 @@ fn scan_reads_regular_non_dot_files_only() {
                 FileOutcome::Pod(_) => "pod",
                 FileOutcome::Invalid(_) => "invalid",
                 FileOutcome::Ignored(_) => "ignored",
+                FileOutcome::Settling => "settling",
             };
             (name, k)
         })

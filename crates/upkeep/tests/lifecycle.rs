@@ -120,7 +120,9 @@ fn json_log_format() {
     wait_for("health", Duration::from_secs(10), || {
         http_get(port, "/health")
     });
-    let first = d.stderr().lines().next().unwrap_or_default().to_string();
+    let first = wait_for("a first log line", Duration::from_secs(10), || {
+        d.stderr().lines().next().map(str::to_string)
+    });
     let v: serde_json::Value =
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
     assert!(

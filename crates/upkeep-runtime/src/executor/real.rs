@@ -108,13 +108,17 @@ impl RealExecutor {
             self.next_leaf = svc
                 .leaves()
                 .iter()
-                .filter_map(|l| l.dir_name().strip_prefix("gen-")?.parse::<u64>().ok())
+                .filter_map(|l| leaf_identity(&l.dir_name()).map(|(n, _)| n))
                 .max()
                 .unwrap_or(0);
         }
+        // The leaf's name carries the generation's identity (what it
+        // executes), so that a process found through its cgroup alone (the
+        // state file lost) is adopted as current without a restart.
+        let exec = upkeep_spec::hash::exec_hash(spec);
         for _ in 0..8 {
             self.next_leaf += 1;
-            let name = format!("gen-{}", self.next_leaf);
+            let name = format!("gen-{}-{exec}", self.next_leaf);
             match svc.new_leaf(&name) {
                 Ok(leaf) => return Some(leaf),
                 Err(e) => debug!(service = %self.name, "cgroup leaf {name}: {e}"),
@@ -140,6 +144,16 @@ impl RealExecutor {
             gid: spec.gid,
             cgroup: self.gens.get(&gen).and_then(|g| g.cgroup.clone()),
         }
+    }
+}
+
+/// The generation number and exec hash in a leaf name `gen-<N>-<exec hash>`
+/// (`gen-<N>` from before the hash was recorded has none).
+pub fn leaf_identity(name: &str) -> Option<(u64, Option<&str>)> {
+    let rest = name.strip_prefix("gen-")?;
+    match rest.split_once('-') {
+        Some((n, hash)) => Some((n.parse().ok()?, Some(hash).filter(|h| !h.is_empty()))),
+        None => Some((rest.parse().ok()?, None)),
     }
 }
 

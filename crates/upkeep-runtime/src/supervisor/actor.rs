@@ -194,6 +194,10 @@ impl Actor {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
 
         self.state.waiting_for = self.waiting_for();
+        if self.ctx.is_held(&self.spec.name) {
+            // `upkeep stop` outlives upkeep: held until `upkeep start`.
+            self.feed(Event::Hold);
+        }
         match initial {
             Initial::Start => self.feed(Event::Start),
             Initial::Adopt(rec) => self.adopt(&rec),

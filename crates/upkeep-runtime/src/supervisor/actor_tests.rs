@@ -32,6 +32,8 @@ fn ctx() -> Arc<Ctx> {
         save: tokio::sync::Notify::new(),
         dirty: std::sync::atomic::AtomicBool::new(false),
         state_dir: PathBuf::from("/nonexistent"),
+        holds: Mutex::new(Default::default()),
+        write_lock: Mutex::new(()),
     })
 }
 

@@ -107,9 +107,37 @@ struct Ctx {
     /// Records changed since the last write.
     dirty: std::sync::atomic::AtomicBool,
     state_dir: PathBuf,
+    /// Services held by the operator; saved with the records.
+    holds: Mutex<std::collections::BTreeSet<String>>,
+    /// One writer of the state file at a time (the saver and the final
+    /// write at exit never overlap).
+    write_lock: Mutex<()>,
 }
 
 impl Ctx {
+    /// Records an operator hold (or its end) for the state file.
+    fn set_hold(&self, name: &str, held: bool) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if held {
+            holds.insert(name.to_string())
+        } else {
+            holds.remove(name)
+        };
+        drop(holds);
+        if changed {
+            self.dirty.store(true, std::sync::atomic::Ordering::Release);
+            self.save.notify_one();
+        }
+    }
+
+    /// True if the operator holds `name` stopped.
+    fn is_held(&self, name: &str) -> bool {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
     fn record(&self, name: &str, rec: Option<ServiceRecord>) {
         let mut recs = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let changed = match rec {
@@ -164,6 +192,16 @@ mod watcher;
 use actor::{Actor, Initial};
 use watcher::ManifestWatcher;
 
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -184,12 +222,21 @@ pub struct Supervisor {
     control: mpsc::Receiver<ControlMsg>,
     on_started: Option<oneshot::Sender<()>>,
     heartbeat: Option<Duration>,
+    /// When to scan again because a manifest was still settling.
+    settle_rescan: Option<tokio::time::Instant>,
+    /// The last good manifests as last saved.
+    saved_last_good: BTreeMap<PathBuf, String>,
 }
 
 impl Supervisor {
     /// Builds the supervisor; call [`Supervisor::run`] inside the runtime.
     pub fn new(opts: Options) -> Self {
         let (ready_tx, _) = watch::channel(0u64);
+        opts.shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .starting = true;
         let env = Env {
             reaper: opts.reaper,
             logs: Logs::new(
@@ -215,6 +262,8 @@ impl Supervisor {
             save: tokio::sync::Notify::new(),
             dirty: std::sync::atomic::AtomicBool::new(false),
             state_dir: opts.config.state_dir.clone(),
+            holds: Mutex::new(Default::default()),
+            write_lock: Mutex::new(()),
         });
         Supervisor {
             cfg: opts.config,
@@ -228,6 +277,8 @@ impl Supervisor {
             control: opts.control,
             on_started: opts.on_started,
             heartbeat: opts.heartbeat,
+            settle_rescan: None,
+            saved_last_good: BTreeMap::new(),
         }
     }
 
@@ -242,13 +293,31 @@ impl Supervisor {
 
         // Adoption records left by an earlier upkeep.
         let mut records = match state::load(&self.cfg.state_dir) {
-            Ok(Some(f)) => f.services,
+            Ok(Some(f)) => {
+                *self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner()) = f.held.clone();
+                if !f.held.is_empty() {
+                    info!(
+                        "held by the operator (upkeep stop), kept stopped until upkeep start: {}",
+                        f.held.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                let now = state::boot_id();
+                if !f.boot_id.is_empty() && !now.is_empty() && f.boot_id != now {
+                    info!(
+                        "the state file is from another boot: its process records are not adopted"
+                    );
+                    BTreeMap::new()
+                } else {
+                    f.services
+                }
+            }
             Ok(None) => BTreeMap::new(),
             Err(e) => {
                 warn!("ignoring the state file: {e}");
                 BTreeMap::new()
             }
         };
+        self.seed_last_good();
 
         // Initial desired set.
         let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<()>();
@@ -256,9 +325,27 @@ impl Supervisor {
         let desired = self.rescan().await;
         self.apply(desired, &mut records);
         // Records of services that are no longer wanted: stop their processes.
+        let manifests_broken = !self
+            .ctx
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifest_errors
+            .is_empty()
+            || self.settle_rescan.is_some();
         for (name, rec) in std::mem::take(&mut records) {
+            if manifests_broken && rec.still_alive() {
+                // Its manifest may be the one that is broken, unreadable or
+                // still being written: never stop a process for that.
+                warn!(service = %name, pid = rec.pid, "process from a previous upkeep is not in the current set, but the manifests have errors or are changing: left running, unsupervised, until they load");
+                continue;
+            }
             self.stop_unconfigured(&name, &rec);
         }
+        // /health says "starting" until every service has been adopted or
+        // started once: a half-filled list must not read as healthy.
+        self.wait_initial_publish().await;
         if let Some(tx) = self.on_started.take() {
             let _ = tx.send(());
         }
@@ -293,8 +380,9 @@ impl Supervisor {
                         rescan_at = Some(tokio::time::Instant::now() + self.cfg.debounce);
                     }
                 }
-                _ = async { match rescan_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                _ = async { match earliest(rescan_at, self.settle_rescan) { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                     rescan_at = None;
+                    self.settle_rescan = None;
                     let desired = self.rescan().await;
                     self.apply(desired, &mut BTreeMap::new());
                 }
@@ -333,8 +421,18 @@ impl Supervisor {
     /// `None` when the scan failed unexpectedly (then nothing may change).
     async fn rescan(&mut self) -> Option<Vec<ServiceSpec>> {
         let cfg = self.cfg.clone();
-        let scan = match tokio::task::spawn_blocking(move || manifest::scan(&cfg)).await {
-            Ok(scan) => scan,
+        let scan = match tokio::task::spawn_blocking(move || {
+            let mut scan = manifest::scan(&cfg);
+            let wait = hold_unsettled(&mut scan, cfg.settle, SystemTime::now());
+            (scan, wait)
+        })
+        .await
+        {
+            Ok((scan, wait)) => {
+                // Look again once the newest change has settled.
+                self.settle_rescan = wait.map(|w| tokio::time::Instant::now() + w);
+                scan
+            }
             Err(e) => {
                 // A bug, not an empty directory: keep every service as it is.
                 error!(
@@ -345,6 +443,7 @@ impl Supervisor {
             }
         };
         let desired = self.tracker.update(scan, &self.cfg.services);
+        self.save_last_good();
         for w in &desired.warnings {
             debug!("{w}");
         }
@@ -381,6 +480,78 @@ impl Supervisor {
         let mut all = self.cfg.services.clone();
         all.extend(desired.services);
         Some(all)
+    }
+
+    /// Lets the new actors run until each has published its first status
+    /// (bounded), then clears the snapshot's `starting` flag.
+    async fn wait_initial_publish(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let all = {
+                let snap = self
+                    .ctx
+                    .shared
+                    .snapshot
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
+                self.actors.keys().all(|n| snap.services.contains_key(n))
+            };
+            if all || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.ctx
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .starting = false;
+    }
+
+    /// Seeds the manifest tracker with the last good manifests an earlier
+    /// upkeep saved, parsed again with the current config: a file that is
+    /// broken, unreadable or gone with its directory now keeps running the
+    /// version that ran before upkeep restarted.
+    fn seed_last_good(&mut self) {
+        let (texts, problem) = state::load_last_good(&self.cfg.state_dir);
+        if let Some(p) = problem {
+            warn!("{p}");
+        }
+        let root = self.cfg.manifests.clone();
+        let mut pods = Vec::new();
+        for (path, text) in &texts {
+            let ours = path == &root || path.parent() == Some(root.as_path());
+            if !ours {
+                continue;
+            }
+            match manifest::parse(text.as_bytes(), path, &self.cfg) {
+                manifest::FileOutcome::Pod(pod) => pods.push(pod),
+                _ => warn!(
+                    "the saved last good version of {} no longer loads: not kept",
+                    path.display()
+                ),
+            }
+        }
+        self.saved_last_good = texts;
+        self.tracker.seed(pods);
+    }
+
+    /// Saves the last good text of every manifest when it changed.
+    fn save_last_good(&mut self) {
+        let now: BTreeMap<PathBuf, String> = self
+            .tracker
+            .pods()
+            .map(|p| (p.file.clone(), p.text.to_string()))
+            .collect();
+        if now == self.saved_last_good {
+            return;
+        }
+        if let Err(e) = state::save_last_good(&self.cfg.state_dir, &now) {
+            warn!("cannot save the last good manifests: {e}");
+            return;
+        }
+        self.saved_last_good = now;
     }
 
     /// Diffs the desired set against the actors.
@@ -556,15 +727,24 @@ impl Supervisor {
             Some((cg, leader))
         })?;
         let st = reaper::process_stat(leader).ok()?;
-        warn!(service = %name, pid = leader, "found a running process in the service's cgroup with no state record: adopting it, then restarting it with the current spec");
+        // The leaf's name says what the generation executes.
+        let exec_hash = crate::executor::real::leaf_identity(&cg.dir_name())
+            .and_then(|(_, h)| h.map(str::to_string))
+            .unwrap_or_default();
+        if exec_hash.is_empty() {
+            warn!(service = %name, pid = leader, "found a running process in the service's cgroup with no state record and no recorded identity: adopting it, then restarting it with the current spec");
+        } else {
+            info!(service = %name, pid = leader, "found a running process in the service's cgroup with no state record: adopting it by the identity of its cgroup");
+        }
         Some(ServiceRecord {
             name: name.to_string(),
             pid: leader,
             start_time: st.start_time,
-            spec_hash: String::new(),
-            exec_hash: String::new(),
+            // Unknown: the exec hash (from the cgroup) decides.
+            spec_hash: "unknown".into(),
+            exec_hash,
             pgid: leader,
-            started_at_unix_ms: unix_ms(),
+            started_at_unix_ms: reaper::started_unix_ms(st.start_time).unwrap_or_else(unix_ms),
             restarts: 0,
             ready: false,
             started: false,
@@ -627,6 +807,11 @@ impl Supervisor {
         match self.actors.get(&name) {
             Some(h) => {
                 info!(service = %name, "control: {verb}");
+                match &cmd {
+                    Cmd::Event(Event::Hold) => self.ctx.set_hold(&name, true),
+                    Cmd::Event(Event::Release) => self.ctx.set_hold(&name, false),
+                    _ => {}
+                }
                 let _ = h.tx.send(cmd);
                 ControlReply {
                     ok: true,
@@ -724,6 +909,39 @@ impl Supervisor {
     }
 }
 
+/// Marks every manifest changed less than `settle` ago as settling (not
+/// applied yet: it may be half written) and returns how long until the
+/// newest of them has settled.
+fn hold_unsettled(
+    scan: &mut manifest::DirScan,
+    settle: Duration,
+    now: SystemTime,
+) -> Option<Duration> {
+    if settle.is_zero() {
+        return None;
+    }
+    let mut wait: Option<Duration> = None;
+    for (path, outcome) in scan.files.iter_mut() {
+        if !matches!(
+            outcome,
+            manifest::FileOutcome::Pod(_) | manifest::FileOutcome::Invalid(_)
+        ) {
+            continue;
+        }
+        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+            continue;
+        };
+        // A time in the future (clock step) counts as just changed.
+        let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+        if age < settle {
+            *outcome = manifest::FileOutcome::Settling;
+            let left = settle - age + Duration::from_millis(10);
+            wait = Some(wait.map_or(left, |w| w.max(left)));
+        }
+    }
+    wait
+}
+
 /// A spec that runs nothing, for acting on a process whose spec is gone.
 fn placeholder_spec() -> ServiceSpec {
     ServiceSpec {
@@ -780,12 +998,14 @@ async fn state_saver(ctx: Arc<Ctx>) {
 }
 
 fn write_state(ctx: &Ctx) {
+    let _one_writer = ctx.write_lock.lock().unwrap_or_else(|p| p.into_inner());
     let services = ctx
         .records
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let file = StateFile::new(services);
+    let mut file = StateFile::new(services);
+    file.held = ctx.holds.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Err(e) = state::save(&ctx.state_dir, &file) {
         warn!("cannot write the state file: {e}");
     }

@@ -45,6 +45,9 @@ pub struct LoadedPod {
     pub services: Vec<ServiceSpec>,
     /// Warnings found while loading (unknown fields, hostNetwork false, ...).
     pub warnings: Vec<Diagnostic>,
+    /// The file's text as it was parsed: what upkeep persists as the last
+    /// good version, to parse again after its own restart.
+    pub text: std::sync::Arc<str>,
 }
 
 /// What became of one directory entry.
@@ -56,6 +59,9 @@ pub enum FileOutcome {
     Invalid(Vec<Diagnostic>),
     /// Skipped on purpose (editor artifact, subdirectory): a note saying why.
     Ignored(Diagnostic),
+    /// Changed less than `settle` ago: not applied yet (it may be half
+    /// written); the version running before is kept.
+    Settling,
 }
 
 /// One full listing of the manifests directory.

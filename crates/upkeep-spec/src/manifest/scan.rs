@@ -198,6 +198,7 @@ pub fn parse(text: &[u8], path: &Path, cfg: &Config) -> FileOutcome {
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let original: std::sync::Arc<str> = std::sync::Arc::from(text);
     if text.contains('\0') {
         return fail(
             "contains a NUL byte (not a YAML or JSON manifest?)".into(),
@@ -228,6 +229,7 @@ pub fn parse(text: &[u8], path: &Path, cfg: &Config) -> FileOutcome {
                 hash,
                 services,
                 warnings: ctx.diags,
+                text: original,
             })
         }
         _ => {

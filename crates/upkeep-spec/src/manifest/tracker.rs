@@ -32,6 +32,15 @@ impl ManifestTracker {
         Self::default()
     }
 
+    /// Seeds the last good versions known from before (upkeep's own
+    /// restart): a file that is broken, unreadable or missing with its
+    /// directory at the first scan keeps this version running.
+    pub fn seed(&mut self, pods: impl IntoIterator<Item = LoadedPod>) {
+        for pod in pods {
+            self.last_good.entry(pod.file.clone()).or_insert(pod);
+        }
+    }
+
     /// The pods currently kept, by file (the last good version of each).
     pub fn pods(&self) -> impl Iterator<Item = &LoadedPod> {
         self.last_good.values()
@@ -52,6 +61,19 @@ impl ManifestTracker {
             }
         }
         if scan.unreadable && scan.files.is_empty() {
+            if !self.last_good.is_empty() {
+                // Pods run from it: a missing or refused directory is an
+                // error for /health, never a removal.
+                let kept = self.last_good.len();
+                for d in desired.warnings.iter_mut() {
+                    d.severity = Severity::Error;
+                    d.message = format!(
+                        "{}; the last good version of {kept} manifest(s) keeps running",
+                        d.message.trim_end_matches(": no static pods")
+                    );
+                }
+                desired.errors.append(&mut desired.warnings);
+            }
             desired.services = self
                 .last_good
                 .values()
@@ -87,6 +109,10 @@ impl ManifestTracker {
                     candidates.insert(path, (None, old));
                 }
                 FileOutcome::Ignored(note) => desired.warnings.push(note),
+                FileOutcome::Settling => {
+                    // Not applied yet: whatever ran before keeps running.
+                    candidates.insert(path, (None, old));
+                }
             }
         }
         if scan.unreadable {
