@@ -807,10 +807,16 @@ impl Supervisor {
         match self.actors.get(&name) {
             Some(h) => {
                 info!(service = %name, "control: {verb}");
-                match &cmd {
-                    Cmd::Event(Event::Hold) => self.ctx.set_hold(&name, true),
-                    Cmd::Event(Event::Release) => self.ctx.set_hold(&name, false),
-                    _ => {}
+                let hold = match &cmd {
+                    Cmd::Event(Event::Hold) => Some(true),
+                    Cmd::Event(Event::Release) => Some(false),
+                    _ => None,
+                };
+                if let Some(held) = hold {
+                    // Durable before the reply: an upkeep crash right after
+                    // `upkeep stop` or `upkeep start` must not undo it.
+                    self.ctx.set_hold(&name, held);
+                    write_state(&self.ctx);
                 }
                 let _ = h.tx.send(cmd);
                 ControlReply {
