@@ -35,7 +35,7 @@ fn restart(d: &mut Daemon, sig: i32) {
     d.spawn();
 }
 
-/// 1. A broken manifest keeps its last good version running across upkeep's
+/// Case 1: A broken manifest keeps its last good version running across upkeep's
 /// restart, and so does a manifests directory that is missing at start-up.
 #[test]
 fn last_good_manifest_survives_upkeep_restart_and_a_missing_directory() {
@@ -102,7 +102,7 @@ fn last_good_manifest_survives_upkeep_restart_and_a_missing_directory() {
     assert_eq!(pid_of(&mut d, "etcd"), etcd);
 }
 
-/// 2. `upkeep stop NAME` lasts until `upkeep start NAME`, whatever happens
+/// Case 2: `upkeep stop NAME` lasts until `upkeep start NAME`, whatever happens
 /// to upkeep.
 #[test]
 fn operator_stop_survives_upkeep_restarts_and_crashes() {
@@ -135,7 +135,7 @@ fn operator_stop_survives_upkeep_restarts_and_crashes() {
     );
 }
 
-/// 3. Losing the state file restarts nothing: the process's cgroup says
+/// Case 3: Losing the state file restarts nothing: the process's cgroup says
 /// what it runs.
 #[test]
 fn lost_state_file_restarts_nothing() {
@@ -168,7 +168,7 @@ fn lost_state_file_restarts_nothing() {
     }
 }
 
-/// 4. A crash during a stop never leaves the old processes adopted as
+/// Case 4: A crash during a stop never leaves the old processes adopted as
 /// current: a record always describes the process that actually runs.
 #[test]
 fn a_crash_during_a_stop_still_replaces_the_old_processes() {
@@ -223,7 +223,7 @@ fn a_crash_during_a_stop_still_replaces_the_old_processes() {
     }
 }
 
-/// 6. A change of supervision policy alone (backoff, grace, probes) applies
+/// Case 6: A change of supervision policy alone (backoff, grace, probes) applies
 /// live: nothing restarts.
 #[test]
 fn a_policy_change_restarts_nothing() {
@@ -261,7 +261,7 @@ fn a_policy_change_restarts_nothing() {
     assert_eq!(d.service("kubelet").unwrap()["restarts"], 0);
 }
 
-/// 7. A manifest written in place slowly is never applied half-written.
+/// Case 7: A manifest written in place slowly is never applied half-written.
 #[test]
 fn a_slowly_written_manifest_is_applied_only_once_complete() {
     require_root();
@@ -283,7 +283,7 @@ fn a_slowly_written_manifest_is_applied_only_once_complete() {
     assert_eq!(d.service("slow").unwrap()["restarts"], 0);
 }
 
-/// 8. A record from another boot is never adopted.
+/// Case 8: A record from another boot is never adopted.
 #[test]
 fn a_record_from_another_boot_is_not_adopted() {
     require_root();
