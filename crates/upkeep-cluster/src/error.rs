@@ -53,7 +53,7 @@ pub enum EtcdError {
         after: Duration,
     },
     /// The HTTP exchange failed after connecting.
-    #[error("etcd {endpoint}: HTTP: {source}")]
+    #[error("etcd {endpoint}: HTTP: {}", chain(source))]
     Http {
         /// The endpoint tried.
         endpoint: String,
@@ -92,6 +92,21 @@ pub enum EtcdError {
         #[source]
         last: Box<EtcdError>,
     },
+}
+
+/// `err` and its causes, joined by ": " (hyper's own message alone, e.g.
+/// "connection error", hides the TLS or I/O cause).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !s.ends_with(&msg) {
+            s = format!("{s}: {msg}");
+        }
+        cur = e.source();
+    }
+    s
 }
 
 impl EtcdError {
