@@ -161,3 +161,23 @@ fn unreadable_tls_files_are_warnings_naming_the_file() {
     assert_eq!(diags[0].field.as_deref(), Some("cluster.ca_file"));
     assert!(diags[0].message.contains("/nonexistent/upkeep-test/ca.crt"));
 }
+
+#[test]
+fn documented_example_is_valid() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+    )
+    .unwrap();
+    let sec = doc.find("## `[cluster]`").expect("a [cluster] section");
+    let start = sec + doc[sec..].find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let (cfg, diags) = p(&doc[start..end], Path::new("/etc/upkeep/upkeep.toml"));
+    // Only warnings (this machine has no kubeadm PKI).
+    assert!(
+        diags.iter().all(|d| d.severity == Severity::Warning),
+        "{diags:#?}"
+    );
+    let c = cfg.unwrap().cluster.unwrap();
+    assert_eq!(c.etcd.len(), 3);
+    assert_eq!(c.ready_timeout, Duration::from_secs(300));
+}
