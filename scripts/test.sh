@@ -3,9 +3,10 @@
 #
 #   sudo bash scripts/test.sh
 #
-# Installs what the tests need (etcd for the end-to-end test, promtool for the
-# metrics checks) when it is missing; that needs root, and so do the tests that
-# switch users, create cgroups and install the .deb. Without root, the missing
+# Installs what the tests need (etcd for the end-to-end and cluster tests,
+# openssl for their TLS certificates, promtool for the metrics checks) when it
+# is missing; that needs root, and so do the tests that switch users, create
+# cgroups and install the .deb. Without root, the missing
 # pieces make the run fail loudly rather than skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
