@@ -332,3 +332,41 @@ async fn node_records_are_read_back_and_expire_with_their_upkeep() {
     assert_eq!(clear_halts(&client, &keys, "etcd/etcd").await.unwrap(), 1);
     assert!(read_view(&client, &keys).await.unwrap().halts.is_empty());
 }
+
+#[tokio::test]
+async fn a_full_database_raises_nospace_and_the_gate_says_so() {
+    let mut etcd = Cluster::start_full(1, None, &["--quota-backend-bytes=1048576"]);
+    let client = etcd.client();
+    etcd.wait_healthy(&client).await;
+    let big = vec![b'x'; 256 * 1024];
+    let mut full = None;
+    for i in 0..64 {
+        if let Err(e) = client.put(format!("/big/{i}").as_bytes(), &big, 0).await {
+            full = Some(e);
+            break;
+        }
+    }
+    let err = full.expect("a 1 MiB quota never filled");
+    assert!(err.to_string().contains("database space exceeded"), "{err}");
+    let alarms = client.alarms().await.unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].kind, "NOSPACE");
+    let members = client.member_list().await.unwrap();
+    assert_eq!(alarms[0].member_id, members[0].id);
+    let health = vec![client.member_health(&members[0]).await];
+    let view = read_view(&client, &Keys::new("/upkeep")).await.unwrap();
+    let d = decide(&GateInput {
+        view: &view,
+        node: "m1",
+        pending: &[],
+        local_member: None,
+        members: &members,
+        health: &health,
+        alarms: &alarms,
+    });
+    assert!(
+        d.to_string()
+            .contains("etcd alarm NOSPACE raised on member m1"),
+        "{d}"
+    );
+}

@@ -44,6 +44,7 @@ pub struct Cluster {
     pub members: Vec<Member>,
     initial_cluster: String,
     tls: Option<Tls>,
+    extra: Vec<String>,
 }
 
 /// `n` currently free loopback ports (all held until all are found, so they
@@ -79,6 +80,11 @@ impl Cluster {
     /// Starts `n` members; with `tls`, clients must use https and present a
     /// certificate signed by `tls.ca`.
     pub fn start_with(n: usize, tls: Option<Tls>) -> Cluster {
+        Self::start_full(n, tls, &[])
+    }
+
+    /// Starts `n` members with extra etcd flags.
+    pub fn start_full(n: usize, tls: Option<Tls>, extra: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("upkeep-etcd-")
             .tempdir()
@@ -107,6 +113,7 @@ impl Cluster {
             members,
             initial_cluster,
             tls,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             c.spawn(i);
@@ -143,6 +150,7 @@ impl Cluster {
             // Fast elections, so failures show within a test's patience.
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
+            .args(&self.extra)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
