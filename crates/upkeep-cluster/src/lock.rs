@@ -81,15 +81,21 @@ impl ClusterLock {
                 Ok(Acquire::Acquired(LockGuard { lease }))
             }
             Ok(t) => {
-                let holder = match t.results.first() {
-                    Some(TxnOpResult::Get(kvs)) => kvs
-                        .first()
-                        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                let current = match t.results.first() {
+                    Some(TxnOpResult::Get(kvs)) => kvs.first().cloned(),
                     _ => None,
+                };
+                // A retry on another endpoint after a timeout can find the
+                // key our first attempt wrote: it carries our lease, so it is ours.
+                if current.as_ref().is_some_and(|kv| kv.lease == lease.id()) {
+                    tracing::info!(node = %self.node, lease = lease.id(), "rollout lock acquired");
+                    return Ok(Acquire::Acquired(LockGuard { lease }));
                 }
-                // Released between our compare and read: report it busy, the
-                // caller retries.
-                .unwrap_or_default();
+                // Empty if released between our compare and read: the caller
+                // retries.
+                let holder = current
+                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+                    .unwrap_or_default();
                 let _ = lease.revoke().await;
                 Ok(Acquire::Busy { holder })
             }
