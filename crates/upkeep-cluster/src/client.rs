@@ -836,7 +836,66 @@ fn decode<Resp: DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
+
+    fn ep() -> Endpoint {
+        Endpoint::parse("http://127.0.0.1:2379").unwrap()
+    }
+
+    /// Answers as etcd 3.4's gateway sends them (captured), zero fields left out.
+    #[test]
+    fn decodes_gateway_answers() {
+        let st: wire::StatusResponse = decode(&ep(), "/s", 200, br#"{"header":{"cluster_id":"324952591200643719","member_id":"3319814642761637952","revision":"2","raft_term":"2"},"version":"3.4.23","dbSize":"20480","leader":"3319814642761637952","raftIndex":"6","raftTerm":"2","raftAppliedIndex":"6","dbSizeInUse":"16384"}"#).unwrap();
+        let st = status("e", st);
+        assert_eq!(st.member_id, 3319814642761637952);
+        assert_eq!(
+            (st.leader, st.raft_term, st.raft_index),
+            (3319814642761637952, 2, 6)
+        );
+        assert!(!st.is_learner && st.errors.is_empty());
+
+        let ml: wire::MemberListResponse = decode(&ep(), "/m", 200, br#"{"members":[{"ID":"18446744073709551615","name":"m1","peerURLs":["http://a:2380"],"clientURLs":["http://a:2379"]},{"ID":"7","peerURLs":["http://b:2380"],"isLearner":true}]}"#).unwrap();
+        assert_eq!(ml.members[0].id, u64::MAX, "ids use all 64 bits");
+        assert!(!ml.members[0].is_learner && ml.members[1].is_learner);
+        assert!(ml.members[1].client_urls.is_empty() && ml.members[1].name.is_empty());
+
+        // The keepalive stream: first message; a lease that is gone has no TTL.
+        let ka: wire::KeepAliveMessage = decode(
+            &ep(),
+            "/k",
+            200,
+            b"{\"result\":{\"ID\":\"5\"}}\n{\"result\":{}}\n",
+        )
+        .unwrap();
+        assert_eq!(ka.result.unwrap().ttl, 0);
+
+        let t: wire::TxnResponse = decode(&ep(), "/t", 200, br#"{"header":{"revision":"2"},"responses":[{"response_range":{"header":{"revision":"2"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy","lease":"9"}],"count":"1"}}]}"#).unwrap();
+        assert!(!t.succeeded, "succeeded: false is left out");
+        let kv = &kvs(t
+            .responses
+            .into_iter()
+            .next()
+            .unwrap()
+            .response_range
+            .unwrap()
+            .kvs)
+        .unwrap()[0];
+        assert_eq!(
+            (kv.key.as_slice(), kv.value.as_slice(), kv.lease),
+            (&b"foo"[..], &b"bar"[..], 9)
+        );
+    }
+
+    #[test]
+    fn decodes_etcd_errors_with_the_endpoint() {
+        let err = decode::<wire::PutResponse>(&ep(), "/v3/kv/put", 404, br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#).unwrap_err();
+        assert_eq!(err.to_string(), "etcd http://127.0.0.1:2379: etcdserver: requested lease not found (HTTP 404, gRPC code 5)");
+        assert!(err.is_not_found() && !err.is_retryable_elsewhere());
+        let err = decode::<wire::PutResponse>(&ep(), "/v3/kv/put", 503, b"").unwrap_err();
+        assert!(err.is_retryable_elsewhere(), "{err}");
+        let err = decode::<wire::PutResponse>(&ep(), "/v3/kv/put", 200, b"").unwrap_err();
+        assert!(err.to_string().contains("empty answer"), "{err}");
+    }
 
     #[test]
     fn prefix_end_increments_the_last_byte() {
