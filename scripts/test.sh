@@ -3,10 +3,11 @@
 #
 #   sudo bash scripts/test.sh
 #
-# Installs what the tests need (etcd for the end-to-end test, promtool for the
-# metrics checks, systemd-journald for log = "journal") when it is missing;
-# that needs root, and so do the tests that switch users, create cgroups,
-# mount tmpfs and install the .deb. Without root, the missing
+# Installs what the tests need (etcd for the end-to-end and cluster tests,
+# openssl for their TLS certificates, promtool for the metrics checks,
+# systemd-journald for log = "journal") when it is missing; that needs root,
+# and so do the tests that switch users, create cgroups, mount tmpfs and
+# install the .deb. Without root, the missing
 # pieces make the run fail loudly rather than skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 && [ -x /lib/systemd/systemd-journald ] || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)

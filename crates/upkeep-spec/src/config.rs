@@ -93,6 +93,8 @@ pub struct Config {
     pub images: BTreeMap<String, Vec<String>>,
     /// The resolved host services, in file order.
     pub services: Vec<ServiceSpec>,
+    /// The `[cluster]` table (issue #16); `None` without it.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -120,6 +122,7 @@ impl Config {
             default_log: LogMode::File,
             images: BTreeMap::new(),
             services: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -367,6 +370,10 @@ fn read_root(ctx: &mut Ctx<'_>, root: &Node, cfg: &mut Config) {
     }
     if let Some(n) = f.get("services") {
         read_services(ctx, n, cfg);
+    }
+    if let Some(n) = f.get("cluster") {
+        let file = ctx.file;
+        cfg.cluster = crate::cluster::read_cluster(ctx, n, file.parent().unwrap_or(Path::new("")));
     }
     f.finish(ctx, Severity::Error);
 }

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod diag;
 pub mod duration;
