@@ -67,9 +67,25 @@ pub struct CgroupLayout {
 }
 
 impl CgroupLayout {
-    /// Reads `/proc/self/mountinfo`.
+    /// Reads `/proc/self/mountinfo`, keeping only the mount points that
+    /// are still cgroup filesystems: one listed there may be hidden under
+    /// another mount (a tmpfs over it, in a container or a test), where a
+    /// directory created would be an ordinary one that tracks nothing.
     pub fn detect() -> io::Result<CgroupLayout> {
-        Ok(Self::parse(&fs::read_to_string("/proc/self/mountinfo")?))
+        let mut layout = Self::parse(&fs::read_to_string("/proc/self/mountinfo")?);
+        layout.keep_live_mounts(fs_magic);
+        Ok(layout)
+    }
+
+    /// Drops the mount points whose filesystem (per `magic`) is not the
+    /// cgroup filesystem they are listed as.
+    pub fn keep_live_mounts(&mut self, magic: impl Fn(&Path) -> Option<u64>) {
+        if let Some(v2) = &self.v2 {
+            if magic(v2) != Some(CGROUP2_SUPER_MAGIC) {
+                self.v2 = None;
+            }
+        }
+        self.v1.retain(|_, m| magic(m) == Some(CGROUP_SUPER_MAGIC));
     }
 
     /// Parses mountinfo text. Where several cgroup2 mounts exist,
@@ -158,6 +174,16 @@ fn unescape_mountinfo(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `statfs(2)` magic of cgroup2.
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+/// `statfs(2)` magic of cgroup v1.
+const CGROUP_SUPER_MAGIC: u64 = 0x0027_e0eb;
+
+/// The filesystem magic of `path`, if it can be read.
+fn fs_magic(path: &Path) -> Option<u64> {
+    rustix::fs::statfs(path).ok().map(|s| s.f_type as u64)
 }
 
 /// Where service cgroups are created: the detected layout plus a prefix
@@ -718,6 +744,25 @@ mod tests {
         assert!(!l.v1.contains_key("name=systemd"));
         assert!(!l.v1.contains_key("xattr"));
         assert!(!l.v1.contains_key("rw"));
+    }
+
+    #[test]
+    fn hidden_cgroup_mounts_are_dropped() {
+        let mut l = CgroupLayout::parse(HYBRID);
+        // A tmpfs over the v2 and memory mounts (TMPFS_MAGIC).
+        l.keep_live_mounts(|p| {
+            if p == Path::new("/sys/fs/cgroup/unified") || p == Path::new("/sys/fs/cgroup/memory") {
+                Some(0x0102_1994)
+            } else {
+                Some(CGROUP_SUPER_MAGIC)
+            }
+        });
+        assert_eq!(l.v2, None);
+        assert!(!l.v1.contains_key("memory"));
+        assert!(l.v1.contains_key("cpu"));
+        let mut all_gone = CgroupLayout::parse(HYBRID);
+        all_gone.keep_live_mounts(|_| None);
+        assert!(all_gone.v2.is_none() && all_gone.v1.is_empty());
     }
 
     #[test]

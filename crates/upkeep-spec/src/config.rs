@@ -813,6 +813,25 @@ pub fn normalize_signal(name: &str) -> Result<String, String> {
     } else {
         format!("SIG{upper}")
     };
+    // Real-time signals, as systemd's KillSignal= takes them: SIGRTMIN,
+    // SIGRTMIN+N, SIGRTMAX, SIGRTMAX-N (N up to the 30 real-time signals
+    // glibc leaves to applications).
+    for (base, sep) in [("SIGRTMIN", '+'), ("SIGRTMAX", '-')] {
+        if let Some(rest) = full.strip_prefix(base) {
+            let ok = rest.is_empty()
+                || rest
+                    .strip_prefix(sep)
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .is_some_and(|n| n <= 30);
+            return if ok {
+                Ok(full)
+            } else {
+                Err(format!(
+                    "unknown signal {name:?} (real-time signals are written SIGRTMIN+N or SIGRTMAX-N, N at most 30)"
+                ))
+            };
+        }
+    }
     full.parse::<nix::sys::signal::Signal>()
         .map(|s| s.as_str().to_string())
         .map_err(|_| format!("unknown signal {name:?} (write e.g. \"SIGTERM\")"))

@@ -264,12 +264,10 @@ impl Executor for RealExecutor {
                     let _ = reaper::pidfd_signal(&g.pidfd, sig);
                 }
             }
-            (Target::Group, Some(cg)) if !cg.is_leaf() => {
-                // An adopted process of an older upkeep in the service
-                // cgroup itself: the cgroup's own members.
-                signal_members(|| cg.procs(), |p| cg.contains(p), sig, &mut g.signalled);
-            }
             (Target::Group, Some(cg)) => {
+                // The members of its cgroup (a generation leaf, or the
+                // service cgroup itself for a process adopted from an
+                // upkeep before leaves).
                 signal_members(|| cg.procs(), |p| cg.contains(p), sig, &mut g.signalled);
             }
             (Target::Group, None) => {
