@@ -20,6 +20,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 && [ -x /lib/systemd/systemd-journald ] || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if ((${#need[@]})); then
     if [ "$(id -u)" != 0 ]; then
         echo "scripts/test.sh: missing ${need[*]}; run as root so they can be installed" >&2

@@ -320,3 +320,58 @@ fn without_cgroups_leftovers_in_the_process_group_are_killed() {
         );
     }
 }
+
+/// Defect 3, by construction: the child of a raw clone3 changes its ids with
+/// raw syscalls, never glibc's wrappers, whose cross-thread broadcast
+/// (`tgkill(SIGRT_1)` to the parent's threads) can hang it. strace shows
+/// every id change of the children and no broadcast.
+#[test]
+fn the_clone3_child_changes_ids_without_glibc_broadcast() {
+    require_root();
+    let strace = which("strace").expect("strace is required (Debian package strace)");
+    let mut d = Daemon::prepare(
+        "[defaults.backoff]\ninitial = \"0s\"\nmax = \"0s\"\nfactor = 1.0\nreset_after = \"10m\"\njitter = 0.0\n[services.nobody]\ncommand = [\"/bin/true\"]\nuser = \"65534\"\n",
+        &[],
+    );
+    let trace = d.dir.path().join("trace");
+    let trace_arg = trace.display().to_string();
+    d.spawn_wrapped(&[
+        strace.to_str().unwrap(),
+        "-f",
+        "-qq",
+        "-e",
+        "trace=tgkill,setresuid,setuid",
+        "-o",
+        &trace_arg,
+    ]);
+    d.wait_service("nobody", Duration::from_secs(30), "50 restarts", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 50
+    });
+    // The child is strace; upkeep is its child: stop upkeep, strace follows.
+    let tracer = d.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children")).unwrap();
+    let upkeep: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    unsafe { libc::kill(upkeep, libc::SIGTERM) };
+    d.wait_exit(Duration::from_secs(20));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let id_changes = text
+        .lines()
+        .filter(|l| l.contains("setresuid(65534"))
+        .count();
+    assert!(id_changes >= 50, "{id_changes} id changes traced:\n{text}");
+    let broadcasts: Vec<&str> = text.lines().filter(|l| l.contains("tgkill(")).collect();
+    assert!(
+        broadcasts.is_empty(),
+        "setxid broadcast in children: {:?}",
+        &broadcasts[..broadcasts.len().min(5)]
+    );
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
