@@ -17,6 +17,7 @@
 // All the unsafe code of the runtime lives in `spawn` (the one audited module:
 // clone3 and its child routine, pre-exec hooks, waitpid, raw signals).
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cgroup;
 pub mod executor;

@@ -525,6 +525,8 @@ struct CloneArgs {
 /// Only to be called in a freshly cloned child; uses nothing but
 /// async-signal-safe syscalls on memory prepared before the clone.
 #[allow(clippy::too_many_arguments)]
+// The whole body runs in the cloned child under the contract above.
+#[allow(unsafe_op_in_unsafe_fn)]
 unsafe fn child_exec(
     stdin: &OwnedFd,
     stdout: Option<&OwnedFd>,
@@ -574,8 +576,8 @@ unsafe fn child_exec(
 
 /// Runs in the child between fork and exec. Async-signal-safe only.
 fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::Result<()> {
-    // SAFETY (whole function): raw syscalls on valid arguments; nothing here
-    // allocates or takes locks.
+    // SAFETY: (the whole function) raw syscalls on valid arguments; nothing
+    // here allocates or takes locks.
     unsafe {
         for fd in cgroup_fds {
             // "0" = the writing process. A failure leaves the service outside
