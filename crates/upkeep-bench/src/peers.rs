@@ -196,6 +196,9 @@ pub fn upkeep_toml(setup: &Setup) -> String {
     let _ = writeln!(s, "log_dir = {}", quote(&d.join("log").to_string_lossy()));
     s.push_str("on_exit = \"stop\"\n");
     let _ = writeln!(s, "debounce = \"{}ms\"", setup.debounce_ms);
+    // The manifest-edit figure measures reaction time: the default 1 s
+    // `settle` (a guard against half-written files) would add a constant.
+    s.push_str("settle = \"0s\"\n");
     s.push_str("relist_period = \"20s\"\n\n");
     s.push_str("[defaults.backoff]\ninitial = \"0s\"\nmax = \"0s\"\nfactor = 1.0\nreset_after = \"10m\"\njitter = 0.0\n");
     for svc in setup.services.iter().filter(|s| !s.as_pod) {

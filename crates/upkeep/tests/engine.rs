@@ -375,3 +375,44 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+/// Defect 12: SIGHUP applied `log_dir`, `[logs]` and `relist_period` only
+/// partly, silently. Now the keys bound at start-up are named in a warning
+/// (and keep their running values), and the rest apply.
+#[test]
+fn sighup_names_the_keys_that_need_a_restart() {
+    require_root();
+    let mut d = Daemon::start(
+        &format!("{FAST}[services.a]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 3010\"]\n"),
+        &[],
+    );
+    let pid = d.wait_pid("a", Duration::from_secs(10), |_| true);
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let other_logs = d.dir.path().join("other-logs");
+    let text = text
+        .replace(
+            &format!("log_dir = {:?}", d.logs),
+            &format!("log_dir = {other_logs:?}"),
+        )
+        .replace("relist_period = \"1s\"", "relist_period = \"2s\"");
+    assert!(text.contains("other-logs"), "{text}");
+    std::fs::write(&d.config, text).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the warning", Duration::from_secs(10), || {
+        d.stderr()
+            .lines()
+            .find(|l| l.contains("take effect only when upkeep restarts"))
+            .map(str::to_string)
+    });
+    let line = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("take effect only when upkeep restarts"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("log_dir"), "{line}");
+    assert!(!line.contains("relist_period"), "{line}");
+    // Nothing restarted for it, and the service still logs where it did.
+    assert_eq!(d.wait_pid("a", Duration::from_secs(5), |_| true), pid);
+    assert!(!other_logs.exists());
+}

@@ -144,6 +144,8 @@ pub struct Supervisor {
     settle_rescan: Option<tokio::time::Instant>,
     /// The last good manifests as last saved.
     saved_last_good: BTreeMap<PathBuf, String>,
+    /// How the manifests are scanned (tests inject failures).
+    scan_fn: fn(&Config) -> manifest::DirScan,
 }
 
 impl Supervisor {
@@ -197,6 +199,7 @@ impl Supervisor {
             heartbeat: opts.heartbeat,
             settle_rescan: None,
             saved_last_good: BTreeMap::new(),
+            scan_fn: manifest::scan,
         }
     }
 

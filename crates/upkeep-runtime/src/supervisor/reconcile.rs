@@ -9,8 +9,9 @@ impl Supervisor {
     /// `None` when the scan failed unexpectedly (then nothing may change).
     pub(super) async fn rescan(&mut self) -> Option<Vec<ServiceSpec>> {
         let cfg = self.cfg.clone();
+        let scan_fn = self.scan_fn;
         let scan = match tokio::task::spawn_blocking(move || {
-            let mut scan = manifest::scan(&cfg);
+            let mut scan = scan_fn(&cfg);
             let wait = hold_unsettled(&mut scan, cfg.settle, SystemTime::now());
             (scan, wait)
         })
@@ -390,4 +391,63 @@ pub(super) fn hold_unsettled(
         }
     }
     wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(scan_fn: fn(&Config) -> manifest::DirScan) -> Supervisor {
+        let dir = std::env::temp_dir().join(format!("upkeep-reconcile-{}", std::process::id()));
+        let mut cfg = Config::defaults();
+        cfg.manifests = dir.join("manifests");
+        cfg.state_dir = dir.join("state");
+        cfg.log_dir = dir.join("log");
+        let (_tx, control) = mpsc::channel(1);
+        let mut s = Supervisor::new(Options {
+            config: cfg,
+            config_path: None,
+            overrides: Overrides::default(),
+            shared: Arc::new(Shared::default()),
+            reaper: Reaper::start().expect("reaper"),
+            control,
+            on_started: None,
+            cgroup_prefix: format!("upkeep-test-reconcile-{}", std::process::id()),
+            heartbeat: None,
+        });
+        s.scan_fn = scan_fn;
+        s
+    }
+
+    fn panicking_scan(_: &Config) -> manifest::DirScan {
+        panic!("a bug in the scan");
+    }
+
+    /// Defect 4: a panic in the manifest scan used to become an empty scan,
+    /// and every static pod was stopped. Now nothing may change, loudly.
+    #[tokio::test]
+    async fn a_panicking_scan_changes_nothing_and_is_counted() {
+        let mut s = supervisor(panicking_scan);
+        assert_eq!(
+            s.rescan().await,
+            None,
+            "a failed scan must not be a desired set"
+        );
+        let n = s
+            .ctx
+            .shared
+            .snapshot
+            .read()
+            .unwrap()
+            .internal_errors
+            .get("scan_panic")
+            .copied();
+        assert_eq!(n, Some(1));
+        // `apply(None, ..)` leaves every actor alone.
+        s.apply(None, &mut BTreeMap::new());
+        assert!(s.actors.is_empty());
+        if let Some(root) = &s.env.cgroup_root {
+            let _ = root.remove();
+        }
+    }
 }
