@@ -416,6 +416,13 @@ impl ServiceState {
                 kill_at,
                 ..
             } => Some(*kill_at),
+            // Killed but not gone: SIGKILL again every DRAIN_RETRY (a process
+            // in uninterruptible sleep dies only once it leaves it).
+            Phase::Stopping {
+                stage: StopStage::Killed,
+                kill_at,
+                ..
+            } => Some(*kill_at + DRAIN_RETRY),
             Phase::Draining { last_kill, .. } => Some(*last_kill + DRAIN_RETRY),
             _ => None,
         }
@@ -732,8 +739,40 @@ pub fn step(
                 pid,
                 then,
                 stage: StopStage::Killed,
-                kill_at,
+                // From now on: when SIGKILL was last sent.
+                kill_at: now.max(kill_at),
             };
+            let target = match s.policy.kill_mode {
+                KillMode::Process => Target::Main,
+                KillMode::ControlGroup | KillMode::Mixed => Target::Group,
+            };
+            a.push(Action::Kill { gen, target });
+        }
+        (
+            Phase::Stopping {
+                stage: StopStage::Killed,
+                kill_at,
+                pid,
+                then,
+            },
+            Event::Timer,
+        ) if now >= kill_at + DRAIN_RETRY => {
+            // Still there after SIGKILL: kill again, and say so (the state
+            // stays `stopping`; nothing new starts meanwhile).
+            s.phase = Phase::Stopping {
+                pid,
+                then,
+                stage: StopStage::Killed,
+                kill_at: now,
+            };
+            let note = format!("pid {pid} has not exited after SIGKILL (uninterruptible sleep?): killing again");
+            if !s.message.contains("has not exited after SIGKILL") {
+                s.message = if s.message.is_empty() {
+                    note
+                } else {
+                    format!("{}; {note}", s.message)
+                };
+            }
             let target = match s.policy.kill_mode {
                 KillMode::Process => Target::Main,
                 KillMode::ControlGroup | KillMode::Mixed => Target::Group,
