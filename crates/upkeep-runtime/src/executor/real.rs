@@ -147,6 +147,20 @@ impl RealExecutor {
     }
 }
 
+/// SIGKILLs everything in `cg`. A generation leaf is killed with
+/// `cgroup.kill`; the service cgroup itself (a process adopted from an upkeep
+/// before leaves) never is, because the leaves created below it afterwards
+/// could inherit its kill sequence and SIGKILL every process started in them:
+/// its members are killed one by one through pidfds instead.
+fn kill_cgroup(cg: &Cgroup) {
+    if cg.is_leaf() {
+        let _ = cg.kill();
+    } else {
+        let mut done = Vec::new();
+        signal_members(|| cg.procs(), |p| cg.contains(p), libc::SIGKILL, &mut done);
+    }
+}
+
 /// The generation number and exec hash in a leaf name `gen-<N>-<exec hash>`
 /// (`gen-<N>` from before the hash was recorded has none).
 pub fn leaf_identity(name: &str) -> Option<(u64, Option<&str>)> {
@@ -299,7 +313,7 @@ impl Executor for RealExecutor {
             }
             (Target::Group, Some(cg)) => {
                 let _ = reaper::pidfd_signal(&g.pidfd, libc::SIGKILL);
-                let _ = cg.kill();
+                kill_cgroup(cg);
             }
             (Target::Group, None) => {
                 let _ = reaper::pidfd_signal(&g.pidfd, libc::SIGKILL);
@@ -328,7 +342,7 @@ impl Executor for RealExecutor {
                     Some(cg) => {
                         let populated = cg.populated();
                         if populated {
-                            let _ = cg.kill();
+                            kill_cgroup(cg);
                         }
                         populated
                     }
