@@ -145,7 +145,7 @@ impl RealExecutor {
 
 impl Executor for RealExecutor {
     fn spawn(&mut self, spec: &ServiceSpec, gen: Gen) -> Result<Started, ExecError> {
-        crate::volumes::prepare_volumes(&spec.volumes)?;
+        let mounts = crate::volumes::prepare_volumes(&spec.volumes)?;
         let leaf = self.new_leaf(spec);
         let out = self.log(spec.log).output();
         if let Some(w) = &out.warning {
@@ -159,6 +159,7 @@ impl Executor for RealExecutor {
         req.stdout = output;
         req.stderr = output;
         req.cgroup = leaf.as_ref();
+        req.mounts = mounts.as_ref();
         let child = match req.spawn(&self.env.reaper) {
             Ok(c) => c,
             Err(e) => {
