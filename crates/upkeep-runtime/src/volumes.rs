@@ -77,12 +77,16 @@ pub enum VolumeProblem {
     },
     /// The mount point exists with a type the source cannot be bound on
     /// (a directory on a file or the other way round).
-    #[error("the mount point {} is {what}, the source is not", at.display())]
+    #[error("the mount point {} is {}", at.display(), if *.source_is_dir {
+        "not a directory but the source is one"
+    } else {
+        "a directory but the source is not"
+    })]
     MountPointType {
         /// Where the mount point is on the host.
         at: PathBuf,
-        /// "a directory" or "not a directory".
-        what: &'static str,
+        /// The source is a directory.
+        source_is_dir: bool,
     },
     /// A path holds a NUL byte.
     #[error("the path contains a NUL byte")]
@@ -211,11 +215,7 @@ fn plan_bind(v: &HostPathVolume, earlier: &[Bind]) -> Result<Bind, VolumeProblem
         Ok(m) if m.is_dir() != is_dir => {
             return Err(VolumeProblem::MountPointType {
                 at,
-                what: if m.is_dir() {
-                    "a directory"
-                } else {
-                    "not a directory"
-                },
+                source_is_dir: is_dir,
             })
         }
         Ok(_) => {}
