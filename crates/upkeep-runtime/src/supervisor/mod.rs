@@ -159,6 +159,8 @@ impl Ctx {
 mod actor;
 #[cfg(test)]
 mod actor_tests;
+#[cfg(test)]
+mod volume_tests;
 mod watcher;
 
 use actor::{Actor, Initial};
