@@ -921,6 +921,66 @@ pub fn join_cgroup_before_exec(cmd: &mut Command, fds: Vec<OwnedFd>) {
     }
 }
 
+/// Makes `cmd`'s child enter the mount namespace of `of` (a service's main
+/// process), then change to `working_dir` and drop to `uid`/`gid` (as
+/// [`SpawnRequest`] does), all between fork and exec: how exec probes and
+/// hooks of a service with a private mount namespace see its mounts.
+/// Fails if the process is gone.
+pub fn enter_mount_ns_before_exec(
+    cmd: &mut Command,
+    of: &crate::probe::MountNsOf,
+    working_dir: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> io::Result<()> {
+    let ns = OwnedFd::from(
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/{}/ns/mnt", of.pid))?,
+    );
+    // Alive after the open: the pid was its all along, so is the namespace.
+    pidfd_send_signal_raw(&of.pidfd, 0)?;
+    let cwd = std::ffi::CString::new(working_dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in the working directory",
+        )
+    })?;
+    let ids = match (uid, gid) {
+        (None, None) => None,
+        (uid, Some(gid)) => Some((uid, gid)),
+        (Some(uid), None) => Some((Some(uid), primary_gid(uid))),
+    };
+    // SAFETY: the closure only makes raw syscalls on data prepared before
+    // the fork and does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::syscall(libc::SYS_setns, ns.as_raw_fd(), libc::CLONE_NEWNS) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = ids {
+                let groups = [gid as libc::gid_t];
+                if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) < 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(uid) = uid {
+                    if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Sends `sig` to every process in process group `pgid`; `Ok(false)` if the
 /// group is empty (ESRCH). Refuses `pgid` 0 and 1 (our own group / init).
 pub fn signal_group(pgid: u32, sig: i32) -> io::Result<bool> {

@@ -246,3 +246,26 @@ fn bad_mount_paths_fail_check_naming_file_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn exec_probes_run_in_the_services_mount_namespace() {
+    require_root();
+    let mut d = Daemon::prepare("", &[]);
+    let base = d.dir.path().to_path_buf();
+    let (conf, seen) = (base.join("conf"), base.join("seen"));
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("ready"), "yes\n").unwrap();
+    // On the host, <seen> is an empty directory: the probe passes only if
+    // it sees the bind.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: probed}}\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: none\n    command: [/bin/sleep, \"1000\"]\n    workingDir: {seen}\n    readinessProbe:\n      exec: {{command: [/bin/sh, -c, \"test \\\"$(cat ready)\\\" = yes\"]}}\n      periodSeconds: 1\n    volumeMounts:\n    - {{name: conf, mountPath: {seen}, readOnly: true}}\n  volumes:\n  - {{name: conf, hostPath: {{path: {conf}}}}}\n",
+        seen = seen.display(),
+        conf = conf.display(),
+    );
+    d.write_manifest("probed.yaml", &manifest);
+    d.spawn();
+    d.wait_service("probed", Duration::from_secs(30), "ready", |s| {
+        s["ready"] == true && s["state"] == "running"
+    });
+    assert!(!seen.join("ready").exists());
+}

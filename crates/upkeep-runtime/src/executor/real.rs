@@ -132,7 +132,14 @@ impl RealExecutor {
     /// How exec probes and hooks of this service run: its env, cwd and
     /// user, inside the cgroup of generation `gen`.
     fn exec_context(&self, spec: &ServiceSpec, gen: Gen) -> ExecContext {
+        let g = self.gens.get(&gen);
         ExecContext {
+            mount_ns: g
+                .filter(|_| upkeep_spec::needs_mount_namespace(&spec.volumes))
+                .map(|g| probe::MountNsOf {
+                    pid: g.pid,
+                    pidfd: g.pidfd.clone(),
+                }),
             reaper: self.env.reaper.clone(),
             env: spec.env.clone(),
             working_dir: spec.working_dir.clone(),
