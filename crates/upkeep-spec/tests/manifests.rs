@@ -541,6 +541,35 @@ fn host_path_mounted_elsewhere_read_only_and_propagation() {
 }
 
 #[test]
+fn read_only_own_path_mounts_match_the_hash_an_older_upkeep_recorded() {
+    use upkeep_spec::hash::{exec_hash, exec_hash_matches};
+    // kubeadm's apiserver: read-only mounts at their own path.
+    let p = pod(load_fixture("kubeadm-v1.29-kube-apiserver.yaml"));
+    let spec = &p.services[0];
+    assert!(spec.volumes.iter().any(|v| v.read_only));
+    // What an older upkeep recorded: readOnly was not part of the spec.
+    let mut older_spec = spec.clone();
+    for v in &mut older_spec.volumes {
+        v.read_only = false;
+    }
+    let older = exec_hash(&older_spec);
+    assert_ne!(exec_hash(spec), older);
+    assert!(
+        exec_hash_matches(&older, spec),
+        "an upgrade restarts nothing"
+    );
+    assert!(exec_hash_matches(&exec_hash(spec), spec));
+    // A real change still differs.
+    let mut changed = spec.clone();
+    changed.argv.push("--new-flag".into());
+    assert!(!exec_hash_matches(&older, &changed));
+    // A mount elsewhere never had an older hash.
+    let mut moved = spec.clone();
+    moved.volumes[0].mount_path = Some("/elsewhere".into());
+    assert!(!exec_hash_matches(&older, &moved));
+}
+
+#[test]
 fn bad_mount_paths_are_errors_naming_the_field() {
     let vols =
         "  volumes: [{name: v, hostPath: {path: /on/host}}, {name: w, hostPath: {path: /w}}]\n";

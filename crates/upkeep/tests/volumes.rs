@@ -269,3 +269,49 @@ fn exec_probes_run_in_the_services_mount_namespace() {
     });
     assert!(!seen.join("ready").exists());
 }
+
+#[test]
+fn an_adopted_process_keeps_its_namespace_and_its_probes_still_enter_it() {
+    require_root();
+    let mut d = Daemon::prepare("", &[]);
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
+    std::fs::write(&d.config, text).unwrap();
+    let base = d.dir.path().to_path_buf();
+    let (conf, seen) = (base.join("conf"), base.join("seen"));
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("ready"), "yes\n").unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: kept}}\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: none\n    command: [/bin/sleep, \"1000\"]\n    readinessProbe:\n      exec: {{command: [/bin/sh, -c, \"test \\\"$(cat {seen}/ready)\\\" = yes\"]}}\n      periodSeconds: 1\n    volumeMounts:\n    - {{name: conf, mountPath: {seen}, readOnly: true}}\n  volumes:\n  - {{name: conf, hostPath: {{path: {conf}}}}}\n",
+        seen = seen.display(),
+        conf = conf.display(),
+    );
+    d.write_manifest("kept.yaml", &manifest);
+    d.spawn();
+    let pid = d.wait_pid("kept", Duration::from_secs(30), |_| true);
+    d.wait_service("kept", Duration::from_secs(30), "ready", |s| {
+        s["ready"] == true
+    });
+    let ns = mnt_ns(&pid.to_string());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(pid_alive(pid), "the service outlives upkeep");
+
+    d.spawn();
+    let s = d.wait_service("kept", Duration::from_secs(30), "adopted", |s| {
+        s["pid"].as_u64() == Some(u64::from(pid))
+    });
+    assert_eq!(s["restarts"], 0, "{s}");
+    assert_eq!(mnt_ns(&pid.to_string()), ns, "nothing redone at adoption");
+    // The file changes to "no": the probe of the adopted process reads it
+    // through the process's namespace and the service turns unready.
+    std::fs::write(conf.join("ready"), "no\n").unwrap();
+    d.wait_service("kept", Duration::from_secs(30), "unready", |s| {
+        s["ready"] == false
+    });
+    std::fs::write(conf.join("ready"), "yes\n").unwrap();
+    d.wait_service("kept", Duration::from_secs(30), "ready again", |s| {
+        s["ready"] == true && s["pid"].as_u64() == Some(u64::from(pid))
+    });
+}
