@@ -108,6 +108,9 @@ pub struct Service {
     pub liveness: Option<Liveness>,
     /// For upkeep: run it from a static Pod manifest instead of `[services]`.
     pub as_pod: bool,
+    /// For upkeep pods: a hostPath (first) mounted at another path (second),
+    /// which gives the process a private mount namespace.
+    pub bind: Option<(PathBuf, PathBuf)>,
 }
 
 impl Service {
@@ -118,6 +121,7 @@ impl Service {
             argv,
             liveness: None,
             as_pod: false,
+            bind: None,
         }
     }
 }
@@ -236,6 +240,14 @@ pub fn pod_manifest(svc: &Service) -> String {
             s,
             "    livenessProbe:\n      httpGet:\n        host: 127.0.0.1\n        path: /\n        port: {}\n      periodSeconds: {}\n      timeoutSeconds: {}\n      failureThreshold: {}",
             l.port, l.period_s, l.timeout_s, l.threshold
+        );
+    }
+    if let Some((host, at)) = &svc.bind {
+        let _ = writeln!(
+            s,
+            "    volumeMounts:\n    - name: bind\n      mountPath: {}\n  volumes:\n  - name: bind\n    hostPath:\n      path: {}\n      type: DirectoryOrCreate",
+            quote(&at.to_string_lossy()),
+            quote(&host.to_string_lossy())
         );
     }
     s

@@ -263,23 +263,60 @@ fn restart(o: &Opts, rep: &mut Report) {
         Some("<= 2 ms"),
         None,
         |_| None,
-        |peer| restart_one(o, peer),
+        |peer| restart_one(o, peer, PodKind::NotAPod),
+    );
+    // upkeep only: the same from a static Pod, in the host's mount namespace
+    // and in a private one (a hostPath mounted elsewhere).
+    let upkeep_only = |p: Peer| (p != Peer::Upkeep).then(|| "upkeep only".to_string());
+    latency_figures(
+        rep,
+        o,
+        "restart_pod",
+        "crash -> restart of a static Pod, host mount namespace",
+        None,
+        None,
+        upkeep_only,
+        |peer| restart_one(o, peer, PodKind::HostNamespace),
+    );
+    latency_figures(
+        rep,
+        o,
+        "restart_pod_mountns",
+        "crash -> restart of a static Pod, private mount namespace (one bind)",
+        None,
+        None,
+        upkeep_only,
+        |peer| restart_one(o, peer, PodKind::PrivateNamespace),
     );
 }
 
-fn restart_one(o: &Opts, peer: Peer) -> Result<Outcome, String> {
-    let dir = o.dir("restart", peer)?;
+/// How the `restart` workload is declared to upkeep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PodKind {
+    /// A `[services]` entry (and the peers' equivalent).
+    NotAPod,
+    /// A static Pod whose mounts need no namespace (it has none).
+    HostNamespace,
+    /// A static Pod with a hostPath mounted elsewhere: a private mount
+    /// namespace per start.
+    PrivateNamespace,
+}
+
+fn restart_one(o: &Opts, peer: Peer, kind: PodKind) -> Result<Outcome, String> {
+    let tag = match kind {
+        PodKind::NotAPod => "restart",
+        PodKind::HostNamespace => "restart-pod",
+        PodKind::PrivateNamespace => "restart-pod-mountns",
+    };
+    let dir = o.dir(tag, peer)?;
     let file = dir.join("crash.stamp");
     let life = o.exit_after_ms.to_string();
-    let s = setup(
-        dir,
-        vec![stamp_service(
-            o,
-            "crash",
-            &file,
-            &["--exit-after-ms", &life],
-        )],
-    );
+    let mut svc = stamp_service(o, "crash", &file, &["--exit-after-ms", &life]);
+    svc.as_pod = kind != PodKind::NotAPod;
+    if kind == PodKind::PrivateNamespace {
+        svc.bind = Some((dir.join("bind-src"), dir.join("bind-at")));
+    }
+    let s = setup(dir, vec![svc]);
     let mut run = o.launch(peer, &s)?;
     let per_run = Duration::from_millis(o.exit_after_ms + 4000);
     let deadline = Instant::now()

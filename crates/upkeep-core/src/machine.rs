@@ -765,7 +765,9 @@ pub fn step(
                 stage: StopStage::Killed,
                 kill_at: now,
             };
-            let note = format!("pid {pid} has not exited after SIGKILL (uninterruptible sleep?): killing again");
+            let note = format!(
+                "pid {pid} has not exited after SIGKILL (uninterruptible sleep?): killing again"
+            );
             if !s.message.contains("has not exited after SIGKILL") {
                 s.message = if s.message.is_empty() {
                     note

@@ -840,7 +840,11 @@ fn sigkill_exactly_at_the_deadline_not_before() {
             target: Target::Group
         }]
     );
-    assert!(sim.s.message.contains("has not exited after SIGKILL"), "{}", sim.s.message);
+    assert!(
+        sim.s.message.contains("has not exited after SIGKILL"),
+        "{}",
+        sim.s.message
+    );
     assert_eq!(sim.s.state_name(), "stopping");
     // The SIGKILL upkeep sent is no surprise: no alarm.
     let a = sim.crash(KILLED);

@@ -7,11 +7,17 @@
 //! [`SpawnRequest::spawn`]. Services never get `PR_SET_PDEATHSIG`: they must
 //! outlive upkeep (design.md section 6).
 //!
-//! Also here: process-group signalling ([`signal_group`], [`group_alive`]) and
-//! (hostPath volumes are prepared in [`crate::volumes`]).
+//! A pod that needs a private mount namespace gets it in the one child
+//! routine ([`child_setup`], both spawn paths): `unshare(CLONE_NEWNS)`, the
+//! whole tree made a recursive slave of the host's (nothing mounted inside
+//! reaches the host; the host's later mounts still arrive), then each bind of
+//! the [`MountPlan`] prepared by [`crate::volumes`] before the clone.
+//!
+//! Also here: process-group signalling ([`signal_group`], [`group_alive`]).
 
 use crate::cgroup::Cgroup;
 use crate::reaper::{Reaper, Spawned};
+use crate::volumes::MountPlan;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
@@ -68,6 +74,9 @@ pub struct SpawnRequest<'a> {
     pub stderr: Output<'a>,
     /// cgroup to join before `exec`.
     pub cgroup: Option<&'a Cgroup>,
+    /// Binds to make in a private mount namespace before `exec`; `None`
+    /// keeps the host's mount namespace.
+    pub mounts: Option<&'a MountPlan>,
 }
 
 impl<'a> SpawnRequest<'a> {
@@ -83,6 +92,7 @@ impl<'a> SpawnRequest<'a> {
             stdout: Output::Null,
             stderr: Output::Null,
             cgroup: None,
+            mounts: None,
         }
     }
 
@@ -94,6 +104,12 @@ impl<'a> SpawnRequest<'a> {
     /// Builds the command. Fails if `argv` is empty, the program is not found
     /// in the service's `PATH`, or an fd cannot be duplicated.
     pub fn build(&self) -> io::Result<Command> {
+        self.build_reporting(None)
+    }
+
+    /// [`SpawnRequest::build`]; a child that fails on a step of the mount
+    /// plan writes the step number (4 bytes) to `step_w` first.
+    fn build_reporting(&self, step_w: Option<&OwnedFd>) -> io::Result<Command> {
         let program = self
             .argv
             .first()
@@ -107,8 +123,23 @@ impl<'a> SpawnRequest<'a> {
             .stdin(Stdio::null())
             .stdout(self.stdout.stdio()?)
             .stderr(self.stderr.stdio()?);
+        // std changes directory before the pre_exec closure runs: with
+        // binds, the closure does it after them (the directory may be a
+        // mountPath).
+        let mut late_cwd = None;
         if let Some(dir) = self.working_dir {
-            cmd.current_dir(dir);
+            if self.mounts.is_some() {
+                late_cwd = Some(
+                    std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "a NUL byte in the working directory",
+                        )
+                    })?,
+                );
+            } else {
+                cmd.current_dir(dir);
+            }
         }
         let ids = match (self.uid, self.gid) {
             (None, None) => None,
@@ -121,10 +152,27 @@ impl<'a> SpawnRequest<'a> {
             Some(cg) => cg.join_fds(),
             None => Vec::new(),
         };
-        // SAFETY: the closure only makes async-signal-safe syscalls and does
-        // not allocate.
+        let mounts = self.mounts.cloned();
+        let step_w = step_w.map(|fd| fd.as_raw_fd());
+        // SAFETY: the closure only makes async-signal-safe syscalls on data
+        // prepared before the fork and does not allocate.
         unsafe {
-            cmd.pre_exec(move || child_setup(&cgroup_fds, ids));
+            cmd.pre_exec(move || {
+                let failed = |f: ChildFailure| {
+                    if let Some(fd) = step_w {
+                        let b = f.step.to_ne_bytes();
+                        libc::write(fd, b.as_ptr().cast(), 4);
+                    }
+                    io::Error::from_raw_os_error(f.errno)
+                };
+                child_setup(&cgroup_fds, ids, mounts.as_ref()).map_err(failed)?;
+                if let Some(dir) = &late_cwd {
+                    if libc::chdir(dir.as_ptr()) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
         }
         Ok(cmd)
     }
@@ -143,11 +191,20 @@ impl<'a> SpawnRequest<'a> {
                 Err(Clone3Error::Failed(e)) => return Err(e),
             }
         }
-        let mut cmd = self.build().map_err(|e| self.explain(e, None))?;
+        let steps = match self.mounts {
+            Some(_) => Some(pipe_cloexec(libc::O_NONBLOCK).map_err(|e| self.explain(e, None))?),
+            None => None,
+        };
+        let mut cmd = self
+            .build_reporting(steps.as_ref().map(|(_, w)| w))
+            .map_err(|e| self.explain(e, None))?;
         let resolved = PathBuf::from(cmd.get_program());
-        let spawned = reaper
-            .spawn(&mut cmd)
-            .map_err(|e| self.explain(e, Some(&resolved)))?;
+        let spawned = reaper.spawn(&mut cmd).map_err(|e| {
+            match steps.as_ref().and_then(|(r, _)| read_step(r)) {
+                Some(step) => self.explain_step(e, step),
+                None => self.explain(e, Some(&resolved)),
+            }
+        })?;
         if let Some(cg) = self.cgroup {
             if !cg.contains(spawned.pid) {
                 if let Err(e) = cg.add_pid(spawned.pid) {
@@ -238,20 +295,11 @@ impl<'a> SpawnRequest<'a> {
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(cg.path())
             .map_err(|e| Clone3Error::Unsupported(format!("open {}: {e}", cg.path().display())))?;
-        let mut pipe = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 with a valid 2-element array.
-        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(fail(io::Error::last_os_error()));
-        }
-        // SAFETY: both fds were just created and are owned here.
-        let (err_r, err_w) = unsafe {
-            (
-                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[0]),
-                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[1]),
-            )
-        };
+        let (err_r, err_w) = pipe_cloexec(0).map_err(fail)?;
+        let mounts = self.mounts;
 
         let mut unsupported: Option<String> = None;
+        let mut failed_step = STEP_EXEC;
         let result = reaper.spawn_raw(|| {
             let mut pidfd: libc::c_int = -1;
             let args = CloneArgs {
@@ -286,6 +334,7 @@ impl<'a> SpawnRequest<'a> {
                         stderr.as_ref(),
                         &v1_fds,
                         ids,
+                        mounts,
                         cwd_c.as_ref(),
                         &prog_c,
                         &argv_p,
@@ -308,11 +357,12 @@ impl<'a> SpawnRequest<'a> {
             // SAFETY: clone3 stored a new pidfd that we now own.
             let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
             drop(err_w);
-            // EOF = exec succeeded (the CLOEXEC write end closed); 4 bytes = errno.
-            let mut buf = [0u8; 4];
+            // EOF = exec succeeded (the CLOEXEC write end closed); 8 bytes =
+            // errno and the step that failed (see ChildFailure).
+            let mut buf = [0u8; 8];
             let mut got = 0;
             let mut file = fs::File::from(err_r);
-            while got < 4 {
+            while got < 8 {
                 match file.read(&mut buf[got..]) {
                     Ok(0) => break,
                     Ok(n) => got += n,
@@ -320,11 +370,12 @@ impl<'a> SpawnRequest<'a> {
                     Err(e) => return Err((Some(pid), e)),
                 }
             }
-            if got == 4 {
-                return Err((
-                    Some(pid),
-                    io::Error::from_raw_os_error(i32::from_ne_bytes(buf)),
-                ));
+            if got >= 4 {
+                let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                if got == 8 {
+                    failed_step = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                }
+                return Err((Some(pid), io::Error::from_raw_os_error(errno)));
             }
             Ok((pid, pidfd))
         });
@@ -332,9 +383,26 @@ impl<'a> SpawnRequest<'a> {
             Ok(s) => Ok(s),
             Err(e) => match unsupported {
                 Some(why) => Err(Clone3Error::Unsupported(why)),
+                None if failed_step != STEP_EXEC => {
+                    Err(Clone3Error::Failed(self.explain_step(e, failed_step)))
+                }
                 None => Err(Clone3Error::Failed(self.explain(e, Some(&resolved)))),
             },
         }
+    }
+
+    /// The error of a child that failed on step `step` of its setup (see
+    /// [`ChildFailure`]): names the program and the bind.
+    fn explain_step(&self, err: io::Error, step: u32) -> io::Error {
+        let what = match (step, self.mounts) {
+            (STEP_NAMESPACE, _) => "creating its private mount namespace".to_string(),
+            (STEP_EXEC, _) | (_, None) => return self.explain(err, None),
+            (i, Some(plan)) => plan.describe(i as usize - 1),
+        };
+        io::Error::new(
+            err.kind(),
+            format!("cannot start {:?}: {what}: {err}", self.program()),
+        )
     }
 
     /// Turns a spawn error into one that names the program and the cause.
@@ -519,7 +587,8 @@ struct CloneArgs {
 }
 
 /// The child side of the clone3 path: stdio, [`child_setup`], cwd, execve;
-/// on any failure the errno goes to `err_w` and the child exits 127.
+/// on any failure the errno and the step go to `err_w` (8 bytes) and the
+/// child exits 127.
 ///
 /// # Safety
 /// Only to be called in a freshly cloned child; uses nothing but
@@ -533,17 +602,21 @@ unsafe fn child_exec(
     stderr: Option<&OwnedFd>,
     v1_fds: &[OwnedFd],
     ids: Option<(Option<u32>, u32)>,
+    mounts: Option<&MountPlan>,
     cwd: Option<&std::ffi::CString>,
     prog: &std::ffi::CString,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     err_w: libc::c_int,
 ) -> ! {
-    let report = |errno: i32| -> ! {
-        let b = errno.to_ne_bytes();
-        libc::write(err_w, b.as_ptr().cast(), 4);
+    let report_step = |errno: i32, step: u32| -> ! {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&errno.to_ne_bytes());
+        b[4..].copy_from_slice(&step.to_ne_bytes());
+        libc::write(err_w, b.as_ptr().cast(), 8);
         libc::_exit(127)
     };
+    let report = |errno: i32| -> ! { report_step(errno, STEP_EXEC) };
     let errno = || {
         std::io::Error::last_os_error()
             .raw_os_error()
@@ -562,8 +635,8 @@ unsafe fn child_exec(
             report(errno());
         }
     }
-    if let Err(e) = child_setup(v1_fds, ids) {
-        report(e.raw_os_error().unwrap_or(libc::EIO));
+    if let Err(f) = child_setup(v1_fds, ids, mounts) {
+        report_step(f.errno, f.step);
     }
     if let Some(dir) = cwd {
         if libc::chdir(dir.as_ptr()) < 0 {
@@ -574,8 +647,36 @@ unsafe fn child_exec(
     report(errno())
 }
 
+/// Step of the child's setup that failed, reported with the errno: not a
+/// mount step (the errno speaks for itself: setsid, ids, chdir, exec).
+const STEP_EXEC: u32 = 0;
+/// Step: `unshare(CLONE_NEWNS)` or making the tree a slave.
+const STEP_NAMESPACE: u32 = u32::MAX;
+
+/// Why the child's setup failed: `errno`, and `step` = [`STEP_EXEC`],
+/// [`STEP_NAMESPACE`], or `i + 1` for bind `i` of the mount plan.
+#[derive(Debug, Clone, Copy)]
+struct ChildFailure {
+    errno: i32,
+    step: u32,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
 /// Runs in the child between fork and exec. Async-signal-safe only.
-fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::Result<()> {
+fn child_setup(
+    cgroup_fds: &[OwnedFd],
+    ids: Option<(Option<u32>, u32)>,
+    mounts: Option<&MountPlan>,
+) -> Result<(), ChildFailure> {
+    let fail = |step: u32| ChildFailure {
+        errno: errno(),
+        step,
+    };
     // SAFETY: (the whole function) raw syscalls on valid arguments; nothing
     // here allocates or takes locks.
     unsafe {
@@ -585,7 +686,11 @@ fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::R
             let _ = libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1);
         }
         if libc::setsid() < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(fail(STEP_EXEC));
+        }
+        // Before the uid drop: mounting needs CAP_SYS_ADMIN.
+        if let Some(plan) = mounts {
+            child_mounts(plan)?;
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -640,19 +745,97 @@ fn child_setup(cgroup_fds: &[OwnedFd], ids: Option<(Option<u32>, u32)>) -> io::R
             // whole process.
             let groups = [gid as libc::gid_t];
             if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(fail(STEP_EXEC));
             }
             if libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(fail(STEP_EXEC));
             }
             if let Some(uid) = uid {
                 if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
-                    return Err(io::Error::last_os_error());
+                    return Err(fail(STEP_EXEC));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The child's private mount namespace: `unshare(CLONE_NEWNS)`, `/` made a
+/// recursive slave (the host's later mounts arrive, none of ours leave),
+/// then for each bind: `MS_BIND | MS_REC`, its propagation (`MS_PRIVATE` or
+/// `MS_SLAVE`, recursive), and for `readOnly` a read-only remount of the
+/// bind. Raw syscalls on C strings prepared before the clone.
+fn child_mounts(plan: &MountPlan) -> Result<(), ChildFailure> {
+    let fail = |step: u32| ChildFailure {
+        errno: errno(),
+        step,
+    };
+    let null = std::ptr::null::<libc::c_char>();
+    let mount =
+        |src: *const libc::c_char, dst: *const libc::c_char, flags: libc::c_ulong| -> bool {
+            // SAFETY: mount(2) with NUL-terminated strings (or NULL) that
+            // outlive the call and no data argument.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_mount,
+                    src,
+                    dst,
+                    null,
+                    flags,
+                    std::ptr::null::<libc::c_void>(),
+                ) == 0
+            }
+        };
+    // SAFETY: unshare(2) of the mount namespace of this single-threaded child.
+    if unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) } < 0 {
+        return Err(fail(STEP_NAMESPACE));
+    }
+    if !mount(null, c"/".as_ptr(), libc::MS_REC | libc::MS_SLAVE) {
+        return Err(fail(STEP_NAMESPACE));
+    }
+    for (i, b) in plan.binds.iter().enumerate() {
+        let step = i as u32 + 1;
+        if !mount(
+            b.source.as_ptr(),
+            b.target.as_ptr(),
+            libc::MS_BIND | libc::MS_REC,
+        ) {
+            return Err(fail(step));
+        }
+        if !mount(null, b.target.as_ptr(), libc::MS_REC | b.propagation) {
+            return Err(fail(step));
+        }
+        if let Some(flags) = b.read_only {
+            if !mount(null, b.target.as_ptr(), flags) {
+                return Err(fail(step));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pipe, both ends close-on-exec, plus `extra` flags (`O_NONBLOCK`):
+/// (read end, write end).
+fn pipe_cloexec(extra: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pipe = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 with a valid 2-element array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | extra) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned here.
+    unsafe {
+        Ok((
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[0]),
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pipe[1]),
+        ))
+    }
+}
+
+/// The step a failed fork-path child wrote to its (non-blocking) step pipe.
+fn read_step(r: &OwnedFd) -> Option<u32> {
+    let mut b = [0u8; 4];
+    let mut f = fs::File::from(r.try_clone().ok()?);
+    (f.read(&mut b).ok()? == 4).then(|| u32::from_ne_bytes(b))
 }
 
 /// SIGKILLs a child of ours that is not reaped yet (so its pid cannot have
@@ -738,6 +921,66 @@ pub fn join_cgroup_before_exec(cmd: &mut Command, fds: Vec<OwnedFd>) {
             Ok(())
         });
     }
+}
+
+/// Makes `cmd`'s child enter the mount namespace of `of` (a service's main
+/// process), then change to `working_dir` and drop to `uid`/`gid` (as
+/// [`SpawnRequest`] does), all between fork and exec: how exec probes and
+/// hooks of a service with a private mount namespace see its mounts.
+/// Fails if the process is gone.
+pub fn enter_mount_ns_before_exec(
+    cmd: &mut Command,
+    of: &crate::probe::MountNsOf,
+    working_dir: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> io::Result<()> {
+    let ns = OwnedFd::from(
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/{}/ns/mnt", of.pid))?,
+    );
+    // Alive after the open: the pid was its all along, so is the namespace.
+    pidfd_send_signal_raw(&of.pidfd, 0)?;
+    let cwd = std::ffi::CString::new(working_dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in the working directory",
+        )
+    })?;
+    let ids = match (uid, gid) {
+        (None, None) => None,
+        (uid, Some(gid)) => Some((uid, gid)),
+        (Some(uid), None) => Some((Some(uid), primary_gid(uid))),
+    };
+    // SAFETY: the closure only makes raw syscalls on data prepared before
+    // the fork and does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::syscall(libc::SYS_setns, ns.as_raw_fd(), libc::CLONE_NEWNS) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = ids {
+                let groups = [gid as libc::gid_t];
+                if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) < 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(uid) = uid {
+                    if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Sends `sig` to every process in process group `pgid`; `Ok(false)` if the

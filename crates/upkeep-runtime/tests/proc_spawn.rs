@@ -228,7 +228,7 @@ async fn signal_group_kills_the_whole_group_even_term_ignorers() {
 fn volumes_are_prepared_like_the_kubelet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let vol = |p: PathBuf, kind| HostPathVolume { path: p, kind };
+    let vol = |p: PathBuf, kind| HostPathVolume::at_own_path(p, kind);
     // Created: nested directory and a file with missing parents.
     let new_dir = d.join("a/b/c");
     let new_file = d.join("x/y/file.conf");

@@ -31,18 +31,44 @@ pub fn spec_hash(spec: &ServiceSpec) -> String {
 /// (restart policy, backoff, probes, stop signal and grace, preStop,
 /// `after`) is supervision policy and applies to the running process.
 pub fn exec_hash(spec: &ServiceSpec) -> String {
+    exec_hash_with(spec, serde_json::json!(spec.volumes))
+}
+
+fn exec_hash_with(spec: &ServiceSpec, volumes: serde_json::Value) -> String {
     let v = serde_json::json!({
         "argv": spec.argv,
         "env": spec.env,
         "working_dir": spec.working_dir,
         "uid": spec.uid,
         "gid": spec.gid,
-        "volumes": spec.volumes,
+        "volumes": volumes,
         "resources": spec.resources,
         "kill_mode": spec.kill_mode,
         "log": spec.log,
     });
     fnv1a_128_hex(v.to_string().as_bytes())
+}
+
+/// True if a process recorded with exec hash `recorded` runs what `spec`
+/// executes: [`exec_hash`], or the exec hash an upkeep that ignored
+/// `readOnly` and `mountPropagation` gave the same spec. So an upgrade of
+/// upkeep replaces no process (kubeadm's manifests mount read-only at
+/// their own path); the next start of each process enforces `readOnly`.
+/// A spec that mounts anywhere else than its own path has no such older
+/// hash (an older upkeep refused it).
+pub fn exec_hash_matches(recorded: &str, spec: &ServiceSpec) -> bool {
+    if recorded == exec_hash(spec) {
+        return true;
+    }
+    if spec.volumes.iter().any(|v| v.mount_path.is_some()) {
+        return false;
+    }
+    let before: Vec<serde_json::Value> = spec
+        .volumes
+        .iter()
+        .map(|v| serde_json::json!({ "path": v.path, "kind": v.kind }))
+        .collect();
+    recorded == exec_hash_with(spec, serde_json::json!(before))
 }
 
 #[cfg(test)]

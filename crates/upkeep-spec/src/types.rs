@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::duration::{serde_opt_str, serde_str};
@@ -281,13 +281,80 @@ pub enum LogMode {
     Inherit,
 }
 
-/// A hostPath volume whose `mountPath == path`.
+/// One `volumeMounts[]` entry of a hostPath volume.
+///
+/// The fields after `kind` are left out of the serialized spec when they
+/// have their default (mounted at its own path, writable, private), so the
+/// hash of a service whose mounts are all at their own path is the one it
+/// had before upkeep could mount elsewhere: an upgrade restarts nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostPathVolume {
     /// Host path.
     pub path: PathBuf,
     /// What must exist or be created there.
     pub kind: HostPathType,
+    /// Where the process sees it (normalized: no trailing `/`, no `.` or
+    /// empty components); `None` = at `path` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<PathBuf>,
+    /// `readOnly: true`: a read-only bind (writes fail with `EROFS`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `mountPropagation`.
+    #[serde(skip_serializing_if = "Propagation::is_private")]
+    pub propagation: Propagation,
+}
+
+impl HostPathVolume {
+    /// A writable mount of `path` at its own path.
+    pub fn at_own_path(path: PathBuf, kind: HostPathType) -> Self {
+        HostPathVolume {
+            path,
+            kind,
+            mount_path: None,
+            read_only: false,
+            propagation: Propagation::None,
+        }
+    }
+
+    /// Where the process sees the volume.
+    pub fn target(&self) -> &Path {
+        self.mount_path.as_deref().unwrap_or(&self.path)
+    }
+
+    /// True if this mount needs a bind in a private mount namespace: it is
+    /// mounted somewhere else than its own path, or read-only.
+    pub fn needs_bind(&self) -> bool {
+        self.mount_path.is_some() || self.read_only
+    }
+}
+
+/// True if a service with these mounts runs in a private mount namespace
+/// (at least one mount is elsewhere than its own path, or read-only); a
+/// service whose mounts are all at their own path and writable runs in the
+/// host's mount namespace, at no cost.
+pub fn needs_mount_namespace(volumes: &[HostPathVolume]) -> bool {
+    volumes.iter().any(HostPathVolume::needs_bind)
+}
+
+/// `volumeMounts[].mountPropagation`, with the kubelet's meaning.
+/// `Bidirectional` is refused at parse time (a pod's mounts never reach
+/// the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum Propagation {
+    /// `None` (the default): a private bind; mounts made on the host under
+    /// the source after the start are not seen by the process.
+    #[default]
+    None,
+    /// `HostToContainer`: a slave bind; mounts made on the host under the
+    /// source later appear in the process's view.
+    HostToContainer,
+}
+
+impl Propagation {
+    fn is_private(&self) -> bool {
+        *self == Propagation::None
+    }
 }
 
 /// Kubernetes hostPath `type`.

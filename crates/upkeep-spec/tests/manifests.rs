@@ -153,25 +153,44 @@ fn olddocs_scheduler_fails_on_the_missing_volume() {
 }
 
 #[test]
-fn olddocs_etcd_fails_on_a_moved_host_path() {
-    // /var/etcd is mounted from /var/etcd/data: not possible without a mount namespace.
-    let d = invalid(load_fixture("olddocs-ha-etcd.yaml"));
-    assert!(
-        has_error(
-            &d,
-            &[
-                "volumeMounts[0].mountPath",
-                "\"/var/etcd\"",
-                "\"/var/etcd/data\""
-            ]
-        ),
-        "{d:#?}"
-    );
-    assert_eq!(
-        d.iter().filter(|d| d.severity == Severity::Error).count(),
-        1,
-        "{d:#?}"
-    );
+fn olddocs_etcd_mounts_its_data_where_the_pod_says() {
+    // /var/etcd is mounted from /var/etcd/data; the eight ssl directories
+    // at their own paths, read-only.
+    let p = pod(load_fixture("olddocs-ha-etcd.yaml"));
+    let s = &p.services[0];
+    assert_eq!(s.name, "etcd-server");
+    assert_eq!(s.volumes.len(), 9);
+    let etcd = &s.volumes[0];
+    assert_eq!(etcd.path, Path::new("/var/etcd/data"));
+    assert_eq!(etcd.mount_path.as_deref(), Some(Path::new("/var/etcd")));
+    assert_eq!(etcd.target(), Path::new("/var/etcd"));
+    assert!(!etcd.read_only);
+    for v in &s.volumes[1..] {
+        assert_eq!(v.mount_path, None, "{v:?}");
+        assert!(v.read_only, "{v:?}");
+        assert_eq!(v.kind, HostPathType::Unchecked);
+    }
+    assert!(upkeep_spec::needs_mount_namespace(&s.volumes));
+    let warnings: Vec<_> = p
+        .warnings
+        .iter()
+        .filter(|w| w.severity >= Severity::Warning)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn own_path_writable_mounts_need_no_namespace_and_keep_their_hash() {
+    // kubeadm's etcd: both mounts at their own path, writable.
+    let p = pod(load_fixture("kubeadm-v1.29-etcd.yaml"));
+    let s = &p.services[0];
+    assert!(!s.volumes.is_empty());
+    assert!(!upkeep_spec::needs_mount_namespace(&s.volumes));
+    // The serialized volume (part of both hashes) is what it was before
+    // mounts could move: an upgrade of upkeep replaces no process.
+    let v = serde_json::to_value(&s.volumes[0]).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["kind", "path"]);
 }
 
 #[test]
@@ -504,16 +523,112 @@ fn api_object_references_are_rejected() {
 }
 
 #[test]
-fn host_path_must_be_mounted_at_its_own_path() {
+fn host_path_mounted_elsewhere_read_only_and_propagation() {
     let text = minimal(
-        "    command: [a]\n    volumeMounts: [{name: v, mountPath: /in/container}]\n",
-        "  volumes: [{name: v, hostPath: {path: /on/host}}]\n",
+        "    command: [a]\n    volumeMounts:\n    - {name: v, mountPath: /in/container/, readOnly: true}\n    - {name: v, mountPath: /also/./here, mountPropagation: HostToContainer}\n    - {name: w, mountPath: /w, mountPropagation: None}\n",
+        "  volumes: [{name: v, hostPath: {path: /on/host}}, {name: w, hostPath: {path: /w/}}]\n",
     );
-    let d = invalid(parse_str(&text));
+    let p = pod(parse_str(&text));
+    let v = &p.services[0].volumes;
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].mount_path.as_deref(), Some(Path::new("/in/container")));
+    assert!(v[0].read_only);
+    assert_eq!(v[1].mount_path.as_deref(), Some(Path::new("/also/here")));
+    assert_eq!(v[1].propagation, upkeep_spec::Propagation::HostToContainer);
+    assert!(!v[1].read_only);
+    assert_eq!(v[2].mount_path, None, "trailing / of the hostPath ignored");
+    assert!(!v[2].needs_bind());
+}
+
+#[test]
+fn read_only_own_path_mounts_match_the_hash_an_older_upkeep_recorded() {
+    use upkeep_spec::hash::{exec_hash, exec_hash_matches};
+    // kubeadm's apiserver: read-only mounts at their own path.
+    let p = pod(load_fixture("kubeadm-v1.29-kube-apiserver.yaml"));
+    let spec = &p.services[0];
+    assert!(spec.volumes.iter().any(|v| v.read_only));
+    // What an older upkeep recorded: readOnly was not part of the spec.
+    let mut older_spec = spec.clone();
+    for v in &mut older_spec.volumes {
+        v.read_only = false;
+    }
+    let older = exec_hash(&older_spec);
+    assert_ne!(exec_hash(spec), older);
     assert!(
-        has_error(&d, &["mountPath", "/in/container", "/on/host"]),
-        "{d:#?}"
+        exec_hash_matches(&older, spec),
+        "an upgrade restarts nothing"
     );
+    assert!(exec_hash_matches(&exec_hash(spec), spec));
+    // A real change still differs.
+    let mut changed = spec.clone();
+    changed.argv.push("--new-flag".into());
+    assert!(!exec_hash_matches(&older, &changed));
+    // A mount elsewhere never had an older hash.
+    let mut moved = spec.clone();
+    moved.volumes[0].mount_path = Some("/elsewhere".into());
+    assert!(!exec_hash_matches(&older, &moved));
+}
+
+#[test]
+fn bad_mount_paths_are_errors_naming_the_field() {
+    let vols =
+        "  volumes: [{name: v, hostPath: {path: /on/host}}, {name: w, hostPath: {path: /w}}]\n";
+    for (mounts, field, words) in [
+        (
+            "{name: v, mountPath: rel/dir}",
+            "volumeMounts[0].mountPath",
+            &["\"rel/dir\"", "absolute"][..],
+        ),
+        (
+            "{name: v, mountPath: /a/../etc}",
+            "volumeMounts[0].mountPath",
+            &["..", "component"][..],
+        ),
+        (
+            "{name: v, mountPath: /}",
+            "volumeMounts[0].mountPath",
+            &["root"][..],
+        ),
+        (
+            "{name: v, mountPath: //./}",
+            "volumeMounts[0].mountPath",
+            &["root"][..],
+        ),
+        (
+            "{name: v, mountPath: /x}, {name: w, mountPath: /x/}",
+            "volumeMounts[1].mountPath",
+            &["/x", "already the mountPath", "/on/host"][..],
+        ),
+        (
+            "{name: v, mountPath: /x, mountPropagation: Bidirectional}",
+            "volumeMounts[0].mountPropagation",
+            &["Bidirectional", "not supported", "host"][..],
+        ),
+        (
+            "{name: v, mountPath: /x, mountPropagation: Both}",
+            "volumeMounts[0].mountPropagation",
+            &["\"Both\"", "HostToContainer"][..],
+        ),
+        (
+            "{name: v, mountPath: /x, readOnly: yes-please}",
+            "volumeMounts[0].readOnly",
+            &[][..],
+        ),
+    ] {
+        let text = minimal(
+            &format!("    command: [a]\n    volumeMounts: [{mounts}]\n"),
+            vols,
+        );
+        let d = invalid(parse_str(&text));
+        let full = format!("spec.containers[0].{field}");
+        let mut want = vec![full.as_str()];
+        want.extend_from_slice(words);
+        assert!(has_error(&d, &want), "{mounts}: {d:#?}");
+        assert!(
+            d.iter().all(|e| e.file == Path::new("/m/test.yaml")),
+            "{d:#?}"
+        );
+    }
 }
 
 #[test]

@@ -210,8 +210,31 @@ fn text(s: &ServiceSpec) -> String {
             );
         }
     }
+    if !s.volumes.is_empty() {
+        let ns = if upkeep_spec::needs_mount_namespace(&s.volumes) {
+            "private (each mount bound at its mountPath)"
+        } else {
+            "the host's (every mount at its own path, writable)"
+        };
+        let _ = writeln!(o, "  mount ns:     {ns}");
+    }
     for v in &s.volumes {
-        let _ = writeln!(o, "  hostPath:     {} ({:?})", v.path.display(), v.kind);
+        let _ = writeln!(
+            o,
+            "  hostPath:     {} at {} ({:?}, {}{})",
+            v.path.display(),
+            v.target().display(),
+            v.kind,
+            if v.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            match v.propagation {
+                upkeep_spec::Propagation::None => "",
+                upkeep_spec::Propagation::HostToContainer => ", HostToContainer",
+            }
+        );
     }
     if s.resources.memory_max.is_some() || s.resources.cpu_max_millis.is_some() {
         let _ = writeln!(

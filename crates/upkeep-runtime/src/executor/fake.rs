@@ -54,6 +54,11 @@ struct World {
     ignored: Vec<i32>,
     /// Spawns that fail, with the error text.
     fail_spawns: Vec<String>,
+    /// Run the real hostPath preparation (filesystem only) before a spawn.
+    prepare_volumes: bool,
+    /// How many binds the last successful spawn would have made (0: the
+    /// host's mount namespace).
+    last_binds: usize,
     /// Generations whose group never empties until released by the test.
     stuck: HashMap<Gen, watch::Sender<bool>>,
     /// Whether kill_group should hang (leftovers that do not die).
@@ -114,6 +119,20 @@ impl FakeWorld {
     /// The next spawn fails with `error`.
     pub fn fail_next_spawn(&self, error: &str) {
         self.lock().fail_spawns.push(error.to_string());
+    }
+
+    /// Spawns run the real hostPath preparation of the spec first
+    /// ([`crate::volumes::prepare_volumes`]: create, check, resolve, mount
+    /// points; no mount), so its errors reach the actor as they would from
+    /// the real executor.
+    pub fn prepare_volumes(&self, on: bool) {
+        self.lock().prepare_volumes = on;
+    }
+
+    /// The number of binds the last successful spawn would have made in its
+    /// private mount namespace (0: none, the host's namespace).
+    pub fn last_binds(&self) -> usize {
+        self.lock().last_binds
     }
 
     /// Leftovers of every generation survive SIGKILL until [`FakeWorld::unstick`].
@@ -188,6 +207,10 @@ impl Executor for FakeExecutor {
             if !w.fail_spawns.is_empty() {
                 let e = w.fail_spawns.remove(0);
                 return Err(ExecError::Spawn(std::io::Error::other(e)));
+            }
+            if w.prepare_volumes {
+                let plan = crate::volumes::prepare_volumes(&spec.volumes)?;
+                w.last_binds = plan.map_or(0, |p| p.len());
             }
             w.next_pid += 1;
             w.next_pid

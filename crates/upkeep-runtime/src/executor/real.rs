@@ -136,7 +136,14 @@ impl RealExecutor {
     /// How exec probes and hooks of this service run: its env, cwd and
     /// user, inside the cgroup of generation `gen`.
     fn exec_context(&self, spec: &ServiceSpec, gen: Gen) -> ExecContext {
+        let g = self.gens.get(&gen);
         ExecContext {
+            mount_ns: g
+                .filter(|_| upkeep_spec::needs_mount_namespace(&spec.volumes))
+                .map(|g| probe::MountNsOf {
+                    pid: g.pid,
+                    pidfd: g.pidfd.clone(),
+                }),
             reaper: self.env.reaper.clone(),
             env: spec.env.clone(),
             working_dir: spec.working_dir.clone(),
@@ -173,7 +180,7 @@ pub fn leaf_identity(name: &str) -> Option<(u64, Option<&str>)> {
 
 impl Executor for RealExecutor {
     fn spawn(&mut self, spec: &ServiceSpec, gen: Gen) -> Result<Started, ExecError> {
-        crate::volumes::prepare_volumes(&spec.volumes)?;
+        let mounts = crate::volumes::prepare_volumes(&spec.volumes)?;
         let leaf = self.new_leaf(spec);
         let out = self.log(spec.log).output();
         if let Some(w) = &out.warning {
@@ -187,6 +194,7 @@ impl Executor for RealExecutor {
         req.stdout = output;
         req.stderr = output;
         req.cgroup = leaf.as_ref();
+        req.mounts = mounts.as_ref();
         let child = match req.spawn(&self.env.reaper) {
             Ok(c) => c,
             Err(e) => {

@@ -88,19 +88,39 @@ pub(crate) async fn probe_exec(
     cmd.args(args)
         .env_clear()
         .envs(&ctx.env)
-        .current_dir(&ctx.working_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
-    if let Some(uid) = ctx.uid {
-        cmd.uid(uid);
-    }
-    if let Some(gid) = ctx.gid {
-        cmd.gid(gid);
-    }
     if let Some(cg) = &ctx.cgroup {
         crate::spawn::join_cgroup_before_exec(&mut cmd, cg.join_fds());
+    }
+    match &ctx.mount_ns {
+        None => {
+            cmd.current_dir(&ctx.working_dir);
+            if let Some(uid) = ctx.uid {
+                cmd.uid(uid);
+            }
+            if let Some(gid) = ctx.gid {
+                cmd.gid(gid);
+            }
+        }
+        Some(ns) => {
+            // std would change directory and drop the uid before the
+            // closure that enters the namespace; it does all three itself.
+            let entered = crate::spawn::enter_mount_ns_before_exec(
+                &mut cmd,
+                ns,
+                &ctx.working_dir,
+                ctx.uid,
+                ctx.gid,
+            );
+            if let Err(e) = entered {
+                return ProbeResult::Failure(format!(
+                    "cannot run probe command {program:?} in the service's mount namespace: {e}"
+                ));
+            }
+        }
     }
     let spawned = ctx.reaper.spawn(&mut cmd);
     // The command holds our copies of the pipe's write end: close them now,

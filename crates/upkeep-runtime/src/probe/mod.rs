@@ -61,6 +61,20 @@ pub struct ExecContext {
     /// kubelet runs them inside the container, so what they leave behind
     /// is cleaned up with the service.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The main process of a service that runs in a private mount namespace:
+    /// exec probes and hooks enter its namespace (they see its mounts, as
+    /// the kubelet runs them inside the container). `None`: the host's.
+    pub mount_ns: Option<MountNsOf>,
+}
+
+/// A process whose mount namespace exec probes and hooks enter.
+#[derive(Clone, Debug)]
+pub struct MountNsOf {
+    /// Its pid.
+    pub pid: u32,
+    /// Its pidfd: proves that `/proc/<pid>/ns/mnt`, opened while it is
+    /// alive, is its namespace and not a later process's.
+    pub pidfd: Arc<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for ExecContext {

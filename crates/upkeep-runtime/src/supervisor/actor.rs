@@ -403,7 +403,7 @@ impl Actor {
                 let current = if rec.exec_hash.is_empty() {
                     rec.spec_hash == self.spec.hash
                 } else {
-                    rec.exec_hash == upkeep_spec::hash::exec_hash(&self.spec)
+                    upkeep_spec::hash::exec_hash_matches(&rec.exec_hash, &self.spec)
                 };
                 self.proc = Some(Proc {
                     gen,

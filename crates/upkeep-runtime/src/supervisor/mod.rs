@@ -102,6 +102,8 @@ mod ctx;
 mod reconcile;
 mod saver;
 mod shutdown;
+#[cfg(test)]
+mod volume_tests;
 mod watcher;
 
 use ctx::Ctx;

@@ -21,6 +21,7 @@ impl Supervisor {
             working_dir: PathBuf::from("/"),
             uid: None,
             gid: None,
+            mount_ns: None,
         };
         let argv = vec!["systemctl".to_string(), "is-system-running".to_string()];
         let r = crate::probe::run_once(

@@ -351,5 +351,6 @@ pub fn ctx() -> ExecContext {
         working_dir: PathBuf::from("/"),
         uid: None,
         gid: None,
+        mount_ns: None,
     }
 }

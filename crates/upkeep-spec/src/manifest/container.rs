@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::pod::{read_security_context, PodInfo};
 use super::probes::{read_probe, ProbeEnv, ProbeKind};
-use super::volumes::{same_path, VolumeInfo};
+use super::volumes::read_volume_mounts;
 use super::{dns_label, iana_svc_name};
 use crate::config::{bad_env_name, Config, DEFAULT_PATH};
 use crate::diag::Severity;
@@ -14,7 +14,7 @@ use crate::expand::{expand, static_lookup};
 use crate::hash::spec_hash;
 use crate::node::{Ctx, Kind, Node};
 use crate::quantity::Quantity;
-use crate::types::{HostPathVolume, KillMode, Origin, Probes, Resources, ServiceSpec};
+use crate::types::{KillMode, Origin, Probes, Resources, ServiceSpec};
 
 /// An image reference without its tag or digest:
 /// `registry.k8s.io/etcd:3.5.10-0` gives `registry.k8s.io/etcd`, and a
@@ -197,74 +197,8 @@ pub(super) fn read_container(
             sf.finish(ctx, Severity::Warning);
         }
     }
-    // Volume mounts: every one must name a declared volume mounted at its own path.
-    let mut volumes = Vec::new();
-    if let Some(n) = f.get("volumeMounts") {
-        if let Some(items) = ctx.list(n, &f.sub("volumeMounts")) {
-            for (i, m) in items.iter().enumerate() {
-                let mp = format!("{path}.volumeMounts[{i}]");
-                let Some(mut mf) = ctx.fields(m, &mp) else {
-                    continue;
-                };
-                let mname = match mf.get_some("name") {
-                    Some(v) => ctx.string(v, &mf.sub("name")),
-                    None => {
-                        ctx.error(m, &mf.sub("name"), "missing: the volume to mount");
-                        None
-                    }
-                };
-                let mount_path = match mf.get_some("mountPath") {
-                    Some(v) => ctx.string(v, &mf.sub("mountPath")),
-                    None => {
-                        ctx.error(m, &mf.sub("mountPath"), "missing");
-                        None
-                    }
-                };
-                for key in ["subPath", "subPathExpr"] {
-                    if let Some(v) = mf.get_some(key) {
-                        if ctx.string(v, &mf.sub(key)).is_some_and(|s| !s.is_empty()) {
-                            ctx.error(
-                                v,
-                                &mf.sub(key),
-                                "not supported: processes see host paths directly",
-                            );
-                        }
-                    }
-                }
-                mf.ignore(&["readOnly", "mountPropagation", "recursiveReadOnly"]);
-                mf.finish(ctx, Severity::Warning);
-                let Some(mname) = mname else { continue };
-                match pod.volumes.get(&mname) {
-                    None => ctx.error(
-                        m,
-                        &format!("{mp}.name"),
-                        format!("no such volume {mname:?} in spec.volumes"),
-                    ),
-                    Some(VolumeInfo::Rejected) => {}
-                    Some(VolumeInfo::HostPath(host, kind)) => {
-                        if let Some(mount_path) = mount_path {
-                            if !same_path(&mount_path, host) {
-                                ctx.error(
-                                    m,
-                                    &format!("{mp}.mountPath"),
-                                    format!(
-                                        "mountPath {mount_path:?} differs from the hostPath {:?} of volume {mname:?}: \
-                                         upkeep runs processes on the host filesystem, so a hostPath must be mounted at its own path",
-                                        host.display()
-                                    ),
-                                );
-                            } else if !volumes.iter().any(|v: &HostPathVolume| &v.path == host) {
-                                volumes.push(HostPathVolume {
-                                    path: host.clone(),
-                                    kind: *kind,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // Volume mounts: every one names a declared hostPath volume.
+    let volumes = read_volume_mounts(ctx, &mut f, path, pod);
     // Resources.
     let mut resources = Resources::default();
     if let Some(n) = f.get("resources") {

@@ -1,12 +1,13 @@
-//! `spec.volumes`: hostPath volumes only, each mounted at its own path.
+//! `spec.volumes` (hostPath volumes only) and a container's `volumeMounts`:
+//! each hostPath mounted at its `mountPath`, read-only or not.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::dns_label;
 use super::pod::PodInfo;
 use crate::diag::Severity;
-use crate::node::{Ctx, Node};
-use crate::types::HostPathType;
+use crate::node::{Ctx, Fields, Node};
+use crate::types::{HostPathType, HostPathVolume, Propagation};
 
 /// A declared volume.
 pub(super) enum VolumeInfo {
@@ -151,7 +152,153 @@ fn read_host_path(ctx: &mut Ctx<'_>, n: &Node, path: &str) -> Option<VolumeInfo>
     Some(VolumeInfo::HostPath(PathBuf::from(p), kind))
 }
 
-pub(super) fn same_path(a: &str, b: &Path) -> bool {
+/// Reads `volumeMounts` of the container whose fields are `f` (at `path`):
+/// each entry must name a declared volume and have a clean absolute
+/// `mountPath` that no other entry uses.
+pub(super) fn read_volume_mounts(
+    ctx: &mut Ctx<'_>,
+    f: &mut Fields<'_>,
+    path: &str,
+    pod: &PodInfo,
+) -> Vec<HostPathVolume> {
+    let mut volumes: Vec<HostPathVolume> = Vec::new();
+    let Some(n) = f.get("volumeMounts") else {
+        return volumes;
+    };
+    let Some(items) = ctx.list(n, &f.sub("volumeMounts")) else {
+        return volumes;
+    };
+    for (i, m) in items.iter().enumerate() {
+        let mp = format!("{path}.volumeMounts[{i}]");
+        let Some(mut mf) = ctx.fields(m, &mp) else {
+            continue;
+        };
+        let mname = match mf.get_some("name") {
+            Some(v) => ctx.string(v, &mf.sub("name")),
+            None => {
+                ctx.error(m, &mf.sub("name"), "missing: the volume to mount");
+                None
+            }
+        };
+        let mount_path = match mf.get_some("mountPath") {
+            Some(v) => {
+                ctx.string(v, &mf.sub("mountPath"))
+                    .and_then(|s| match clean_mount_path(&s) {
+                        Ok(p) => Some(p),
+                        Err(why) => {
+                            ctx.error(v, &mf.sub("mountPath"), format!("{s:?} {why}"));
+                            None
+                        }
+                    })
+            }
+            None => {
+                ctx.error(m, &mf.sub("mountPath"), "missing");
+                None
+            }
+        };
+        for key in ["subPath", "subPathExpr"] {
+            if let Some(v) = mf.get_some(key) {
+                if ctx.string(v, &mf.sub(key)).is_some_and(|s| !s.is_empty()) {
+                    ctx.error(
+                        v,
+                        &mf.sub(key),
+                        "not supported: mount the subdirectory as its own hostPath volume",
+                    );
+                }
+            }
+        }
+        let read_only = match mf.get_some("readOnly") {
+            Some(v) => ctx.bool(v, &mf.sub("readOnly")).unwrap_or(false),
+            None => false,
+        };
+        let mut propagation = Propagation::None;
+        if let Some(v) = mf.get_some("mountPropagation") {
+            match ctx.string(v, &mf.sub("mountPropagation")).as_deref() {
+                Some("None") => {}
+                Some("HostToContainer") => propagation = Propagation::HostToContainer,
+                Some("Bidirectional") => ctx.error(
+                    v,
+                    &mf.sub("mountPropagation"),
+                    "Bidirectional is not supported: mounts made by the process would \
+                     propagate to the host; upkeep's mount namespace only receives \
+                     (use HostToContainer, or mount at the host path itself)",
+                ),
+                Some(other) => ctx.error(
+                    v,
+                    &mf.sub("mountPropagation"),
+                    format!("{other:?}: expected None, HostToContainer or Bidirectional"),
+                ),
+                None => {}
+            }
+        }
+        // recursiveReadOnly (Kubernetes 1.30): the kubelet's default,
+        // Disabled, is what upkeep does (submounts keep their own mode).
+        mf.ignore(&["recursiveReadOnly"]);
+        mf.finish(ctx, Severity::Warning);
+        let Some(mname) = mname else { continue };
+        let (host, kind) = match pod.volumes.get(&mname) {
+            None => {
+                ctx.error(
+                    m,
+                    &format!("{mp}.name"),
+                    format!("no such volume {mname:?} in spec.volumes"),
+                );
+                continue;
+            }
+            Some(VolumeInfo::Rejected) => continue,
+            Some(VolumeInfo::HostPath(host, kind)) => (host, *kind),
+        };
+        let Some(mount_path) = mount_path else {
+            continue;
+        };
+        if let Some(other) = volumes.iter().find(|v| v.target() == mount_path) {
+            ctx.error(
+                m,
+                &format!("{mp}.mountPath"),
+                format!(
+                    "{} is already the mountPath of another mount (of {}): \
+                     two volumes cannot be mounted at the same place",
+                    mount_path.display(),
+                    other.path.display()
+                ),
+            );
+            continue;
+        }
+        let at_own_path = same_path(&mount_path.to_string_lossy(), host);
+        volumes.push(HostPathVolume {
+            path: host.clone(),
+            kind,
+            mount_path: (!at_own_path).then_some(mount_path),
+            read_only,
+            propagation,
+        });
+    }
+    volumes
+}
+
+/// A `mountPath` made canonical (no trailing `/`, no `.` or empty
+/// components), or why it is refused: not absolute, a `..` component, or
+/// `/` itself (the process's root is the host's).
+fn clean_mount_path(s: &str) -> Result<PathBuf, &'static str> {
+    if !s.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    if s.split('/').any(|c| c == "..") {
+        return Err("has a `..` component: write the path without it (the kubelet refuses it too)");
+    }
+    let p: PathBuf = Path::new(s)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    if p == Path::new("/") {
+        return Err(
+            "is the root: the process's root is the host's, nothing can be mounted over it",
+        );
+    }
+    Ok(p)
+}
+
+fn same_path(a: &str, b: &Path) -> bool {
     let norm = |s: &str| {
         let t = s.trim_end_matches('/');
         if t.is_empty() {

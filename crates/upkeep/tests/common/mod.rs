@@ -486,3 +486,43 @@ impl Daemon {
         });
     }
 }
+
+/// The repo's own copy of the fixture manifests (`fixtures/manifests` at the
+/// repo root): works from a clone with nothing beside it.
+pub fn repo_fixtures() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests");
+    assert!(p.is_dir(), "fixtures missing at {}", p.display());
+    p
+}
+
+/// Removes, when dropped, the directories of `paths` that did not exist
+/// when it was made (deepest first, only if empty): for tests whose pods
+/// create mount points or `""`-typed sources on the host.
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// Remembers which of `paths` (and their parents) do not exist yet.
+    pub fn watch(paths: &[&str]) -> CreatedDirs {
+        let mut missing = Vec::new();
+        for p in paths {
+            let mut cur = Some(Path::new(p));
+            while let Some(c) = cur {
+                if c.exists() || missing.iter().any(|m: &PathBuf| m == c) {
+                    break;
+                }
+                missing.push(c.to_path_buf());
+                cur = c.parent();
+            }
+        }
+        missing.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        CreatedDirs(missing)
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
