@@ -16,12 +16,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_upkeep")
 }
 
-/// The shared fixtures directory (`../shared/fixtures/manifests` beside the repo).
+/// The manifest fixtures in the repository (`tests/fixtures/manifests`).
 pub fn fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/manifests");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/manifests");
     assert!(
         p.is_dir(),
-        "fixtures missing at {} (CI clones the repo with shared/ beside it)",
+        "fixtures missing at {} (they are part of the repository)",
         p.display()
     );
     p
