@@ -127,6 +127,16 @@ pub struct ManifestError {
     pub error: String,
 }
 
+/// A problem found on the host rather than in a manifest (for example the
+/// kubelet also running upkeep's manifests); it does not change `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostWarning {
+    /// The file concerned.
+    pub file: String,
+    /// What is wrong and what to do, in words.
+    pub warning: String,
+}
+
 /// Everything the status endpoints show.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -134,6 +144,9 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceStatus>,
     /// Current manifest problems.
     pub manifest_errors: Vec<ManifestError>,
+    /// Host problems found at start.
+    #[serde(default)]
+    pub warnings: Vec<HostWarning>,
 }
 
 impl Snapshot {

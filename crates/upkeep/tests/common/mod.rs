@@ -119,9 +119,12 @@ impl Daemon {
         let state = dir.path().join("state");
         let logs = dir.path().join("log");
         let config = dir.path().join("upkeep.toml");
+        // The kubelet config is one of the test's own (absent unless a test
+        // writes it), never the machine's.
+        let kubelet_config = dir.path().join("kubelet-config.yaml");
         let base = format!(
-            "manifests = {:?}\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nlog_dir = {:?}\nnode_name = \"test-node\"\non_exit = \"stop\"\ndebounce = \"50ms\"\nrelist_period = \"1s\"\n",
-            manifests_dir, state, logs
+            "manifests = {:?}\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nlog_dir = {:?}\nkubelet_config = {:?}\nnode_name = \"test-node\"\non_exit = \"stop\"\ndebounce = \"50ms\"\nrelist_period = \"1s\"\n",
+            manifests_dir, state, logs, kubelet_config
         );
         // Tables in `extra_config` must come after the top-level keys.
         std::fs::write(&config, format!("{base}{extra_config}")).unwrap();
