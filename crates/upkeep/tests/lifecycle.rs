@@ -52,7 +52,13 @@ fn after_waits_for_the_dependency_to_be_ready() {
     );
     let mut d = Daemon::start(&cfg, &[]);
     d.wait_pid("base", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(700));
+    // base has failed its readiness probe a few times: top must still wait.
+    d.wait_metric(
+        "upkeep_probe_failures_total",
+        &[("service", "base"), ("probe", "readiness")],
+        3.0,
+        Duration::from_secs(10),
+    );
     let top = d.service("top").unwrap();
     assert!(
         top["pid"].is_null(),

@@ -1,5 +1,11 @@
 //! Black-box test harness: runs the real `upkeep` binary in a temp dir with a
 //! free port, talks to it over HTTP, and kills everything it started by pid.
+//!
+//! A test finds its processes through its own daemon: the pids `/health`
+//! names, the processes in the daemon's cgroups (`cgroup.procs` under its
+//! `upkeep-<hash of the state dir>` prefix) and the process tree under the
+//! daemon's pid. Never by scanning /proc for an argument: another run of the
+//! suite on the same machine has processes with the same arguments.
 
 #![allow(dead_code)]
 
@@ -104,6 +110,7 @@ pub struct Daemon {
     pub state: PathBuf,
     pub logs: PathBuf,
     seen_pids: std::collections::BTreeSet<u32>,
+    barriers: u32,
 }
 
 impl Daemon {
@@ -137,6 +144,7 @@ impl Daemon {
             state,
             logs,
             seen_pids: Default::default(),
+            barriers: 0,
         };
         for (name, text) in manifests {
             d.write_manifest(name, text);
@@ -303,36 +311,206 @@ impl Daemon {
     pub fn track(&mut self, pid: u32) {
         self.seen_pids.insert(pid);
     }
+
+    /// The cgroup directories of this daemon (its prefix in every mounted
+    /// hierarchy that has one).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_roots(&self.state)
+    }
+
+    /// Live pids in this daemon's cgroups (every service cgroup under its prefix).
+    pub fn cgroup_pids(&self) -> Vec<u32> {
+        let mut out = std::collections::BTreeSet::new();
+        for root in self.cgroup_dirs() {
+            collect_cgroup_procs(&root, &mut out);
+        }
+        out.into_iter().filter(|p| pid_alive(*p)).collect()
+    }
+
+    /// Every live process of this daemon's services: those in its cgroups
+    /// (adopted services too, which are no longer upkeep's descendants) and
+    /// the descendants of the running upkeep. Not upkeep itself. A pid
+    /// `/health` once named is not enough: it may have been reused since.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut all: std::collections::BTreeSet<u32> = self.cgroup_pids().into_iter().collect();
+        if let Some(c) = &self.child {
+            all.extend(descendants(c.id()));
+            all.remove(&c.id());
+        }
+        all.into_iter().filter(|p| pid_alive(*p)).collect()
+    }
+
+    /// This daemon's live service processes whose argv contains `needle`.
+    pub fn pids_with_arg(&self, needle: &str) -> Vec<u32> {
+        self.processes()
+            .into_iter()
+            .filter(|p| cmdline(*p).contains(needle))
+            .collect()
+    }
+
+    /// A value of `/metrics`: the sample called `name` that has every label
+    /// of `labels` (e.g. `("upkeep_probe_failures_total", &[("service", "a")])`).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (_, body) = http_get(self.port, "/metrics")?;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    /// Waits until the metric reaches at least `min`; returns its value.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        min: f64,
+        timeout: Duration,
+    ) -> f64 {
+        wait_for(&format!("{name}{labels:?} >= {min}"), timeout, || {
+            self.metric(name, labels).filter(|v| *v >= min)
+        })
+    }
+
+    /// Waits until the state file records `pid` for a service, so a kill of
+    /// upkeep right after cannot lose it.
+    pub fn wait_state_saved(&self, pid: u32) {
+        let file = self.state.join("state.json");
+        let needle = format!("\"pid\":{pid},");
+        let needle_spaced = format!("\"pid\": {pid},");
+        wait_for(
+            &format!("pid {pid} in {}", file.display()),
+            Duration::from_secs(10),
+            || {
+                let t = std::fs::read_to_string(&file).ok()?;
+                (t.contains(&needle) || t.contains(&needle_spaced)).then_some(())
+            },
+        );
+    }
+
+    /// Waits until the daemon has acted on every manifest change made before
+    /// the call: writes a new pod file, waits for its service in `/health`,
+    /// then removes it and waits for it to go. Events are handled in order, so
+    /// anything written before has been seen by then.
+    pub fn sync_manifests(&mut self) {
+        self.barriers += 1;
+        let name = format!("barrier-{}", self.barriers);
+        let file = format!("{name}.yaml");
+        self.write_manifest(
+            &file,
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {name}\n    image: x/barrier:1\n    command: [\"/bin/sleep\", \"1000\"]\n"),
+        );
+        wait_for(
+            &format!("{name} in /health"),
+            Duration::from_secs(20),
+            || self.service(&name).map(|_| ()),
+        );
+        std::fs::remove_file(self.manifests.join(&file)).unwrap();
+        wait_for(
+            &format!("{name} gone from /health"),
+            Duration::from_secs(20),
+            || self.service(&name).is_none().then_some(()),
+        );
+    }
+}
+
+/// Keeps checking `check` for `window` (a claim that something does *not*
+/// happen needs an observation window; it panics at the first violation).
+pub fn hold_for(what: &str, window: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    loop {
+        if let Err(e) = check() {
+            panic!("{what}: {e}");
+        }
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The argv of a process, NULs as spaces ("" once it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Every descendant of `pid` (children, their children, ...), from the
+/// kernel's per-thread `children` lists.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for c in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !out.contains(&c) {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn collect_cgroup_procs(dir: &Path, out: &mut std::collections::BTreeSet<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_cgroup_procs(&e.path(), out);
+            }
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Everything this daemon runs, found through the daemon, before it goes
+        // (its descendants are reparented away once it is dead).
+        let mut victims = self.processes();
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
             let _ = c.wait();
         }
-        // Kill every service process group we saw, so nothing outlives the test.
-        for p in &self.seen_pids {
-            unsafe {
-                libc::kill(-(*p as i32), libc::SIGKILL);
-                libc::kill(*p as i32, libc::SIGKILL);
-            }
+        // Service process groups (of pids still ours), then every process
+        // left in its cgroups.
+        for p in self.seen_pids.iter().filter(|p| victims.contains(p)) {
+            unsafe { libc::kill(-(*p as i32), libc::SIGKILL) };
         }
-        // And anything else still running from this test's dir (by marker in argv).
-        let marker = self.dir.path().to_string_lossy().to_string();
-        for p in pids_with_arg(&marker) {
+        victims.extend(self.cgroup_pids());
+        for p in victims {
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
         remove_cgroups(&self.state);
     }
 }
 
-/// Removes the cgroups of the upkeep that used `state_dir` (the daemon names
-/// its cgroup root `upkeep-<hash of the state dir>`), so tests leave nothing
-/// behind in the cgroup hierarchies.
-fn remove_cgroups(state_dir: &Path) {
+/// The cgroup directories of the upkeep that uses `state_dir` (the daemon
+/// names its cgroup root `upkeep-<hash of the state dir>`), in every
+/// hierarchy where it exists.
+fn cgroup_roots(state_dir: &Path) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::canonicalize(state_dir) else {
-        return;
+        return Vec::new();
     };
     let hash = upkeep_spec::hash::fnv1a_128_hex(dir.as_os_str().as_encoded_bytes());
     let prefix = format!("upkeep-{}", &hash[..12]);
@@ -340,8 +518,17 @@ fn remove_cgroups(state_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         roots.extend(entries.flatten().map(|e| e.path().join(&prefix)));
     }
-    for root in roots.into_iter().filter(|r| r.is_dir()) {
-        for _ in 0..50 {
+    roots.into_iter().filter(|r| r.is_dir()).collect()
+}
+
+/// Removes the cgroups of the upkeep that used `state_dir`, so tests leave
+/// nothing behind in the cgroup hierarchies.
+fn remove_cgroups(state_dir: &Path) {
+    for root in cgroup_roots(state_dir) {
+        // Killed processes leave their cgroup when they are reaped, which
+        // takes a while on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
             let children: Vec<PathBuf> = std::fs::read_dir(&root)
                 .map(|d| {
                     d.flatten()
@@ -370,26 +557,6 @@ pub fn pid_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
-}
-
-/// Pids whose argv contains `needle`.
-pub fn pids_with_arg(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) && pid_alive(pid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
 }
 
 /// Zombie children of `parent`.
