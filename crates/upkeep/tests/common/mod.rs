@@ -159,29 +159,64 @@ impl Daemon {
         d
     }
 
-    /// Starts the binary and waits for /health to answer.
+    /// Starts the binary and waits for /health to answer. The port was free
+    /// when it was picked, but another test run may take it before upkeep
+    /// binds it: then upkeep is started again on a new port.
     pub fn spawn(&mut self) {
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "debug")
-            .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("upkeep to answer /health", Duration::from_secs(20), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("upkeep exited early: {st}\n{}", self.stderr());
+        for _ in 0..5 {
+            let child = Command::new(bin())
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "debug")
+                .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
+                ))
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if http_get(self.port, "/health").is_some() {
+                    return;
                 }
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(st) = exited {
+                    self.child = None;
+                    let err = self.stderr();
+                    if err.contains("binding") && err.contains("in use") {
+                        self.move_to_a_free_port();
+                        break;
+                    }
+                    panic!("upkeep exited early: {st}\n{err}");
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "timed out after 30s waiting for upkeep to answer /health\n{}",
+                        self.stderr()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            http_get(port, "/health")
-        });
+        }
+        panic!("upkeep found its port taken 5 times in a row");
+    }
+
+    /// Picks a new free port and writes it into the config.
+    fn move_to_a_free_port(&mut self) {
+        let old = format!("listen = \"127.0.0.1:{}\"", self.port);
+        self.port = free_port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains(&old),
+            "the config lost its listen line: {text}"
+        );
+        let new = format!("listen = \"127.0.0.1:{}\"", self.port);
+        std::fs::write(&self.config, text.replace(&old, &new)).unwrap();
     }
 
     /// upkeep's stderr so far.
