@@ -100,6 +100,12 @@ expect_file /usr/share/bash-completion/completions/upkeep 644
 expect_file /usr/share/zsh/vendor-completions/_upkeep 644
 expect_file /usr/share/fish/vendor_completions.d/upkeep.fish 644
 expect_file /usr/share/doc/upkeep/copyright 644
+# The documents operations.md points to.
+for f in operations.md.gz migrating-from-monit.md.gz kubeadm.md.gz metrics.md.gz \
+    examples/alerts.yml examples/grafana-dashboard.json examples/kubeadm-upkeep.toml \
+    examples/kubeadm-kubelet-config-patch.yaml examples/kubeadm-README.md; do
+    expect_file "/usr/share/doc/upkeep/$f" 644
+done
 cmp -s /lib/systemd/system/upkeep.service "$repo/systemd/upkeep.service" || fail "installed unit differs from systemd/upkeep.service"
 cmp -s /etc/upkeep/upkeep.toml "$here/upkeep.toml" || fail "installed config differs from packaging/upkeep.toml"
 [ "$(stat -c '%a %U' /var/lib/upkeep)" = "700 root" ] || fail "/var/lib/upkeep is not 0700 root"

@@ -74,7 +74,7 @@ pub fn static_pod_overlap(file: &Path, text: &str, manifests: &Path) -> Option<D
         Some("staticPodPath".into()),
         format!(
             "is {spp:?}, upkeep's manifests directory: the kubelet and upkeep both run every static Pod in it \
-             (two etcds, two apiservers). Remove staticPodPath from the kubelet's config and restart the kubelet \
+             (two etcds, two apiservers). Set `staticPodPath: \"\"` in the kubelet's config and restart the kubelet \
              (`kubeadm upgrade` writes it back: see docs/kubeadm.md)"
         ),
     ))
