@@ -63,6 +63,11 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let http_shared = shared.clone();
         let mut http_stop = stop_rx.clone();
+        // The HTTP side starts answering once the initial services are in the
+        // snapshot (adopted ones with their pid and readiness): before, a
+        // /health answered right after a restart could list no service at
+        // all, and say "ok". Until then connections wait in the backlog.
+        let (serve_tx, mut serve_rx) = watch::channel(false);
         // The loop stamps its heartbeat at every re-list (and, under a systemd
         // watchdog, at a quarter of its period): no extra wake-ups when idle.
         let watchdog = sd_notify::watchdog_enabled();
@@ -93,6 +98,10 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
                             return;
                         }
                     };
+                    // Err: the supervisor ended before its first snapshot.
+                    if serve_rx.wait_for(|v| *v).await.is_err() {
+                        return;
+                    }
                     let shutdown = async move {
                         let _ = http_stop.wait_for(|v| *v).await;
                     };
@@ -114,7 +123,17 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         });
 
         let (started_tx, started_rx) = oneshot::channel();
-        tokio::spawn(notifier(shared.clone(), started_rx, watchdog));
+        let (notify_tx, notify_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            if started_rx.await.is_ok() {
+                // This runs after the service tasks of the initial set have
+                // published their first status: they were spawned before
+                // `started` fired, and tasks run in the order they are woken.
+                let _ = serve_tx.send(true);
+                let _ = notify_tx.send(());
+            }
+        });
+        tokio::spawn(notifier(shared.clone(), notify_rx, watchdog));
 
         let supervisor = Supervisor::new(Options {
             config: cfg.clone(),

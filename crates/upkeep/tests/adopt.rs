@@ -27,10 +27,10 @@ fn pod(name: &str, arg: &str) -> String {
     )
 }
 
-/// Live processes of this daemon (its cgroups and process tree) with the
-/// argv marker.
+/// Live service processes of this daemon (found through its cgroups and
+/// process tree) with the argv marker.
 fn count(d: &Daemon, marker: &str) -> usize {
-    d.pids_with_arg(marker).len()
+    d.services_with_arg(marker).len()
 }
 
 #[test]
@@ -161,9 +161,9 @@ fn killing_upkeep_at_any_point_never_duplicates_a_service() {
     // A duplicate would be a second process next to the adopted one: watch
     // for one over a few of flappy's restarts.
     hold_for("no duplicates", Duration::from_millis(1500), || {
-        let steady = d.pids_with_arg("7171");
-        let pod = d.pids_with_arg("7373");
-        let flappy = d.pids_with_arg("7272");
+        let steady = d.services_with_arg("7171");
+        let pod = d.services_with_arg("7373");
+        let flappy = d.services_with_arg("7272");
         if steady.len() == 1 && pod.len() <= 1 && flappy.len() <= 1 {
             Ok(())
         } else {

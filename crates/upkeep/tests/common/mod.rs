@@ -383,6 +383,16 @@ impl Daemon {
             .collect()
     }
 
+    /// This daemon's live service main processes (process group leaders:
+    /// every service is its own group) whose argv contains `needle`. A child
+    /// a shell forked has the shell's argv until it execs: not counted.
+    pub fn services_with_arg(&self, needle: &str) -> Vec<u32> {
+        self.pids_with_arg(needle)
+            .into_iter()
+            .filter(|p| pgid(*p) == Some(*p))
+            .collect()
+    }
+
     /// A value of `/metrics`: the sample called `name` that has every label
     /// of `labels` (e.g. `("upkeep_probe_failures_total", &[("service", "a")])`).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -467,6 +477,17 @@ pub fn hold_for(what: &str, window: Duration, mut check: impl FnMut() -> Result<
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The process group of a process.
+pub fn pgid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// The argv of a process, NULs as spaces ("" once it is gone).
@@ -645,7 +666,7 @@ pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
-        "this test needs root (run the suite as root: sudo bash scripts/test.sh)"
+        "this test needs root (run the suite as root: bash scripts/test.sh)"
     );
 }
 
