@@ -477,9 +477,11 @@ fn logs_are_captured_and_readable() {
 #[test]
 fn secrets_never_appear_in_http_responses() {
     let token = "s3cr3t-t0ken-9f8e7d";
-    let cfg = format!("{FAST}[services.secretive]\ncommand = [\"/bin/sleep\", \"1000\", \"--token={token}\"]\nenv = {{ API_TOKEN = \"{token}\" }}\n");
+    // The secrets are arguments the shell ignores ($0, $1): the services run
+    // steadily (sleep itself would refuse an unknown option and crash-loop).
+    let cfg = format!("{FAST}[services.secretive]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 1000\", \"sh\", \"--token={token}\"]\nenv = {{ API_TOKEN = \"{token}\" }}\n");
     let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sec\nspec:\n  containers:\n  - name: sec\n    image: x/y:1\n    command: [\"/bin/sleep\", \"1000\", \"--password={token}\"]\n    env:\n    - name: PASSWORD\n      value: {token}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sec\nspec:\n  containers:\n  - name: sec\n    image: x/y:1\n    command: [\"/bin/sh\", \"-c\", \"exec sleep 1000\", \"sh\", \"--password={token}\"]\n    env:\n    - name: PASSWORD\n      value: {token}\n"
     );
     let mut d = Daemon::start(&cfg, &[("sec.yaml", &manifest)]);
     d.wait_pid("secretive", Duration::from_secs(10), |_| true);
