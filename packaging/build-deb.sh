@@ -102,10 +102,12 @@ completion fish "$stage/usr/share/fish/vendor_completions.d/upkeep.fish"
 doc=$stage/usr/share/doc/upkeep
 install -d -m 0755 "$doc" "$doc/examples"
 install -m 0644 "$here/copyright" "$doc/copyright"
-for f in operations.md migrating-from-monit.md; do
+# operations.md links to metrics.md, kubeadm.md and alerts.yml: ship them all.
+for f in operations.md migrating-from-monit.md kubeadm.md metrics.md; do
     gzip -9n <"$repo/docs/$f" >"$doc/$f.gz"
 done
 install -m 0644 "$repo/docs/grafana-dashboard.json" "$doc/examples/grafana-dashboard.json"
+install -m 0644 "$repo/docs/alerts.yml" "$doc/examples/alerts.yml"
 for f in upkeep.toml kubelet-config-patch.yaml README.md; do
     install -m 0644 "$repo/examples/kubeadm/$f" "$doc/examples/kubeadm-$f"
 done

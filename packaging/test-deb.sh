@@ -19,21 +19,33 @@ fail() {
 }
 step() { echo "test-deb: $*" >&2; }
 
-[ "$(id -u)" -eq 0 ] || fail "must run as root (it installs and purges the package); try: sudo $0"
-for tool in dpkg dpkg-deb dpkg-query systemd-analyze readelf zcat cmp; do
+[ "$(id -u)" -eq 0 ] || fail "must run as root (it installs and purges the package)"
+for tool in dpkg dpkg-deb dpkg-query systemd-analyze readelf zcat cmp flock; do
     command -v "$tool" >/dev/null 2>&1 || fail "'$tool' is required"
 done
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-fixtures=$repo/../shared/fixtures/manifests
-[ -d "$fixtures" ] || fail "fixtures not found at $fixtures"
+fixtures=$repo/tests/fixtures/manifests
+[ -d "$fixtures" ] || fail "fixtures not found at $fixtures (they are part of the repository)"
+
+# One package test at a time on a machine: another clone's run of the suite
+# installs and purges the same package. Wait for it (up to 30 min) rather
+# than fail or, worse, purge its installation.
+mkdir -p /run/lock
+exec 9>/run/lock/upkeep-test-deb.lock
+step "waiting for any other package test on this machine"
+flock -w 1800 9 || fail "another packaging/test-deb.sh held /run/lock/upkeep-test-deb.lock for 30 min"
 
 if dpkg-query -W -f='${Status}' upkeep 2>/dev/null | grep -q 'installed'; then
     fail "upkeep is already installed on this machine; refusing to replace and purge it"
 fi
 had_log_dir=no
-[ -e /var/log/upkeep ] && had_log_dir=yes
+log_dir_before=
+if [ -e /var/log/upkeep ]; then
+    had_log_dir=yes
+    log_dir_before=$(stat -c '%a %U %G' /var/log/upkeep)
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-test-deb.XXXXXX")
 installed=no
@@ -44,6 +56,8 @@ cleanup() {
     fi
     if [ "$had_log_dir" = no ]; then
         rm -rf /var/log/upkeep
+    else
+        rm -f /var/log/upkeep/test-deb.log
     fi
     rm -rf -- "$work"
     exit "$rc"
@@ -86,10 +100,23 @@ expect_file /usr/share/bash-completion/completions/upkeep 644
 expect_file /usr/share/zsh/vendor-completions/_upkeep 644
 expect_file /usr/share/fish/vendor_completions.d/upkeep.fish 644
 expect_file /usr/share/doc/upkeep/copyright 644
+# The documents operations.md points to.
+for f in operations.md.gz migrating-from-monit.md.gz kubeadm.md.gz metrics.md.gz \
+    examples/alerts.yml examples/grafana-dashboard.json examples/kubeadm-upkeep.toml \
+    examples/kubeadm-kubelet-config-patch.yaml examples/kubeadm-README.md; do
+    expect_file "/usr/share/doc/upkeep/$f" 644
+done
 cmp -s /lib/systemd/system/upkeep.service "$repo/systemd/upkeep.service" || fail "installed unit differs from systemd/upkeep.service"
 cmp -s /etc/upkeep/upkeep.toml "$here/upkeep.toml" || fail "installed config differs from packaging/upkeep.toml"
 [ "$(stat -c '%a %U' /var/lib/upkeep)" = "700 root" ] || fail "/var/lib/upkeep is not 0700 root"
-[ "$(stat -c '%a %U' /var/log/upkeep)" = "750 root" ] || fail "/var/log/upkeep is not 0750 root"
+# postinst creates /var/log/upkeep 0750 root (group adm where it exists) and
+# leaves an existing directory as the operator set it.
+if [ "$had_log_dir" = no ]; then
+    [ "$(stat -c '%a %U' /var/log/upkeep)" = "750 root" ] || fail "/var/log/upkeep is not 0750 root"
+else
+    [ "$(stat -c '%a %U %G' /var/log/upkeep)" = "$log_dir_before" ] ||
+        fail "postinst changed the existing /var/log/upkeep ($log_dir_before -> $(stat -c '%a %U %G' /var/log/upkeep))"
+fi
 if readelf -S /usr/bin/upkeep | grep -q '\.symtab'; then
     fail "/usr/bin/upkeep is not stripped"
 fi

@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# The whole upkeep test suite on a fresh Debian machine.
+# The whole upkeep test suite on a Debian machine, as root (no sudo needed):
 #
-#   sudo bash scripts/test.sh
+#   bash scripts/test.sh
 #
-# Installs what the tests need (etcd for the end-to-end and cluster tests,
-# openssl for their TLS certificates, promtool for the metrics checks,
-# systemd-journald for log = "journal") when it is missing; that needs root,
-# and so do the tests that switch users, create cgroups, mount tmpfs and
-# install the .deb. Without root, the missing
-# pieces make the run fail loudly rather than skip.
-set -euo pipefail
+# What it does to the machine (README, "Testing"):
+#   - installs the Debian packages the tests need when they are missing
+#     (etcd-server, etcd-client, openssl for the cluster tests' TLS
+#     certificates, prometheus for promtool, systemd for systemd-analyze and
+#     systemd-journald, strace, binutils for readelf, gcc/libc6-dev for
+#     linking, python3), with one `apt-get update` first;
+#   - the tests create cgroups under /sys/fs/cgroup/upkeep-<hash> (one per test
+#     daemon, removed when the test ends), run processes as other users, and
+#     bind loopback ports picked by the kernel;
+#   - packaging/test-deb.sh builds the .deb, installs it with dpkg -i and purges
+#     it (it refuses to touch an upkeep that was installed before; concurrent
+#     runs in other clones wait for each other's package test).
+#
+# Every stage runs even when an earlier one failed (`cargo test --no-fail-fast`
+# runs every test binary), and the summary at the end lists every failure. A
+# needed component that is missing and cannot be installed is a failure,
+# never a skip.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+
+die() {
+    echo "scripts/test.sh: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "the suite needs root (cgroups, tests that switch users, dpkg -i of the .deb); run it as root"
+command -v cargo >/dev/null 2>&1 || die "cargo is not installed (a Rust toolchain >= the workspace's rust-version is needed)"
 
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
@@ -19,28 +38,48 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 && [ -x /lib/systemd/systemd-journald ] || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v readelf >/dev/null 2>&1 || need+=(binutils)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+# The probe tests run python3's http.server as a service, whose PATH is
+# upkeep's clean default: a python3 found only through the caller's PATH won't do.
+[ -x /usr/bin/python3 ] || need+=(python3)
 if ((${#need[@]})); then
-    if [ "$(id -u)" != 0 ]; then
-        echo "scripts/test.sh: missing ${need[*]}; run as root so they can be installed" >&2
-        exit 1
-    fi
     echo "--- installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+        die "apt-get install ${need[*]} failed"
 fi
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh: the suite needs root (cgroups, setuid tests, dpkg -i)" >&2
+for tool in etcd etcdctl openssl promtool systemd-analyze dpkg-deb strace readelf cc flock; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' is still missing after the installation"
+done
+[ -x /usr/bin/python3 ] || die "/usr/bin/python3 is still missing after the installation"
+
+
+failed=()
+stage() {
+    local name=$1
+    shift
+    echo "--- $name"
+    if ! "$@"; then
+        echo "--- FAILED: $name" >&2
+        failed+=("$name")
+    fi
+}
+
+mkdir -p target
+stage "cargo fmt --check" cargo fmt --all --check
+stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# The output is kept in target/test-output.txt; grep it for "FAILED" or "panicked".
+stage "cargo test" bash -o pipefail -c 'cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt'
+stage "packaging/test-deb.sh" bash packaging/test-deb.sh
+
+if ((${#failed[@]})); then
+    echo "--- FAILED stages: ${failed[*]}" >&2
+    if [ -f target/test-output.txt ]; then
+        grep -E ' FAILED$|^error: |^    `' target/test-output.txt >&2 || true
+    fi
     exit 1
 fi
-
-echo "--- cargo fmt --check"
-cargo fmt --all --check
-echo "--- cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "--- cargo test"
-cargo test --workspace --locked 2>&1 | tee target/test-output.txt
-echo "--- packaging"
-bash packaging/test-deb.sh
 echo "--- all tests passed"

@@ -17,13 +17,59 @@ upkeep=${UPKEEP:-$repo/target/debug/upkeep}
 
 cluster="master-1=http://127.0.0.1:21380,master-2=http://127.0.0.1:22380,master-3=http://127.0.0.1:23380"
 
+# SIGTERM upkeep of master N (by the pid this script recorded) and wait up
+# to 30 s for it to exit.
+stop_upkeep() {
+    local m=$1 pid
+    [ -f "$m/upkeep.pid" ] || return 0
+    pid=$(cat "$m/upkeep.pid")
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "upkeep pid $pid (master $m) did not exit within 30 s" >&2
+    return 1
+}
+
+# The etcd pids of master N: those upkeep recorded in its state file, each
+# checked against this master's own data directory, so a pid reused by
+# another process (or another copy of this example) is never signalled.
+etcd_pids() {
+    local m=$1 p
+    for p in $(sed -n 's/.*"pid": *\([0-9][0-9]*\),.*/\1/p' "$m/state/state.json" 2>/dev/null); do
+        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "--data-dir=$m/etcd-data"; then
+            echo "$p"
+        fi
+    done
+}
+
 case "${1:-start}" in
 stop)
-    for n in 1 2 3; do [ -f "$work/master-$n/upkeep.pid" ] && kill -TERM "$(cat "$work/master-$n/upkeep.pid")" 2>/dev/null || true; done
+    for n in 1 2 3; do stop_upkeep "$work/master-$n"; done
     exit 0 ;;
 clean)
-    for n in 1 2 3; do [ -f "$work/master-$n/upkeep.pid" ] && kill -TERM "$(cat "$work/master-$n/upkeep.pid")" 2>/dev/null || true; done
-    pkill -f -- "--initial-cluster-token=upkeep-ha-example" 2>/dev/null || true
+    # upkeep first (on_exit = "keep": its etcd keeps running), then that etcd,
+    # by pid: nothing is killed by name.
+    for n in 1 2 3; do
+        m=$work/master-$n
+        stop_upkeep "$m"
+        for p in $(etcd_pids "$m"); do
+            # Its cgroup (upkeep creates one per service when run as root).
+            cg=$(sed -n 's|^0::/||p' "/proc/$p/cgroup" 2>/dev/null || true)
+            kill -TERM "$p" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$p" 2>/dev/null || true
+            case $cg in
+            upkeep-*/*)
+                for mnt in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+                    [ -f "$mnt/cgroup.procs" ] || continue
+                    for _ in $(seq 50); do rmdir "$mnt/$cg" 2>/dev/null && break; sleep 0.1; done
+                    rmdir "$mnt/${cg%%/*}" 2>/dev/null || true
+                done ;;
+            esac
+        done
+    done
     rm -rf "$work"
     exit 0 ;;
 esac

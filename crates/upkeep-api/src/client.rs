@@ -415,6 +415,18 @@ pub fn format_table_at(health: &Value, now: SystemTime) -> String {
             }
         }
     }
+    if let Some(warnings) = health
+        .get("warnings")
+        .and_then(Value::as_array)
+        .filter(|w| !w.is_empty())
+    {
+        out.push_str("\nWARNINGS\n");
+        for w in warnings {
+            let file = w.get("file").and_then(Value::as_str).unwrap_or("?");
+            let text = w.get("warning").and_then(Value::as_str).unwrap_or("?");
+            let _ = writeln!(out, "{}: {}", printable(file), printable(text));
+        }
+    }
     out
 }
 

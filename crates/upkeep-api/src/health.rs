@@ -36,10 +36,17 @@ struct ManifestErrorView<'a> {
 }
 
 #[derive(Serialize)]
+struct WarningView<'a> {
+    file: &'a str,
+    warning: &'a str,
+}
+
+#[derive(Serialize)]
 struct HealthView<'a> {
     status: &'static str,
     services: Vec<ServiceView<'a>>,
     manifest_errors: Vec<ManifestErrorView<'a>>,
+    warnings: Vec<WarningView<'a>>,
 }
 
 /// Milliseconds until the service's next start, computed at `now` from
@@ -88,7 +95,8 @@ pub fn status_word(snapshot: &Snapshot) -> &'static str {
     }
 }
 
-/// The body of `GET /health`: status, services in name order, manifest errors.
+/// The body of `GET /health`: status, services in name order, manifest errors,
+/// host warnings.
 pub fn health_json(snapshot: &Snapshot, now: SystemTime) -> Result<Vec<u8>, serde_json::Error> {
     let view = HealthView {
         status: status_word(snapshot),
@@ -104,6 +112,14 @@ pub fn health_json(snapshot: &Snapshot, now: SystemTime) -> Result<Vec<u8>, serd
             .map(|e| ManifestErrorView {
                 file: &e.file,
                 error: &e.error,
+            })
+            .collect(),
+        warnings: snapshot
+            .warnings
+            .iter()
+            .map(|w| WarningView {
+                file: &w.file,
+                warning: &w.warning,
             })
             .collect(),
     };
@@ -157,7 +173,7 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&health_json(&snap, t(6)).unwrap()).unwrap();
         let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(top, ["manifest_errors", "services", "status"]);
+        assert_eq!(top, ["manifest_errors", "services", "status", "warnings"]);
         assert_eq!(v["status"], "degraded");
         let names: Vec<&str> = v["services"]
             .as_array()
@@ -175,6 +191,27 @@ mod tests {
         assert_eq!(
             v["manifest_errors"],
             serde_json::json!([{"file": "f", "error": "e"}])
+        );
+        assert_eq!(v["warnings"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn host_warnings_are_listed_and_do_not_degrade() {
+        let mut snap = Snapshot::default();
+        let mut a = ServiceStatus::new("a", "/m/a.yaml", t(5));
+        a.state = "running".into();
+        a.ready = true;
+        snap.services.insert("a".into(), a);
+        snap.warnings.push(upkeep_core::snapshot::HostWarning {
+            file: "/var/lib/kubelet/config.yaml".into(),
+            warning: "staticPodPath: w".into(),
+        });
+        let v: serde_json::Value =
+            serde_json::from_slice(&health_json(&snap, t(6)).unwrap()).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(
+            v["warnings"],
+            serde_json::json!([{"file": "/var/lib/kubelet/config.yaml", "warning": "staticPodPath: w"}])
         );
     }
 }

@@ -64,7 +64,7 @@ async fn health_is_503_degraded_with_exactly_the_contract_fields() {
     let v = r.json();
     assert_eq!(
         keys(&v),
-        BTreeSet::from(["status", "services", "manifest_errors"])
+        BTreeSet::from(["status", "services", "manifest_errors", "warnings"])
     );
     assert_eq!(v["status"], "degraded");
     let services = v["services"].as_array().unwrap();

@@ -25,9 +25,9 @@ const KUBEADM: [&str; 4] = [
     "kubeadm-v1.29-kube-scheduler.yaml",
 ];
 
-/// The shared fixtures (`../shared/fixtures/manifests` beside the repo).
+/// The manifest fixtures in the repository (`tests/fixtures/manifests`).
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/manifests")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/manifests")
 }
 
 fn manifests(c: &mut Criterion) {

@@ -132,6 +132,16 @@ pub struct ManifestError {
     pub error: String,
 }
 
+/// A problem found on the host rather than in a manifest (for example the
+/// kubelet also running upkeep's manifests); it does not change `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostWarning {
+    /// The file concerned.
+    pub file: String,
+    /// What is wrong and what to do, in words.
+    pub warning: String,
+}
+
 /// Everything the status endpoints show.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -152,6 +162,9 @@ pub struct Snapshot {
     /// `upkeep_log_dropped_bytes_total`, not part of `/health`).
     #[serde(skip)]
     pub log_dropped_bytes: BTreeMap<String, u64>,
+    /// Host problems found at start.
+    #[serde(default)]
+    pub warnings: Vec<HostWarning>,
 }
 
 impl Snapshot {

@@ -20,6 +20,11 @@
 //! Both live as long as their open file descriptions: they die with upkeep
 //! (even on SIGKILL) and are never inherited by services (the descriptors
 //! are close-on-exec).
+//!
+//! One moment excepted: a child forked by upkeep holds the flock until it
+//! execs, so right after upkeep is killed the lock may outlive it for a few
+//! milliseconds; a contender whose recorded holder is dead waits up to
+//! [`DEAD_HOLDER_WAIT`] for it to go.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,6 +37,10 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 /// Name of the lock file inside the state directory.
 pub const LOCK_FILE: &str = "upkeep.lock";
+
+/// How long `acquire` waits when the pid in the lock file is dead but the
+/// lock is still held (by a child of that upkeep that has not exec'd yet).
+pub const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the lock was not acquired.
 #[derive(Debug, thiserror::Error)]
@@ -148,17 +157,26 @@ impl StateLock {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held {
-                    pid: text.trim().parse().ok(),
-                    dir: state_dir.to_path_buf(),
-                });
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    let mut text = String::new();
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut text);
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    let holder_dead = pid.is_some_and(|p| !process_alive(p));
+                    if !holder_dead || std::time::Instant::now() >= deadline {
+                        return Err(LockError::Held {
+                            pid,
+                            dir: state_dir.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(io(e.into())),
             }
-            Err(e) => return Err(io(e.into())),
         }
         let write_pid = |file: &mut File| -> io::Result<()> {
             file.set_len(0)?;
@@ -189,5 +207,15 @@ impl StateLock {
     /// The locked file (kept open for the lock's lifetime).
     pub fn file(&self) -> &File {
         &self.file
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }

@@ -118,3 +118,40 @@ fn deleting_the_lock_file_does_not_free_the_state_dir() {
     drop(lock);
     drop(acquire_soon(tmp.path()));
 }
+
+#[test]
+fn the_lock_left_to_a_killed_upkeeps_child_is_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(LOCK_FILE);
+    // The pid of an upkeep that is gone: a child we started and reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    fs::write(&path, format!("{gone_pid}\n")).unwrap();
+    // What it left behind, as a child that had not exec'd when upkeep was
+    // SIGKILLed: the lock, for a moment (util-linux flock(1), same lock).
+    let mut holder = std::process::Command::new("flock")
+        .arg(&path)
+        .args(["sleep", "0.5"])
+        .spawn()
+        .expect("flock(1) is installed");
+    let start = std::time::Instant::now();
+    loop {
+        let st = std::process::Command::new("flock")
+            .arg("-n")
+            .arg(&path)
+            .arg("true")
+            .status()
+            .unwrap();
+        if st.code() == Some(1) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "flock(1) never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The recorded holder is dead: acquire waits for the lock instead of
+    // refusing ("another upkeep (pid N) is already running" about a dead pid).
+    let lock = StateLock::acquire(tmp.path()).expect("waited for the leftover holder");
+    assert_eq!(read(lock.path()).trim(), std::process::id().to_string());
+    holder.wait().unwrap();
+}

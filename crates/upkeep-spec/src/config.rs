@@ -28,6 +28,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9900";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/upkeep";
 /// Default log directory.
 pub const DEFAULT_LOG_DIR: &str = "/var/log/upkeep";
+/// Default kubelet config file, read to warn when its `staticPodPath` is
+/// upkeep's manifests directory.
+pub const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// `PATH` given to every service that does not set one (containerd's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Default node IP.
@@ -91,6 +94,8 @@ pub struct Config {
     pub default_log: LogMode,
     /// Image (without tag) -> entrypoint, for containers with no `command`.
     pub images: BTreeMap<String, Vec<String>>,
+    /// The kubelet's config file (`staticPodPath` must not be our manifests).
+    pub kubelet_config: PathBuf,
     /// The resolved host services, in file order.
     pub services: Vec<ServiceSpec>,
     /// The `[cluster]` table (issue #16); `None` without it.
@@ -121,6 +126,7 @@ impl Config {
             default_kill_mode: KillMode::ControlGroup,
             default_log: LogMode::File,
             images: BTreeMap::new(),
+            kubelet_config: PathBuf::from(DEFAULT_KUBELET_CONFIG),
             services: Vec::new(),
             cluster: None,
         }
@@ -246,7 +252,12 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> (Option<Config>,
     // config works from any working directory); command-line overrides stay
     // relative to the working directory.
     let base = path.parent().unwrap_or(Path::new(""));
-    for p in [&mut cfg.manifests, &mut cfg.state_dir, &mut cfg.log_dir] {
+    for p in [
+        &mut cfg.manifests,
+        &mut cfg.state_dir,
+        &mut cfg.log_dir,
+        &mut cfg.kubelet_config,
+    ] {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -303,6 +314,11 @@ fn read_root(ctx: &mut Ctx<'_>, root: &Node, cfg: &mut Config) {
     if let Some(n) = f.get("log_dir") {
         if let Some(p) = path_value(ctx, n, "log_dir") {
             cfg.log_dir = p;
+        }
+    }
+    if let Some(n) = f.get("kubelet_config") {
+        if let Some(p) = path_value(ctx, n, "kubelet_config") {
+            cfg.kubelet_config = p;
         }
     }
     if let Some(n) = f.get("node_name") {

@@ -42,6 +42,7 @@ fn empty_file_gives_every_default() {
     assert_eq!(c.listen, "127.0.0.1:9900");
     assert_eq!(c.state_dir, Path::new("/var/lib/upkeep"));
     assert_eq!(c.log_dir, Path::new("/var/log/upkeep"));
+    assert_eq!(c.kubelet_config, Path::new("/var/lib/kubelet/config.yaml"));
     assert_eq!(c.node_ip, "127.0.0.1");
     assert!(!c.node_name.is_empty());
     assert_eq!(c.node_name, c.node_name.to_lowercase());
@@ -65,6 +66,7 @@ manifests = "/srv/manifests"
 listen = "127.0.0.1:9901"
 state_dir = "/run/upkeep"
 log_dir = "/srv/logs"
+kubelet_config = "/srv/kubelet/config.yaml"
 node_name = "master-1"
 node_ip = "10.0.0.11"
 on_exit = "stop"
@@ -115,6 +117,7 @@ startup = { http_unix = { socket = "/run/containerd/containerd.sock", path = "/v
 fn full_example_resolves() {
     let c = ok(FULL);
     assert_eq!(c.manifests, Path::new("/srv/manifests"));
+    assert_eq!(c.kubelet_config, Path::new("/srv/kubelet/config.yaml"));
     assert_eq!(c.listen, "127.0.0.1:9901");
     assert_eq!(c.node_name, "master-1");
     assert_eq!(c.on_exit, OnExit::Stop);

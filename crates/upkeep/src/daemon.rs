@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
-use upkeep_core::snapshot::Shared;
+use upkeep_core::snapshot::{HostWarning, Shared};
 use upkeep_runtime::lock::StateLock;
 use upkeep_runtime::reaper::Reaper;
 use upkeep_runtime::supervisor::{Ended, Options, Supervisor};
@@ -22,10 +22,10 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
     for d in &diags {
         warn!("{d}");
     }
-    std::fs::create_dir_all(&cfg.state_dir)
+    create_dir(&cfg.state_dir, STATE_DIR_MODE)
         .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
     let _lock = StateLock::acquire(&cfg.state_dir)?;
-    if let Err(e) = std::fs::create_dir_all(&cfg.log_dir) {
+    if let Err(e) = create_dir(&cfg.log_dir, LOG_DIR_MODE) {
         warn!(
             "cannot create the log directory {}: {e}; service output will be discarded",
             cfg.log_dir.display()
@@ -40,6 +40,19 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let reaper = Reaper::start().context("starting the reaper (child subreaper + SIGCHLD)")?;
         let shared = Arc::new(Shared::default());
         shared.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
+        // Checked once, at start: the kubelet's config changes with `kubeadm
+        // upgrade`, which is followed by a restart of upkeep in docs/kubeadm.md.
+        if let Some(d) = crate::preflight::kubelet_static_pods(&cfg) {
+            warn!("{d}");
+            let mut snap = shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
+            snap.warnings.push(HostWarning {
+                file: d.file.display().to_string(),
+                warning: match &d.field {
+                    Some(f) => format!("{f}: {}", d.message),
+                    None => d.message.clone(),
+                },
+            });
+        }
 
         let addr: std::net::SocketAddr = cfg.listen.parse().with_context(|| format!("listen address {:?}", cfg.listen))?;
         if !addr.ip().is_loopback() {
@@ -50,6 +63,11 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let http_shared = shared.clone();
         let mut http_stop = stop_rx.clone();
+        // The HTTP side starts answering once the initial services are in the
+        // snapshot (adopted ones with their pid and readiness): before, a
+        // /health answered right after a restart could list no service at
+        // all, and say "ok". Until then connections wait in the backlog.
+        let (serve_tx, mut serve_rx) = watch::channel(false);
         // The loop stamps its heartbeat at every re-list (and, under a systemd
         // watchdog, at a quarter of its period): no extra wake-ups when idle.
         let watchdog = sd_notify::watchdog_enabled();
@@ -80,6 +98,10 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
                             return;
                         }
                     };
+                    // Err: the supervisor ended before its first snapshot.
+                    if serve_rx.wait_for(|v| *v).await.is_err() {
+                        return;
+                    }
                     let shutdown = async move {
                         let _ = http_stop.wait_for(|v| *v).await;
                     };
@@ -101,7 +123,17 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         });
 
         let (started_tx, started_rx) = oneshot::channel();
-        tokio::spawn(notifier(shared.clone(), started_rx, watchdog));
+        let (notify_tx, notify_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            if started_rx.await.is_ok() {
+                // This runs after the service tasks of the initial set have
+                // published their first status: they were spawned before
+                // `started` fired, and tasks run in the order they are woken.
+                let _ = serve_tx.send(true);
+                let _ = notify_tx.send(());
+            }
+        });
+        tokio::spawn(notifier(shared.clone(), notify_rx, watchdog));
 
         let supervisor = Supervisor::new(Options {
             config: cfg.clone(),
@@ -125,6 +157,23 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Mode of a state directory upkeep creates: it holds the control socket and
+/// the adoption records, root's business only.
+const STATE_DIR_MODE: u32 = 0o700;
+/// Mode of a log directory upkeep creates: readable by the group (adm on
+/// Debian, as the package sets it), not by others (services log secrets).
+const LOG_DIR_MODE: u32 = 0o750;
+
+/// Creates `dir` (and missing parents) with `mode`; an existing directory is
+/// left as the operator set it.
+fn create_dir(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
 }
 
 /// Tells systemd READY=1 once the initial services are started, keeps STATUS=

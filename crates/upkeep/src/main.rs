@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 mod load;
 mod logging;
+mod preflight;
 mod render;
 
 use clap::{CommandFactory, Parser};

@@ -8,7 +8,16 @@ use crate::load::load_all;
 
 /// `upkeep check`: prints every problem; returns the exit code.
 pub fn check(paths: &Paths, quiet: bool) -> i32 {
-    let loaded = load_all(paths);
+    let mut loaded = load_all(paths);
+    if let Some(cfg) = &loaded.config {
+        let host = crate::preflight::kubelet_static_pods(cfg)
+            .into_iter()
+            .chain(crate::preflight::image_versions(cfg, &loaded.services));
+        loaded.diagnostics.extend(host);
+        loaded
+            .diagnostics
+            .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.file.cmp(&b.file)));
+    }
     if !quiet {
         if let Some(cfg) = &loaded.config {
             let src = cfg

@@ -287,3 +287,136 @@ fn check_rejects_a_pod_taking_a_host_service_name_naming_both() {
         "{stderr}"
     );
 }
+
+/// A config in a directory of its own with `text`.
+fn config_with(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("upkeep.toml");
+    std::fs::write(&p, text).unwrap();
+    (dir, p)
+}
+
+fn check(cfg: &std::path::Path, manifests: &std::path::Path) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(cfg)
+        .arg("--manifests")
+        .arg(manifests)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_warns_when_the_kubelet_runs_upkeeps_manifests_too() {
+    let manifests = kubeadm_dir();
+    let kubelet = tempfile::tempdir().unwrap();
+    let kubelet_config = kubelet.path().join("config.yaml");
+    let (_c, cfg) = config_with(&format!("kubelet_config = {kubelet_config:?}\n"));
+    // No kubelet config: nothing to say.
+    let (ok, text) = check(&cfg, manifests.path());
+    assert!(ok, "{text}");
+    assert!(!text.contains("staticPodPath"), "{text}");
+    // kubeadm's default (after `kubeadm upgrade` wrote it back): a warning, exit 0.
+    std::fs::write(
+        &kubelet_config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}/\n",
+            manifests.path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = check(&cfg, manifests.path());
+    assert!(ok, "a warning must not fail check: {text}");
+    assert!(
+        text.contains(&kubelet_config.display().to_string())
+            && text.contains("staticPodPath")
+            && text.contains("both run every static Pod"),
+        "{text}"
+    );
+    // Another directory: no warning.
+    std::fs::write(
+        &kubelet_config,
+        "kind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/kubelet-only\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&cfg, manifests.path());
+    assert!(ok && !text.contains("staticPodPath"), "{text}");
+}
+
+#[test]
+fn check_warns_when_an_images_binary_reports_another_version_than_the_tag() {
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(manifests.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A stand-in etcd that answers --version as etcd does.
+    let fake = script(
+        bin_dir.path(),
+        "etcd",
+        "[ \"$1\" = --version ] && { echo 'etcd Version: 3.5.9'; echo 'Go Version: go1.20.1'; exit 0; }; exec sleep 1000",
+    );
+    let manifest = |tag: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\nspec:\n  hostNetwork: true\n  containers:\n  - name: etcd\n    image: registry.k8s.io/etcd:{tag}\n")
+    };
+    let file = manifests.path().join("etcd.yaml");
+    let write = |tag: &str| {
+        std::fs::write(&file, manifest(tag)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let (_c, cfg) = config_with(&format!(
+        "[images]\n\"registry.k8s.io/etcd\" = [{:?}]\n",
+        fake.display().to_string()
+    ));
+    write("3.5.10-0");
+    let (ok, text) = check(&cfg, manifests.path());
+    assert!(ok, "a warning must not fail check: {text}");
+    assert!(
+        text.contains(&file.display().to_string())
+            && text.contains("spec.containers[0].image")
+            && text.contains("3.5.10")
+            && text.contains("3.5.9"),
+        "{text}"
+    );
+    // The binary at the tag's version: nothing to say.
+    write("3.5.9-0");
+    let (ok, text) = check(&cfg, manifests.path());
+    assert!(ok, "{text}");
+    assert!(!text.contains("--version"), "{text}");
+}
+
+#[test]
+fn the_daemon_reports_the_kubelet_overlap_in_health() {
+    let mut d = Daemon::prepare("", &[]);
+    let kubelet_config = d.dir.path().join("kubelet-config.yaml");
+    std::fs::write(
+        &kubelet_config,
+        format!(
+            "kind: KubeletConfiguration\nstaticPodPath: {}\n",
+            d.manifests.display()
+        ),
+    )
+    .unwrap();
+    d.spawn();
+    let (code, h) = d.health();
+    assert_eq!(code, 200, "a warning is not a failure: {h}");
+    let w = h["warnings"].as_array().expect("warnings in /health");
+    assert_eq!(w.len(), 1, "{h}");
+    assert_eq!(w[0]["file"], kubelet_config.display().to_string());
+    assert!(
+        w[0]["warning"].as_str().unwrap().contains("staticPodPath"),
+        "{h}"
+    );
+    assert!(d.stderr().contains("staticPodPath"), "{}", d.stderr());
+    let status = d.client(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("WARNINGS"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}

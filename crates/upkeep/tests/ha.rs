@@ -165,7 +165,7 @@ fn three_masters_keep_quorum_through_kills_and_a_rolling_upgrade() {
     let etcd2 = members[2].d.service("etcd").unwrap()["pid"]
         .as_u64()
         .unwrap() as u32;
-    std::thread::sleep(Duration::from_millis(300));
+    members[2].d.wait_state_saved(etcd2);
     members[2].d.signal(libc::SIGKILL);
     members[2].d.wait_exit(Duration::from_secs(5));
     assert!(put_ok(members[0].client, "k3", "v3"));

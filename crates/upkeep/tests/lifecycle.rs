@@ -52,7 +52,13 @@ fn after_waits_for_the_dependency_to_be_ready() {
     );
     let mut d = Daemon::start(&cfg, &[]);
     d.wait_pid("base", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(700));
+    // base has failed its readiness probe a few times: top must still wait.
+    d.wait_metric(
+        "upkeep_probe_failures_total",
+        &[("service", "base"), ("probe", "readiness")],
+        3.0,
+        Duration::from_secs(10),
+    );
     let top = d.service("top").unwrap();
     assert!(
         top["pid"].is_null(),
@@ -162,4 +168,28 @@ fn logs_follow_prints_new_output() {
         nums.windows(2).all(|w| w[1] == w[0] + 1),
         "lines out of order or missing: {nums:?}"
     );
+}
+
+#[test]
+fn run_creates_the_state_dir_0700_and_the_log_dir_0750_and_keeps_existing_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Neither exists yet: upkeep creates them (with a missing parent for the logs).
+    let mut d = Daemon::prepare("", &[]);
+    let nested_logs = d.dir.path().join("var/log/upkeep");
+    let text = std::fs::read_to_string(&d.config).unwrap().replace(
+        &format!("log_dir = {:?}", d.logs),
+        &format!("log_dir = {nested_logs:?}"),
+    );
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+    assert_eq!(mode(&d.state), 0o700, "state_dir");
+    assert_eq!(mode(&nested_logs), 0o750, "log_dir");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+    // An existing directory is left as the operator set it.
+    std::fs::set_permissions(&nested_logs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.spawn();
+    assert_eq!(mode(&nested_logs), 0o755, "an existing log_dir was changed");
+    assert_eq!(mode(&d.state), 0o700);
 }

@@ -20,7 +20,13 @@ fn liveness_failure_restarts_through_the_backoff_path() {
     );
     let mut d = Daemon::start(&cfg, &[]);
     let p1 = d.wait_pid("lively", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(700));
+    // A few passing liveness runs restart nothing.
+    d.wait_metric(
+        "upkeep_probe_duration_seconds_count",
+        &[("service", "lively"), ("probe", "liveness")],
+        3.0,
+        Duration::from_secs(10),
+    );
     assert_eq!(
         d.service("lively").unwrap()["pid"].as_u64().unwrap() as u32,
         p1,
@@ -58,7 +64,13 @@ fn readiness_and_startup_gate_health() {
     );
     let mut d = Daemon::start(&cfg, &[]);
     d.wait_pid("web", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(800));
+    // The startup probe has failed a few times: still starting, not ready.
+    d.wait_metric(
+        "upkeep_probe_failures_total",
+        &[("service", "web"), ("probe", "startup")],
+        3.0,
+        Duration::from_secs(10),
+    );
     let s = d.service("web").unwrap();
     assert_eq!(s["state"], "starting", "startup probe not passed yet: {s}");
     assert_eq!(s["ready"], false);
@@ -84,7 +96,20 @@ fn live_metrics_pass_promtool() {
         s["restarts"].as_u64().unwrap_or(0) >= 3
     });
     d.wait_pid("pod/b", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Every series below exists once pod/b's liveness probe has failed and
+    // ok's readiness probe has run.
+    d.wait_metric(
+        "upkeep_probe_failures_total",
+        &[("service", "pod/b"), ("probe", "liveness")],
+        1.0,
+        Duration::from_secs(10),
+    );
+    d.wait_metric(
+        "upkeep_probe_duration_seconds_count",
+        &[("service", "ok"), ("probe", "readiness")],
+        1.0,
+        Duration::from_secs(10),
+    );
     let (code, body) = http_get(d.port, "/metrics").unwrap();
     assert_eq!(code, 200);
     for name in [

@@ -7,9 +7,9 @@ use upkeep_spec::config::Config;
 use upkeep_spec::manifest::{FileOutcome, LoadedPod};
 use upkeep_spec::{Diagnostic, Severity};
 
-/// The repo's fixture manifests (`fixtures/manifests` at the repo root).
+/// The manifest fixtures in the repository (`tests/fixtures/manifests`).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/manifests")
 }
 
 /// A config with a fixed node name and IP.

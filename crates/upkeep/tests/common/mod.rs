@@ -1,5 +1,11 @@
 //! Black-box test harness: runs the real `upkeep` binary in a temp dir with a
 //! free port, talks to it over HTTP, and kills everything it started by pid.
+//!
+//! A test finds its processes through its own daemon: the pids `/health`
+//! names, the processes in the daemon's cgroups (`cgroup.procs` under its
+//! `upkeep-<hash of the state dir>` prefix) and the process tree under the
+//! daemon's pid. Never by scanning /proc for an argument: another run of the
+//! suite on the same machine has processes with the same arguments.
 
 #![allow(dead_code)]
 
@@ -16,12 +22,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_upkeep")
 }
 
-/// The shared fixtures directory (`../shared/fixtures/manifests` beside the repo).
+/// The manifest fixtures in the repository (`tests/fixtures/manifests`).
 pub fn fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/manifests");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/manifests");
     assert!(
         p.is_dir(),
-        "fixtures missing at {} (CI clones the repo with shared/ beside it)",
+        "fixtures missing at {} (they are part of the repository)",
         p.display()
     );
     p
@@ -104,6 +110,7 @@ pub struct Daemon {
     pub state: PathBuf,
     pub logs: PathBuf,
     seen_pids: std::collections::BTreeSet<u32>,
+    barriers: u32,
 }
 
 impl Daemon {
@@ -119,9 +126,12 @@ impl Daemon {
         let state = dir.path().join("state");
         let logs = dir.path().join("log");
         let config = dir.path().join("upkeep.toml");
+        // The kubelet config is one of the test's own (absent unless a test
+        // writes it), never the machine's.
+        let kubelet_config = dir.path().join("kubelet-config.yaml");
         let base = format!(
-            "manifests = {:?}\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nlog_dir = {:?}\nnode_name = \"test-node\"\non_exit = \"stop\"\ndebounce = \"50ms\"\nrelist_period = \"1s\"\n",
-            manifests_dir, state, logs
+            "manifests = {:?}\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nlog_dir = {:?}\nkubelet_config = {:?}\nnode_name = \"test-node\"\non_exit = \"stop\"\ndebounce = \"50ms\"\nrelist_period = \"1s\"\n",
+            manifests_dir, state, logs, kubelet_config
         );
         // Tables in `extra_config` must come after the top-level keys.
         std::fs::write(&config, format!("{base}{extra_config}")).unwrap();
@@ -134,6 +144,7 @@ impl Daemon {
             state,
             logs,
             seen_pids: Default::default(),
+            barriers: 0,
         };
         for (name, text) in manifests {
             d.write_manifest(name, text);
@@ -148,30 +159,67 @@ impl Daemon {
         d
     }
 
-    /// Starts the binary and waits for /health to answer.
+    /// Starts the binary and waits for /health to answer. The port was free
+    /// when it was picked, but another test run may take it before upkeep
+    /// binds it: then upkeep is started again on a new port.
     pub fn spawn(&mut self) {
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "debug")
-            .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("upkeep to answer /health", Duration::from_secs(20), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("upkeep exited early: {st}\n{}", self.stderr());
+        for _ in 0..5 {
+            let child = Command::new(bin())
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "debug")
+                .env("UPKEEP_TEST_SECRET_ENV", "leaked-from-upkeep")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(self.dir.path().join("upkeep.stderr")).unwrap(),
+                ))
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                // Past start-up: every service adopted or started once.
+                if http_get(self.port, "/health")
+                    .is_some_and(|(_, body)| !body.contains("\"status\":\"starting\""))
+                {
+                    return;
                 }
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(st) = exited {
+                    self.child = None;
+                    let err = self.stderr();
+                    if err.contains("binding") && err.contains("in use") {
+                        self.move_to_a_free_port();
+                        break;
+                    }
+                    panic!("upkeep exited early: {st}\n{err}");
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "timed out after 30s waiting for upkeep to answer /health\n{}",
+                        self.stderr()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            // Past start-up: every service adopted or started once.
-            http_get(port, "/health").filter(|(_, body)| !body.contains("\"status\":\"starting\""))
-        });
+        }
+        panic!("upkeep found its port taken 5 times in a row");
+    }
+
+    /// Picks a new free port and writes it into the config.
+    fn move_to_a_free_port(&mut self) {
+        let old = format!("listen = \"127.0.0.1:{}\"", self.port);
+        self.port = free_port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains(&old),
+            "the config lost its listen line: {text}"
+        );
+        let new = format!("listen = \"127.0.0.1:{}\"", self.port);
+        std::fs::write(&self.config, text.replace(&old, &new)).unwrap();
     }
 
     /// upkeep's stderr so far.
@@ -301,36 +349,227 @@ impl Daemon {
     pub fn track(&mut self, pid: u32) {
         self.seen_pids.insert(pid);
     }
+
+    /// The cgroup directories of this daemon (its prefix in every mounted
+    /// hierarchy that has one).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_roots(&self.state)
+    }
+
+    /// Live pids in this daemon's cgroups (every service cgroup under its prefix).
+    pub fn cgroup_pids(&self) -> Vec<u32> {
+        let mut out = std::collections::BTreeSet::new();
+        for root in self.cgroup_dirs() {
+            collect_cgroup_procs(&root, &mut out);
+        }
+        out.into_iter().filter(|p| pid_alive(*p)).collect()
+    }
+
+    /// Every live process of this daemon's services: those in its cgroups
+    /// (adopted services too, which are no longer upkeep's descendants) and
+    /// the descendants of the running upkeep. Not upkeep itself. A pid
+    /// `/health` once named is not enough: it may have been reused since.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut all: std::collections::BTreeSet<u32> = self.cgroup_pids().into_iter().collect();
+        if let Some(c) = &self.child {
+            all.extend(descendants(c.id()));
+            all.remove(&c.id());
+        }
+        all.into_iter().filter(|p| pid_alive(*p)).collect()
+    }
+
+    /// This daemon's live service processes whose argv contains `needle`.
+    pub fn pids_with_arg(&self, needle: &str) -> Vec<u32> {
+        self.processes()
+            .into_iter()
+            .filter(|p| cmdline(*p).contains(needle))
+            .collect()
+    }
+
+    /// This daemon's live service main processes (process group leaders:
+    /// every service is its own group) whose argv contains `needle`. A child
+    /// a shell forked has the shell's argv until it execs: not counted.
+    pub fn services_with_arg(&self, needle: &str) -> Vec<u32> {
+        self.pids_with_arg(needle)
+            .into_iter()
+            .filter(|p| pgid(*p) == Some(*p))
+            .collect()
+    }
+
+    /// A value of `/metrics`: the sample called `name` that has every label
+    /// of `labels` (e.g. `("upkeep_probe_failures_total", &[("service", "a")])`).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (_, body) = http_get(self.port, "/metrics")?;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    /// Waits until the metric reaches at least `min`; returns its value.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        min: f64,
+        timeout: Duration,
+    ) -> f64 {
+        wait_for(&format!("{name}{labels:?} >= {min}"), timeout, || {
+            self.metric(name, labels).filter(|v| *v >= min)
+        })
+    }
+
+    /// Waits until the state file records `pid` for a service, so a kill of
+    /// upkeep right after cannot lose it.
+    pub fn wait_state_saved(&self, pid: u32) {
+        let file = self.state.join("state.json");
+        let needle = format!("\"pid\":{pid},");
+        let needle_spaced = format!("\"pid\": {pid},");
+        wait_for(
+            &format!("pid {pid} in {}", file.display()),
+            Duration::from_secs(10),
+            || {
+                let t = std::fs::read_to_string(&file).ok()?;
+                (t.contains(&needle) || t.contains(&needle_spaced)).then_some(())
+            },
+        );
+    }
+
+    /// Waits until the daemon has acted on every manifest change made before
+    /// the call: writes a new pod file, waits for its service in `/health`,
+    /// then removes it and waits for it to go. Events are handled in order, so
+    /// anything written before has been seen by then.
+    pub fn sync_manifests(&mut self) {
+        self.barriers += 1;
+        let name = format!("barrier-{}", self.barriers);
+        let file = format!("{name}.yaml");
+        self.write_manifest(
+            &file,
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {name}\n    image: x/barrier:1\n    command: [\"/bin/sleep\", \"1000\"]\n"),
+        );
+        wait_for(
+            &format!("{name} in /health"),
+            Duration::from_secs(20),
+            || self.service(&name).map(|_| ()),
+        );
+        std::fs::remove_file(self.manifests.join(&file)).unwrap();
+        wait_for(
+            &format!("{name} gone from /health"),
+            Duration::from_secs(20),
+            || self.service(&name).is_none().then_some(()),
+        );
+    }
+}
+
+/// Keeps checking `check` for `window` (a claim that something does *not*
+/// happen needs an observation window; it panics at the first violation).
+pub fn hold_for(what: &str, window: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    loop {
+        if let Err(e) = check() {
+            panic!("{what}: {e}");
+        }
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The process group of a process.
+pub fn pgid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// The argv of a process, NULs as spaces ("" once it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Every descendant of `pid` (children, their children, ...), from the
+/// kernel's per-thread `children` lists.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for c in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !out.contains(&c) {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn collect_cgroup_procs(dir: &Path, out: &mut std::collections::BTreeSet<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_cgroup_procs(&e.path(), out);
+            }
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Everything this daemon runs, found through the daemon, before it goes
+        // (its descendants are reparented away once it is dead).
+        let mut victims = self.processes();
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
             let _ = c.wait();
         }
-        // Kill every service process group we saw, so nothing outlives the test.
-        for p in &self.seen_pids {
-            unsafe {
-                libc::kill(-(*p as i32), libc::SIGKILL);
-                libc::kill(*p as i32, libc::SIGKILL);
-            }
+        // Service process groups (of pids still ours), then every process
+        // left in its cgroups.
+        for p in self.seen_pids.iter().filter(|p| victims.contains(p)) {
+            unsafe { libc::kill(-(*p as i32), libc::SIGKILL) };
         }
-        // And anything else still running from this test's dir (by marker in argv).
-        let marker = self.dir.path().to_string_lossy().to_string();
-        for p in pids_with_arg(&marker) {
+        victims.extend(self.cgroup_pids());
+        for p in victims {
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
         remove_cgroups(&self.state);
     }
 }
 
-/// Removes the cgroups of the upkeep that used `state_dir` (the daemon names
-/// its cgroup root `upkeep-<hash of the state dir>`), so tests leave nothing
-/// behind in the cgroup hierarchies.
-fn remove_cgroups(state_dir: &Path) {
+/// The cgroup directories of the upkeep that uses `state_dir` (the daemon
+/// names its cgroup root `upkeep-<hash of the state dir>`), in every
+/// hierarchy where it exists.
+fn cgroup_roots(state_dir: &Path) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::canonicalize(state_dir) else {
-        return;
+        return Vec::new();
     };
     let hash = upkeep_spec::hash::fnv1a_128_hex(dir.as_os_str().as_encoded_bytes());
     let prefix = format!("upkeep-{}", &hash[..12]);
@@ -338,8 +577,17 @@ fn remove_cgroups(state_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         roots.extend(entries.flatten().map(|e| e.path().join(&prefix)));
     }
-    for root in roots.into_iter().filter(|r| r.is_dir()) {
-        for _ in 0..50 {
+    roots.into_iter().filter(|r| r.is_dir()).collect()
+}
+
+/// Removes the cgroups of the upkeep that used `state_dir`, so tests leave
+/// nothing behind in the cgroup hierarchies.
+fn remove_cgroups(state_dir: &Path) {
+    for root in cgroup_roots(state_dir) {
+        // Killed processes leave their cgroup when they are reaped, which
+        // takes a while on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
             let children: Vec<PathBuf> = std::fs::read_dir(&root)
                 .map(|d| {
                     d.flatten()
@@ -368,26 +616,6 @@ pub fn pid_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
-}
-
-/// Pids whose argv contains `needle`.
-pub fn pids_with_arg(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) && pid_alive(pid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
 }
 
 /// Zombie children of `parent`.
@@ -441,7 +669,7 @@ pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
-        "this test needs root (run the suite as root: sudo bash scripts/test.sh)"
+        "this test needs root (run the suite as root: bash scripts/test.sh)"
     );
 }
 
@@ -487,12 +715,9 @@ impl Daemon {
     }
 }
 
-/// The repo's own copy of the fixture manifests (`fixtures/manifests` at the
-/// repo root): works from a clone with nothing beside it.
+/// The repo's own copy of the fixture manifests (`tests/fixtures/manifests`).
 pub fn repo_fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests");
-    assert!(p.is_dir(), "fixtures missing at {}", p.display());
-    p
+    fixtures()
 }
 
 /// Removes, when dropped, the directories of `paths` that did not exist
