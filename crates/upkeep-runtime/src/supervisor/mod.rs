@@ -226,6 +226,15 @@ pub struct Supervisor {
     settle_rescan: Option<tokio::time::Instant>,
     /// The last good manifests as last saved.
     saved_last_good: BTreeMap<PathBuf, String>,
+    /// The specs an earlier upkeep ran, from its saved last good manifests:
+    /// how to stop a pod whose file went away while upkeep was down (its
+    /// stop signal and grace, not the host-service default).
+    seeded: BTreeMap<String, ServiceSpec>,
+    /// Live processes of an earlier upkeep that no service claimed at
+    /// start-up while some manifest was broken or settling (it may be
+    /// theirs): adopted if their service comes back, stopped once the
+    /// manifests load cleanly and still nothing claims them.
+    unclaimed: BTreeMap<String, ServiceRecord>,
 }
 
 impl Supervisor {
@@ -279,6 +288,8 @@ impl Supervisor {
             heartbeat: opts.heartbeat,
             settle_rescan: None,
             saved_last_good: BTreeMap::new(),
+            seeded: BTreeMap::new(),
+            unclaimed: BTreeMap::new(),
         }
     }
 
@@ -295,12 +306,6 @@ impl Supervisor {
         let mut records = match state::load(&self.cfg.state_dir) {
             Ok(Some(f)) => {
                 *self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner()) = f.held.clone();
-                if !f.held.is_empty() {
-                    info!(
-                        "held by the operator (upkeep stop), kept stopped until upkeep start: {}",
-                        f.held.iter().cloned().collect::<Vec<_>>().join(", ")
-                    );
-                }
                 let now = state::boot_id();
                 if !f.boot_id.is_empty() && !now.is_empty() && f.boot_id != now {
                     info!(
@@ -317,6 +322,24 @@ impl Supervisor {
                 BTreeMap::new()
             }
         };
+        // The holds file outlives a lost state file; without one (an older
+        // upkeep), the holds in the state file count.
+        let (holds, problem) = state::load_holds(&self.cfg.state_dir);
+        if let Some(p) = problem {
+            warn!("{p}");
+        }
+        if let Some(h) = holds {
+            *self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner()) = h;
+        }
+        {
+            let held = self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner());
+            if !held.is_empty() {
+                info!(
+                    "held by the operator (upkeep stop), kept stopped until upkeep start: {}",
+                    held.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         self.seed_last_good();
 
         // Initial desired set.
@@ -324,25 +347,10 @@ impl Supervisor {
         let mut watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
         let desired = self.rescan().await;
         self.apply(desired, &mut records);
-        // Records of services that are no longer wanted: stop their processes.
-        let manifests_broken = !self
-            .ctx
-            .shared
-            .snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .manifest_errors
-            .is_empty()
-            || self.settle_rescan.is_some();
-        for (name, rec) in std::mem::take(&mut records) {
-            if manifests_broken && rec.still_alive() {
-                // Its manifest may be the one that is broken, unreadable or
-                // still being written: never stop a process for that.
-                warn!(service = %name, pid = rec.pid, "process from a previous upkeep is not in the current set, but the manifests have errors or are changing: left running, unsupervised, until they load");
-                continue;
-            }
-            self.stop_unconfigured(&name, &rec);
-        }
+        // Records of services that are no longer wanted: stop their
+        // processes, unless a manifest is broken or settling (then later).
+        self.unclaimed = std::mem::take(&mut records);
+        self.settle_unclaimed(true);
         // /health says "starting" until every service has been adopted or
         // started once: a half-filled list must not read as healthy.
         self.wait_initial_publish().await;
@@ -384,7 +392,7 @@ impl Supervisor {
                     rescan_at = None;
                     self.settle_rescan = None;
                     let desired = self.rescan().await;
-                    self.apply(desired, &mut BTreeMap::new());
+                    self.apply_claiming(desired);
                 }
                 _ = relist.tick() => {
                     self.beat();
@@ -393,7 +401,7 @@ impl Supervisor {
                         watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
                     }
                     let desired = self.rescan().await;
-                    self.apply(desired, &mut BTreeMap::new());
+                    self.apply_claiming(desired);
                 }
                 Some((req, reply)) = self.control.recv() => {
                     let r = self.control_request(req);
@@ -526,7 +534,12 @@ impl Supervisor {
                 continue;
             }
             match manifest::parse(text.as_bytes(), path, &self.cfg) {
-                manifest::FileOutcome::Pod(pod) => pods.push(pod),
+                manifest::FileOutcome::Pod(pod) => {
+                    for s in &pod.services {
+                        self.seeded.insert(s.name.clone(), s.clone());
+                    }
+                    pods.push(pod)
+                }
                 _ => warn!(
                     "the saved last good version of {} no longer loads: not kept",
                     path.display()
@@ -617,6 +630,46 @@ impl Supervisor {
         }
     }
 
+    /// [`Supervisor::apply`] after the start-up: a process left unclaimed
+    /// at start-up is adopted if its service is wanted again.
+    fn apply_claiming(&mut self, desired: Option<Vec<ServiceSpec>>) {
+        let mut records = std::mem::take(&mut self.unclaimed);
+        self.apply(desired, &mut records);
+        self.unclaimed = records;
+        self.settle_unclaimed(false);
+    }
+
+    /// Decides the unclaimed processes: while some manifest is broken or
+    /// settling they are left running (the broken file may be theirs: never
+    /// stop a process for that); once every manifest loads, no service
+    /// wants them, so they are stopped.
+    fn settle_unclaimed(&mut self, first: bool) {
+        self.unclaimed.retain(|_, rec| rec.still_alive());
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let manifests_broken = !self
+            .ctx
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifest_errors
+            .is_empty()
+            || self.settle_rescan.is_some();
+        if manifests_broken {
+            if first {
+                for (name, rec) in &self.unclaimed {
+                    warn!(service = %name, pid = rec.pid, "process from a previous upkeep is not in the current set, but the manifests have errors or are changing: left running, unsupervised, until they load");
+                }
+            }
+            return;
+        }
+        for (name, rec) in std::mem::take(&mut self.unclaimed) {
+            self.stop_unconfigured(&name, &rec);
+        }
+    }
+
     /// Stops the process of a record whose service is no longer configured:
     /// adopted through a pidfd (identity checked), the stop signal once to
     /// its group, SIGKILL after the grace, then whatever is left.
@@ -625,7 +678,15 @@ impl Supervisor {
             return;
         }
         warn!(service = %name, pid = rec.pid, "process from a previous upkeep is no longer configured: stopping it");
-        let grace = self.cfg.default_stop_timeout;
+        // A pod removed while upkeep was down stops as it would have while
+        // upkeep ran: its own stop signal and grace (design.md section 5).
+        let (signal, grace) = match self.seeded.get(name) {
+            Some(spec) => (
+                spawn::signal_number(&spec.stop_signal).unwrap_or(libc::SIGTERM),
+                spec.stop_grace,
+            ),
+            None => (libc::SIGTERM, self.cfg.default_stop_timeout),
+        };
         let mut exec = RealExecutor::new(self.env.clone(), name);
         let rec = rec.clone();
         let name = name.to_string();
@@ -643,7 +704,7 @@ impl Supervisor {
                     return;
                 }
             };
-            exec.signal(1, machine::Target::Group, libc::SIGTERM);
+            exec.signal(1, machine::Target::Group, signal);
             if tokio::time::timeout(grace, started.exit).await.is_err() {
                 exec.kill(1, machine::Target::Group);
             }
@@ -792,7 +853,7 @@ impl Supervisor {
                 }
                 self.cfg = cfg;
                 let desired = self.rescan().await;
-                self.apply(desired, &mut BTreeMap::new());
+                self.apply_claiming(desired);
             }
             None => error!("the new configuration is invalid: keeping the running one"),
         }
@@ -817,6 +878,15 @@ impl Supervisor {
                     // `upkeep stop` or `upkeep start` must not undo it.
                     self.ctx.set_hold(&name, held);
                     write_state(&self.ctx);
+                    let holds = self
+                        .ctx
+                        .holds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Err(e) = state::save_holds(&self.cfg.state_dir, &holds) {
+                        error!("cannot save the operator's holds: {e}");
+                    }
                 }
                 let _ = h.tx.send(cmd);
                 ControlReply {
