@@ -657,6 +657,23 @@ impl Supervisor {
             .manifest_errors
             .is_empty()
             || self.settle_rescan.is_some();
+        // A pod whose last good file is gone from a listable directory was
+        // removed, whatever else is broken: stopped as the kubelet would.
+        let removed: Vec<String> = self
+            .unclaimed
+            .keys()
+            .filter(|n| {
+                self.seeded
+                    .get(*n)
+                    .is_some_and(|s| source_removed(&s.source))
+            })
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(rec) = self.unclaimed.remove(&name) {
+                self.stop_unconfigured(&name, &rec);
+            }
+        }
         if manifests_broken {
             if first {
                 for (name, rec) in &self.unclaimed {
@@ -1016,6 +1033,16 @@ fn hold_unsettled(
         }
     }
     wait
+}
+
+/// True when a manifest file no longer exists in a directory that can be
+/// listed: its pod was removed (not hidden by an unreadable directory).
+fn source_removed(file: &Path) -> bool {
+    let listable = file
+        .parent()
+        .is_some_and(|dir| std::fs::read_dir(dir).is_ok());
+    listable
+        && std::fs::symlink_metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// A spec that runs nothing, for acting on a process whose spec is gone.
