@@ -894,8 +894,13 @@ fn signame(sig: i32) -> &'static str {
     }
 }
 
+/// The last `n` lines of upkeep's log, without the warnings every re-list
+/// repeats.
 fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
+    let lines: Vec<&str> = s
+        .lines()
+        .filter(|l| !l.contains(" DEBUG warning: "))
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -994,13 +999,15 @@ fn sigterm_upkeep(d: &mut Daemon) {
     d.wait_exit(Duration::from_secs(15));
 }
 
-/// A pod whose file went away while upkeep was down, at a start-up where
-/// another manifest is broken, is left running (the broken file may be its
-/// own), and stopped once every manifest loads: it used to be forgotten and
-/// run forever, unsupervised.
-#[test]
-fn a_pod_removed_while_upkeep_was_down_is_stopped_once_the_manifests_load() {
-    require_root();
+fn break_file(path: &Path) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(b"  oops: [\n").unwrap();
+}
+
+/// Two pods a and b with upkeep stopped (SIGTERM, on_exit = "keep") after
+/// b.yaml was deleted and a.yaml broken; returns (upkeep, a's pid, b's pid
+/// and start time).
+fn two_pods_b_removed_a_broken_while_down(forget_last_good: bool) -> (Daemon, u32, u32, u64) {
     let mut d = Daemon::prepare(
         FAST,
         &[
@@ -1015,19 +1022,56 @@ fn a_pod_removed_while_upkeep_was_down_is_stopped_once_the_manifests_load() {
     let b_start = start_time(b).unwrap();
     sigterm_upkeep(&mut d);
     std::fs::remove_file(d.manifests.join("b.yaml")).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(d.manifests.join("a.yaml"))
-        .unwrap();
-    f.write_all(b"  oops: [\n").unwrap();
-    drop(f);
+    break_file(&d.manifests.join("a.yaml"));
+    if forget_last_good {
+        std::fs::remove_file(d.state.join("last-good-manifests.json")).unwrap();
+    }
     d.spawn();
-    assert_eq!(d.wait_pid("a", Duration::from_secs(15), |_| true), a);
-    d.write_manifest("a.yaml", &pod("a", "exec sleep 3101", 2));
+    (d, a, b, b_start)
+}
+
+/// A pod whose file was deleted while upkeep was down is stopped at
+/// start-up even while another manifest is broken: its last good version
+/// says which file it came from, and that file is gone.
+#[test]
+fn a_pod_removed_while_upkeep_was_down_is_stopped_while_another_is_broken() {
+    require_root();
+    let (mut d, a, b, b_start) = two_pods_b_removed_a_broken_while_down(false);
     wait_for("b's process to be stopped", Duration::from_secs(15), || {
         (start_time(b) != Some(b_start)).then_some(())
     });
     assert_eq!(d.wait_pid("a", Duration::from_secs(15), |_| true), a);
+    assert!(d.service("b").is_none(), "b is not configured");
+}
+
+/// Without the last good manifests (a lost state directory), a process
+/// nobody claims at a start-up with a broken manifest is left running (the
+/// broken file may be its own) and decided once the manifests load: adopted
+/// if its file is back, else stopped. It used to be forgotten and run
+/// forever, unsupervised.
+#[test]
+fn unclaimed_processes_are_decided_once_the_manifests_load() {
+    require_root();
+    let (mut d, a, b, b_start) = two_pods_b_removed_a_broken_while_down(true);
+    wait_for("a's manifest error", Duration::from_secs(15), || {
+        let (_, h) = d.health();
+        (!h["manifest_errors"].as_array().unwrap().is_empty()).then_some(())
+    });
+    assert!(pid_alive(a), "a was stopped for a broken file");
+    assert_eq!(
+        start_time(b),
+        Some(b_start),
+        "b was stopped while a manifest was broken"
+    );
+    d.write_manifest("a.yaml", &pod("a", "exec sleep 3101", 2));
+    wait_for("b's process to be stopped", Duration::from_secs(15), || {
+        (start_time(b) != Some(b_start)).then_some(())
+    });
+    assert_eq!(
+        d.wait_pid("a", Duration::from_secs(15), |_| true),
+        a,
+        "a was not adopted"
+    );
     assert!(d.service("b").is_none(), "b is not configured");
 }
 
