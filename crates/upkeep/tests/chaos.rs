@@ -297,14 +297,37 @@ struct Chaos {
 }
 
 impl Drop for Chaos {
-    /// Kills the processes the test saw (pid and start time, so a reused
-    /// pid is never hit), however the test ends; the Daemon guard then
-    /// kills upkeep.
+    /// However the test ends: upkeep first (else it restarts what is killed
+    /// next), then every process the test saw (pid and start time, so a
+    /// reused pid is never hit) and whatever is left in this upkeep's
+    /// service cgroups; the Daemon guard then removes the cgroups.
     fn drop(&mut self) {
+        if let Some(mut c) = self.d.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+        let mut left: Vec<u32> = Vec::new();
+        for m in &self.model.svcs {
+            left.extend(self.leaders(m.name));
+        }
         for &(pid, st) in &self.ever {
             if start_time(pid) == Some(st) {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
+        }
+        for pid in left {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        // Wait until they are gone, so the cgroups can be removed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && self
+                .model
+                .svcs
+                .iter()
+                .any(|m| !self.leaders(m.name).is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
