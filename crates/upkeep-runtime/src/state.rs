@@ -143,6 +143,37 @@ pub fn load_last_good(dir: &Path) -> (BTreeMap<PathBuf, String>, Option<String>)
     }
 }
 
+/// The operator's holds (`upkeep stop NAME`), in a file of their own: the
+/// state file is a cache that may be lost (then every process is found again
+/// through its cgroup), an operator's stop is not. Written only when a hold
+/// changes, before `upkeep stop`/`start` is answered.
+pub const HOLDS_FILE: &str = "holds.json";
+
+/// Writes the holds atomically (0600).
+pub fn save_holds(dir: &Path, holds: &BTreeSet<String>) -> io::Result<()> {
+    let json = serde_json::to_vec(holds)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{HOLDS_FILE}: {e}")))?;
+    write_atomic(dir, HOLDS_FILE, &json)
+}
+
+/// Reads the holds: `None` when the file does not exist (an upkeep that
+/// kept them only in the state file), with the reason when it is
+/// unreadable or corrupt (then also `None`).
+pub fn load_holds(dir: &Path) -> (Option<BTreeSet<String>>, Option<String>) {
+    let path = dir.join(HOLDS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(h) => (Some(h), None),
+            Err(e) => (
+                None,
+                Some(format!("{}: not valid ({e}); ignored", path.display())),
+            ),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
+        Err(e) => (None, Some(format!("{}: {e}; ignored", path.display()))),
+    }
+}
+
 /// Writes `<dir>/state.json` atomically (0600).
 pub fn save(dir: &Path, state: &StateFile) -> io::Result<()> {
     let mut json = serde_json::to_vec_pretty(state)

@@ -148,6 +148,15 @@ pub struct Supervisor {
     saved_last_good: BTreeMap<PathBuf, String>,
     /// How the manifests are scanned (tests inject failures).
     scan_fn: fn(&Config) -> manifest::DirScan,
+    /// The specs an earlier upkeep ran, from its saved last good manifests:
+    /// how to stop a pod whose file went away while upkeep was down (its
+    /// stop signal and grace, not the host-service default).
+    seeded: BTreeMap<String, ServiceSpec>,
+    /// Live processes of an earlier upkeep that no service claimed at
+    /// start-up while some manifest was broken or settling (it may be
+    /// theirs): adopted if their service comes back, stopped once the
+    /// manifests load cleanly and still nothing claims them.
+    unclaimed: BTreeMap<String, ServiceRecord>,
 }
 
 impl Supervisor {
@@ -202,6 +211,8 @@ impl Supervisor {
             settle_rescan: None,
             saved_last_good: BTreeMap::new(),
             scan_fn: manifest::scan,
+            seeded: BTreeMap::new(),
+            unclaimed: BTreeMap::new(),
         }
     }
 
@@ -218,12 +229,6 @@ impl Supervisor {
         let mut records = match state::load(&self.cfg.state_dir) {
             Ok(Some(f)) => {
                 *self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner()) = f.held.clone();
-                if !f.held.is_empty() {
-                    info!(
-                        "held by the operator (upkeep stop), kept stopped until upkeep start: {}",
-                        f.held.iter().cloned().collect::<Vec<_>>().join(", ")
-                    );
-                }
                 let now = state::boot_id();
                 if !f.boot_id.is_empty() && !now.is_empty() && f.boot_id != now {
                     info!(
@@ -240,6 +245,24 @@ impl Supervisor {
                 BTreeMap::new()
             }
         };
+        // The holds file outlives a lost state file; without one (an older
+        // upkeep), the holds in the state file count.
+        let (holds, problem) = state::load_holds(&self.cfg.state_dir);
+        if let Some(p) = problem {
+            warn!("{p}");
+        }
+        if let Some(h) = holds {
+            *self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner()) = h;
+        }
+        {
+            let held = self.ctx.holds.lock().unwrap_or_else(|p| p.into_inner());
+            if !held.is_empty() {
+                info!(
+                    "held by the operator (upkeep stop), kept stopped until upkeep start: {}",
+                    held.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         self.seed_last_good();
 
         // Initial desired set.
@@ -247,25 +270,10 @@ impl Supervisor {
         let mut watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
         let desired = self.rescan().await;
         self.apply(desired, &mut records);
-        // Records of services that are no longer wanted: stop their processes.
-        let manifests_broken = !self
-            .ctx
-            .shared
-            .snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .manifest_errors
-            .is_empty()
-            || self.settle_rescan.is_some();
-        for (name, rec) in std::mem::take(&mut records) {
-            if manifests_broken && rec.still_alive() {
-                // Its manifest may be the one that is broken, unreadable or
-                // still being written: never stop a process for that.
-                warn!(service = %name, pid = rec.pid, "process from a previous upkeep is not in the current set, but the manifests have errors or are changing: left running, unsupervised, until they load");
-                continue;
-            }
-            self.stop_unconfigured(&name, &rec);
-        }
+        // Records of services that are no longer wanted: stop their
+        // processes, unless a manifest is broken or settling (then later).
+        self.unclaimed = std::mem::take(&mut records);
+        self.settle_unclaimed(true);
         // /health says "starting" until every service has been adopted or
         // started once: a half-filled list must not read as healthy.
         self.wait_initial_publish().await;
@@ -307,7 +315,7 @@ impl Supervisor {
                     rescan_at = None;
                     self.settle_rescan = None;
                     let desired = self.rescan().await;
-                    self.apply(desired, &mut BTreeMap::new());
+                    self.apply_claiming(desired);
                 }
                 _ = relist.tick() => {
                     self.beat();
@@ -316,7 +324,7 @@ impl Supervisor {
                         watcher = ManifestWatcher::new(&self.cfg.manifests, watch_tx.clone());
                     }
                     let desired = self.rescan().await;
-                    self.apply(desired, &mut BTreeMap::new());
+                    self.apply_claiming(desired);
                 }
                 Some((req, reply)) = self.control.recv() => {
                     let r = self.control_request(req);
@@ -359,6 +367,15 @@ impl Supervisor {
                     // `upkeep stop` or `upkeep start` must not undo it.
                     self.ctx.set_hold(&name, held);
                     write_state(&self.ctx);
+                    let holds = self
+                        .ctx
+                        .holds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Err(e) = state::save_holds(&self.cfg.state_dir, &holds) {
+                        error!("cannot save the operator's holds: {e}");
+                    }
                 }
                 let _ = h.tx.send(cmd);
                 ControlReply {

@@ -115,7 +115,12 @@ impl Supervisor {
                 continue;
             }
             match manifest::parse(text.as_bytes(), path, &self.cfg) {
-                manifest::FileOutcome::Pod(pod) => pods.push(pod),
+                manifest::FileOutcome::Pod(pod) => {
+                    for s in &pod.services {
+                        self.seeded.insert(s.name.clone(), s.clone());
+                    }
+                    pods.push(pod)
+                }
                 _ => warn!(
                     "the saved last good version of {} no longer loads: not kept",
                     path.display()
@@ -206,6 +211,63 @@ impl Supervisor {
         }
     }
 
+    /// [`Supervisor::apply`] after the start-up: a process left unclaimed
+    /// at start-up is adopted if its service is wanted again.
+    pub(super) fn apply_claiming(&mut self, desired: Option<Vec<ServiceSpec>>) {
+        let mut records = std::mem::take(&mut self.unclaimed);
+        self.apply(desired, &mut records);
+        self.unclaimed = records;
+        self.settle_unclaimed(false);
+    }
+
+    /// Decides the unclaimed processes: while some manifest is broken or
+    /// settling they are left running (the broken file may be theirs: never
+    /// stop a process for that); once every manifest loads, no service
+    /// wants them, so they are stopped.
+    pub(super) fn settle_unclaimed(&mut self, first: bool) {
+        self.unclaimed.retain(|_, rec| rec.still_alive());
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let manifests_broken = !self
+            .ctx
+            .shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifest_errors
+            .is_empty()
+            || self.settle_rescan.is_some();
+        // A pod whose last good file is gone from a listable directory was
+        // removed, whatever else is broken: stopped as the kubelet would.
+        let removed: Vec<String> = self
+            .unclaimed
+            .keys()
+            .filter(|n| {
+                self.seeded
+                    .get(*n)
+                    .is_some_and(|s| source_removed(&s.source))
+            })
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(rec) = self.unclaimed.remove(&name) {
+                self.stop_unconfigured(&name, &rec);
+            }
+        }
+        if manifests_broken {
+            if first {
+                for (name, rec) in &self.unclaimed {
+                    warn!(service = %name, pid = rec.pid, "process from a previous upkeep is not in the current set, but the manifests have errors or are changing: left running, unsupervised, until they load");
+                }
+            }
+            return;
+        }
+        for (name, rec) in std::mem::take(&mut self.unclaimed) {
+            self.stop_unconfigured(&name, &rec);
+        }
+    }
+
     /// Stops the process of a record whose service is no longer configured:
     /// adopted through a pidfd (identity checked), the stop signal once to
     /// its group, SIGKILL after the grace, then whatever is left.
@@ -214,7 +276,15 @@ impl Supervisor {
             return;
         }
         warn!(service = %name, pid = rec.pid, "process from a previous upkeep is no longer configured: stopping it");
-        let grace = self.cfg.default_stop_timeout;
+        // A pod removed while upkeep was down stops as it would have while
+        // upkeep ran: its own stop signal and grace (design.md section 5).
+        let (signal, grace) = match self.seeded.get(name) {
+            Some(spec) => (
+                spawn::signal_number(&spec.stop_signal).unwrap_or(libc::SIGTERM),
+                spec.stop_grace,
+            ),
+            None => (libc::SIGTERM, self.cfg.default_stop_timeout),
+        };
         let mut exec = RealExecutor::new(self.env.clone(), name);
         let rec = rec.clone();
         let name = name.to_string();
@@ -232,7 +302,7 @@ impl Supervisor {
                     return;
                 }
             };
-            exec.signal(1, machine::Target::Group, libc::SIGTERM);
+            exec.signal(1, machine::Target::Group, signal);
             if tokio::time::timeout(grace, started.exit).await.is_err() {
                 exec.kill(1, machine::Target::Group);
             }
@@ -353,7 +423,7 @@ impl Supervisor {
                 }
                 self.cfg = cfg;
                 let desired = self.rescan().await;
-                self.apply(desired, &mut BTreeMap::new());
+                self.apply_claiming(desired);
             }
             None => error!("the new configuration is invalid: keeping the running one"),
         }
@@ -391,6 +461,16 @@ pub(super) fn hold_unsettled(
         }
     }
     wait
+}
+
+/// True when a manifest file no longer exists in a directory that can be
+/// listed: its pod was removed (not hidden by an unreadable directory).
+fn source_removed(file: &Path) -> bool {
+    let listable = file
+        .parent()
+        .is_some_and(|dir| std::fs::read_dir(dir).is_ok());
+    listable
+        && std::fs::symlink_metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]
