@@ -314,6 +314,11 @@ fn cell_str(v: &Value) -> String {
 }
 
 fn last_exit_cell(v: &Value) -> String {
+    if let Some(r) = v.get("reason").and_then(Value::as_str) {
+        if r == "OOMKilled" {
+            return r.into();
+        }
+    }
     if let Some(sig) = v.get("signal").and_then(Value::as_str) {
         return printable(sig);
     }

@@ -83,7 +83,7 @@ async fn health_is_503_degraded_with_exactly_the_contract_fields() {
         if !s["last_exit"].is_null() {
             assert_eq!(
                 keys(&s["last_exit"]),
-                BTreeSet::from(["code", "signal", "at"])
+                BTreeSet::from(["code", "signal", "reason", "at"])
             );
         }
     }

@@ -13,5 +13,6 @@ pub mod exit;
 pub mod machine;
 pub mod probe;
 pub mod snapshot;
+pub mod usage;
 
 pub use exit::ExitStatus;

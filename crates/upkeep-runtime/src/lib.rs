@@ -29,4 +29,5 @@ pub mod signal;
 pub mod spawn;
 pub mod state;
 pub mod supervisor;
+pub mod usage;
 pub mod volumes;

@@ -41,6 +41,8 @@ struct Proc {
     /// process that runs, not the spec that is wanted).
     spec_hash: String,
     exec_hash: String,
+    /// The memory cgroup's OOM kill count before it started (OOMKilled).
+    oom_kills: Option<u64>,
 }
 
 /// How an actor begins.
@@ -126,6 +128,8 @@ pub(super) struct Actor {
     spawn_failures: u32,
     /// When "start failed" was last logged.
     spawn_failure_logged: Option<tokio::time::Instant>,
+    /// The kubelet's reason for the last exit (`OOMKilled`, `Error`...).
+    last_exit_reason: Option<String>,
 }
 
 fn now_std() -> Instant {
@@ -153,6 +157,7 @@ impl Actor {
             live: true,
             spawn_failures: 0,
             spawn_failure_logged: None,
+            last_exit_reason: None,
         }
     }
 
@@ -336,6 +341,8 @@ impl Actor {
 
     /// Starts generation `gen` from the current spec.
     fn spawn(&mut self, gen: Gen) -> Event {
+        // A memory cgroup made by this spawn has counted no OOM kill yet.
+        let oom_kills = Some(self.oom_kills().unwrap_or(0));
         match self.exec.spawn(&self.spec, gen) {
             Ok(started) => {
                 let pid = started.pid;
@@ -349,6 +356,7 @@ impl Actor {
                     cgroup: started.cgroup,
                     spec_hash: self.spec.hash.clone(),
                     exec_hash: upkeep_spec::hash::exec_hash(&self.spec),
+                    oom_kills,
                 });
                 if let Some((status, _)) = &self.state.last_exit {
                     if let Some(line) = self.crashlog.on_restart(now_std(), status) {
@@ -410,6 +418,7 @@ impl Actor {
                     cgroup: started.cgroup,
                     spec_hash: rec.spec_hash.clone(),
                     exec_hash: rec.exec_hash.clone(),
+                    oom_kills: self.oom_kills(),
                 });
                 info!(
                     service = self.name(),
@@ -501,11 +510,32 @@ impl Actor {
             .filter(|p| p.gen == gen)
             .map(|p| p.started.elapsed())
             .unwrap_or(Duration::MAX);
+        let oom_before = self
+            .proc
+            .as_ref()
+            .filter(|p| p.gen == gen)
+            .and_then(|p| p.oom_kills);
         if self.proc.as_ref().is_some_and(|p| p.gen == gen) {
             self.proc = None;
             self.ctx.record(&self.spec.name, None);
         }
-        *self.exits.entry(status.reason()).or_default() += 1;
+        let oom = status.may_be_oom_kill()
+            && matches!((oom_before, self.oom_kills()), (Some(a), Some(b)) if b > a);
+        self.last_exit_reason = if oom {
+            warn!(
+                service = self.name(),
+                "killed by the kernel for its memory limit (OOMKilled)"
+            );
+            Some(upkeep_core::exit::OOM_KILLED.to_string())
+        } else {
+            status.kubelet_reason().map(str::to_string)
+        };
+        let label = if oom {
+            upkeep_core::exit::OOM_KILLED.to_string()
+        } else {
+            status.reason()
+        };
+        *self.exits.entry(label).or_default() += 1;
         let requested = matches!(self.state.phase, Phase::Stopping { .. });
         match self.crashlog.on_exit(now_std(), &status, requested) {
             Some(l) if l.warn => warn!(service = self.name(), "{}", l.text),
@@ -513,6 +543,11 @@ impl Actor {
             None => {}
         }
         self.feed(Event::Exited { gen, status, ran });
+    }
+
+    /// The OOM kill count of the service's memory cgroup, if it has one.
+    fn oom_kills(&self) -> Option<u64> {
+        self.ctx.shared.usage.get()?.oom_kills(&self.spec.name)
     }
 
     fn update(&mut self, spec: ServiceSpec) {
@@ -608,6 +643,10 @@ impl Actor {
         st.last_exit = self.state.last_exit.as_ref().map(|(s, at)| LastExit {
             code: s.code(),
             signal: s.signal().map(|n| signal_name(n).to_string()),
+            reason: self
+                .last_exit_reason
+                .clone()
+                .or_else(|| s.kubelet_reason().map(str::to_string)),
             at: rfc3339(to_wall(*at)),
         });
         st.next_start_at = match self.state.phase {
@@ -630,6 +669,19 @@ impl Actor {
             _ => None,
         };
         st.start_time = self.proc.as_ref().map(|p| p.started_wall);
+        st.cgroup = self.proc.as_ref().and_then(|p| p.cgroup.clone());
+        st.pod_labels = match &self.spec.origin {
+            Origin::StaticPod {
+                pod,
+                namespace,
+                container,
+            } => Some(upkeep_core::usage::PodLabels {
+                pod: pod.clone(),
+                namespace: namespace.clone(),
+                container: container.clone(),
+            }),
+            Origin::HostService => None,
+        };
         st.exits = self.exits.clone();
         st.probe_failures = self.probe_failures.clone();
         st.probe_durations = self.probe_durations.clone();

@@ -208,6 +208,11 @@ impl Supervisor {
                 }
             },
         };
+        // Resource usage for /metrics and the control socket (issue 14).
+        let _ = opts.shared.usage.set(Arc::new(crate::usage::HostUsage::new(
+            env.cgroup_root.as_ref(),
+            &opts.config.node_name,
+        )));
         let ctx = Arc::new(Ctx {
             shared: opts.shared,
             ready_tx,
