@@ -92,6 +92,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Refresh the table in place every 2 s (like `watch kubectl top`).
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Print a service's captured output.
     Logs {

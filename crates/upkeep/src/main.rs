@@ -51,7 +51,8 @@ fn main() {
             name,
             paths,
             output,
-        } => client::status(&paths, name.as_deref(), output),
+            watch,
+        } => client::status(&paths, name.as_deref(), output, watch),
         Command::Logs {
             name,
             follow,

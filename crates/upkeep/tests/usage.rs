@@ -113,6 +113,33 @@ fn cpu_and_memory_of_a_static_pod_match_the_kernel() {
     );
     let rss = rss_kib(apid) as f64 * 1024.0;
     assert!(ws >= 90e6, "working set {ws}, rss {rss}");
+
+    // `upkeep status` shows both, like `kubectl top`: the burner near a core.
+    let out = d.client(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (cpu_col, mem_col) = (col("CPU"), col("MEMORY"));
+    let row = |svc: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(svc))
+            .unwrap_or_else(|| panic!("no row for {svc}:\n{text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let b = row(&burner);
+    let millis: f64 = b[cpu_col]
+        .trim_end_matches('m')
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"));
+    assert!(millis >= 100.0, "burner CPU {millis}m:\n{text}");
+    let a = row(&alloc);
+    let mib: f64 = a[mem_col]
+        .trim_end_matches("Mi")
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"));
+    assert!(mib >= 85.0, "allocator memory {mib}Mi:\n{text}");
 }
 
 #[test]
