@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod control;
 pub mod crashlog;
+pub mod events;
 pub mod exit;
 pub mod machine;
 pub mod probe;

@@ -233,4 +233,7 @@ pub struct Shared {
     /// Reads services' resource usage at scrape time (set once by the
     /// supervisor; unset in tests that build snapshots by hand).
     pub usage: std::sync::OnceLock<std::sync::Arc<dyn crate::usage::UsageReader>>,
+    /// Records services' events (set once by the supervisor; unset in tests
+    /// that build snapshots by hand).
+    pub events: std::sync::OnceLock<std::sync::Arc<dyn crate::events::EventSink>>,
 }

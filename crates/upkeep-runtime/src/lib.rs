@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod events;
 pub mod executor;
 pub mod lock;
 pub mod logs;

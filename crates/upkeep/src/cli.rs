@@ -110,6 +110,30 @@ pub enum Command {
         #[command(flatten)]
         paths: Paths,
     },
+    /// What happened to the services (starts, exits, OOM kills, probe
+    /// transitions, restarts and why, operator actions), newest last.
+    Events {
+        /// Only this service.
+        name: Option<String>,
+        /// Keep printing new events.
+        #[arg(long, short)]
+        follow: bool,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Everything about one service: state, cgroup, limits and usage,
+    /// probes, the last exits with their output, recent events. No argv or env.
+    Describe {
+        /// Service name.
+        name: String,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+    },
     /// Stop a service (full grace) and start it again.
     Restart {
         /// Service name.

@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod describe;
 mod load;
 mod logging;
 mod render;
@@ -53,6 +54,13 @@ fn main() {
             output,
             watch,
         } => client::status(&paths, name.as_deref(), output, watch),
+        Command::Events {
+            name,
+            follow,
+            paths,
+            output,
+        } => describe::events(&paths, name.as_deref(), follow, output),
+        Command::Describe { name, paths } => describe::describe(&paths, &name),
         Command::Logs {
             name,
             follow,

@@ -226,7 +226,10 @@ impl Actor {
                         return;
                     };
                     match cmd {
-                        Cmd::Event(ev) => self.feed(ev),
+                        Cmd::Event(ev) => {
+                            self.operator_event(&ev);
+                            self.feed(ev)
+                        }
                         Cmd::Update(spec) => self.update(*spec),
                         Cmd::Remove => {
                             ending = true;
@@ -364,6 +367,7 @@ impl Actor {
                     }
                 }
                 debug!(service = self.name(), pid, gen, "started");
+                self.event("Started", &format!("started, pid {pid}"), false);
                 Event::Spawned { gen, pid }
             }
             Err(error) => {
@@ -387,6 +391,7 @@ impl Actor {
                     self.spawn_failure_logged = Some(now);
                     self.spawn_failures = 0;
                 }
+                self.event("FailedStart", &format!("start failed: {error}"), false);
                 Event::SpawnFailed {
                     gen,
                     error: error.to_string(),
@@ -424,6 +429,11 @@ impl Actor {
                     service = self.name(),
                     pid = rec.pid,
                     "adopted running process"
+                );
+                self.event(
+                    "Adopted",
+                    &format!("adopted pid {} left running by an earlier upkeep", rec.pid),
+                    false,
                 );
                 if !current {
                     info!(
@@ -477,6 +487,11 @@ impl Actor {
                     service = self.name(),
                     "startup probe failed: {why}; restarting"
                 );
+                self.event(
+                    "Unhealthy",
+                    &format!("startup probe failed: {why}; restarting"),
+                    false,
+                );
                 self.feed(Event::ProbeFailed {
                     gen,
                     probe: ProbeKill::Startup,
@@ -489,6 +504,11 @@ impl Actor {
                     service = self.name(),
                     "liveness probe failed: {why}; restarting"
                 );
+                self.event(
+                    "Unhealthy",
+                    &format!("liveness probe failed: {why}; restarting"),
+                    false,
+                );
                 self.feed(Event::ProbeFailed {
                     gen,
                     probe: ProbeKill::Liveness,
@@ -496,7 +516,17 @@ impl Actor {
                 });
             }
             (ProbeKind::Liveness, Some(true)) => self.live = true,
-            (ProbeKind::Readiness, Some(ready)) => self.feed(Event::Readiness { gen, ready, why }),
+            (ProbeKind::Readiness, Some(ready)) => {
+                // Once per transition, like the kubelet's probe events.
+                if ready {
+                    info!(service = self.name(), "readiness probe passed: ready");
+                    self.event("Ready", "readiness probe passed", false);
+                } else {
+                    warn!(service = self.name(), "readiness probe failed: {why}");
+                    self.event("NotReady", &format!("readiness probe failed: {why}"), false);
+                }
+                self.feed(Event::Readiness { gen, ready, why })
+            }
             _ => {}
         }
         self.publish();
@@ -543,6 +573,31 @@ impl Actor {
             None => {}
         }
         self.feed(Event::Exited { gen, status, ran });
+        let what = if self.state.message.is_empty() {
+            status.to_string()
+        } else {
+            self.state.message.clone()
+        };
+        let reason = if oom { "OOMKilled" } else { "Exited" };
+        self.event(reason, &what, true);
+    }
+
+    /// Records an event of this service (no-op without an event log).
+    fn event(&self, reason: &str, message: &str, with_output: bool) {
+        if let Some(log) = self.ctx.shared.events.get() {
+            log.record(&self.spec.name, reason, message, with_output);
+        }
+    }
+
+    /// Records an operator's command from the control socket.
+    fn operator_event(&self, ev: &Event) {
+        let what = match ev {
+            Event::Restart => "restart requested by the operator",
+            Event::Hold => "stop requested by the operator",
+            Event::Release => "start requested by the operator",
+            _ => return,
+        };
+        self.event("Operator", what, false);
     }
 
     /// The OOM kill count of the service's memory cgroup, if it has one.
@@ -571,6 +626,11 @@ impl Actor {
             info!(
                 service = self.name(),
                 "spec changed: replacing the process with the new spec"
+            );
+            self.event(
+                "SpecChanged",
+                "spec changed: replacing the process with the new spec",
+                false,
             );
             self.feed(Event::SpecChanged);
         }
