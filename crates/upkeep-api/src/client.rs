@@ -25,7 +25,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No socket file: the daemon is not running (or uses another state dir).
-    #[error("upkeep is not running (no control socket at {})", path.display())]
+    #[error("upkeep is not running (no control socket at {}); if it runs with another config or state directory, pass the daemon's --config or --state-dir", path.display())]
     NotRunning {
         /// The socket path tried.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum ClientError {
         path: PathBuf,
     },
     /// The HTTP listener could not be reached.
-    #[error("cannot reach upkeep at {addr}: {source} (is it running, and is --listen right?)")]
+    #[error("cannot reach upkeep at {addr}: {source} (is it running? if it listens elsewhere, pass the daemon's --config or --listen)")]
     Unreachable {
         /// The address tried.
         addr: String,

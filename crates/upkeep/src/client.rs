@@ -203,6 +203,23 @@ pub fn logs(paths: &Paths, name: &str, follow: bool, lines: usize) -> i32 {
                 println!("{l}");
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Not a service, or one that never wrote: say which names exist.
+            let loaded = crate::load::load_all(paths);
+            if loaded.services.iter().any(|s| s.name == name) {
+                eprintln!(
+                    "upkeep: {name} has no output yet ({} does not exist)",
+                    path.display()
+                );
+            } else {
+                let known: Vec<&str> = loaded.services.iter().map(|s| s.name.as_str()).collect();
+                eprintln!(
+                    "upkeep: no service named {name:?} (known: {})",
+                    known.join(", ")
+                );
+            }
+            return 1;
+        }
         Err(e) => {
             eprintln!("upkeep: cannot read {}: {e}", path.display());
             return 1;

@@ -117,6 +117,14 @@ fn operator_actions_are_events_and_stop_on_stopped_says_so() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "steady: already stopped"
     );
+    // `logs` of an unknown name lists the known ones.
+    let out = d.client(&["logs", "nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("no service named \"nosuch\" (known: steady)"),
+        "{err}"
+    );
     let ev = wait_for("the operator event", Duration::from_secs(10), || {
         let ev = events_json(&d, "steady");
         has(&ev, "Operator").then_some(ev)
@@ -125,5 +133,21 @@ fn operator_actions_are_events_and_stop_on_stopped_says_so() {
         ev.iter()
             .any(|e| e["message"] == "stop requested by the operator"),
         "{ev:?}"
+    );
+}
+
+#[test]
+fn a_client_that_cannot_find_the_daemon_says_how_to_point_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["restart", "x", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pass the daemon's --config or --state-dir"),
+        "{err}"
     );
 }
