@@ -42,8 +42,9 @@ fn main() {
             match daemon::run(&paths) {
                 Ok(()) => 0,
                 Err(e) => {
+                    // Once: the log goes to stderr already (and so to the
+                    // journal under systemd).
                     tracing::error!("{e:#}");
-                    eprintln!("upkeep: {e:#}");
                     1
                 }
             }

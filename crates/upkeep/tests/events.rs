@@ -135,19 +135,3 @@ fn operator_actions_are_events_and_stop_on_stopped_says_so() {
         "{ev:?}"
     );
 }
-
-#[test]
-fn a_client_that_cannot_find_the_daemon_says_how_to_point_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["restart", "x", "--state-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("pass the daemon's --config or --state-dir"),
-        "{err}"
-    );
-}
