@@ -44,3 +44,40 @@ fn a_port_in_use_is_reported_once() {
         "the port error is not said exactly once:\n{err}"
     );
 }
+
+#[test]
+fn check_reports_a_cycle_and_an_unknown_key_together() {
+    let d = Daemon::prepare(
+        "[services.a]\ncommand = [\"/bin/true\"]\nafter = [\"b\"]\nbogus = 1\n\n[services.b]\ncommand = [\"/bin/true\"]\nafter = [\"a\"]\n",
+        &[],
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("services.a.bogus: unknown key"), "{err}");
+    assert!(err.contains("dependency cycle: a -> b -> a"), "{err}");
+}
+
+#[test]
+fn render_text_prints_config_words() {
+    let d = Daemon::prepare(
+        "[services.a]\ncommand = [\"/bin/true\"]\nrestart = \"on-failure\"\n",
+        &[],
+    );
+    let out = Command::new(bin())
+        .args(["render", "a", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("restart:      on-failure"), "{text}");
+    assert!(text.contains("log:          file"), "{text}");
+    assert!(
+        !text.contains("OnFailure") && !text.contains("File"),
+        "{text}"
+    );
+}
