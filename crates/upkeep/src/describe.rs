@@ -221,7 +221,7 @@ pub fn describe_text(
         let _ = writeln!(o, "  (none: no running process, or /metrics unreachable)");
     }
     for (k, v) in usage {
-        let _ = writeln!(o, "  {k:<28} {v}");
+        let _ = writeln!(o, "  {k:<48} {v}");
     }
     let _ = writeln!(o, "Probes:");
     let last_probe = |kind: &str| {

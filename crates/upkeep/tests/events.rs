@@ -135,3 +135,50 @@ fn operator_actions_are_events_and_stop_on_stopped_says_so() {
         "{ev:?}"
     );
 }
+
+#[test]
+fn a_readiness_flip_is_logged_once_and_its_message_cleared() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("ok");
+    std::fs::write(&ok, "").unwrap();
+    let config = format!(
+        "[services.web]\ncommand = [\"/bin/sleep\", \"1000\"]\nreadiness = {{ exec = [\"/bin/sh\", \"-c\", \"test -f {} || {{ echo 'not ok: no file'; exit 1; }}\"], period = \"200ms\" }}\n",
+        ok.display()
+    );
+    let mut d = Daemon::start(&config, &[]);
+    d.wait_service("web", Duration::from_secs(10), "ready", |s| {
+        s["ready"] == true
+    });
+    std::fs::remove_file(&ok).unwrap();
+    let s = d.wait_service("web", Duration::from_secs(10), "not ready", |s| {
+        s["ready"] == false
+    });
+    let msg = s["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("readiness probe failed: exit code 1: not ok: no file"),
+        "{s}"
+    );
+    // Many failing runs (200 ms apart), one log line and one event.
+    wait_for("more failing runs", Duration::from_secs(10), || {
+        let (_, m) = http_get(d.port, "/metrics")?;
+        m.lines()
+            .find(|l| l.starts_with("upkeep_probe_failures_total{") && l.contains("readiness"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|n| *n >= 5.0)
+    });
+    let err = d.stderr();
+    assert_eq!(
+        err.matches("readiness probe failed").count(),
+        1,
+        "not once per transition:\n{err}"
+    );
+    std::fs::write(&ok, "").unwrap();
+    let s = d.wait_service("web", Duration::from_secs(10), "ready again", |s| {
+        s["ready"] == true
+    });
+    assert_eq!(s["message"], "", "{s}");
+    let ev = events_json(&d, "web");
+    let reasons: Vec<&str> = ev.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, ["Started", "Ready", "NotReady", "Ready"], "{ev:?}");
+}

@@ -519,8 +519,12 @@ impl Actor {
             (ProbeKind::Readiness, Some(ready)) => {
                 // Once per transition, like the kubelet's probe events.
                 if ready {
-                    info!(service = self.name(), "readiness probe passed: ready");
-                    self.event("Ready", "readiness probe passed", false);
+                    if self.spec.probes.readiness.is_some() {
+                        info!(service = self.name(), "readiness probe passed: ready");
+                        self.event("Ready", "readiness probe passed", false);
+                    } else {
+                        self.event("Ready", "started (no readiness probe)", false);
+                    }
                 } else {
                     warn!(service = self.name(), "readiness probe failed: {why}");
                     self.event("NotReady", &format!("readiness probe failed: {why}"), false);
