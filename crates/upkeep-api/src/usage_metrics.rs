@@ -7,7 +7,8 @@ use crate::metrics::{counter, descs, family, gauge, unix_seconds, Def};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 use upkeep_core::snapshot::Shared;
 use upkeep_core::usage::{PodLabels, Pressure, Usage, UsageReader};
 
@@ -198,10 +199,15 @@ pub fn usage_families(rows: &[(Target, Usage)], node_name: &str) -> Vec<MetricFa
         .collect()
 }
 
-/// Reads every running service's usage at scrape time.
+/// Scrapes this close together share one read of the usage files.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Reads every running service's usage at scrape time (a scrape within
+/// [`MAX_AGE`] of the last read reuses it).
 pub struct UsageCollector {
     shared: Arc<Shared>,
     descs: Vec<Desc>,
+    last: Mutex<Option<(Instant, Vec<MetricFamily>)>>,
 }
 
 impl UsageCollector {
@@ -210,6 +216,7 @@ impl UsageCollector {
         UsageCollector {
             shared,
             descs: descs(&DEFS),
+            last: Mutex::new(None),
         }
     }
 }
@@ -249,6 +256,13 @@ impl Collector for UsageCollector {
         let Some(reader) = self.shared.usage.get() else {
             return Vec::new();
         };
+        // Held while reading: concurrent scrapes wait for one read.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, fams)) = last.as_ref() {
+            if at.elapsed() < MAX_AGE {
+                return fams.clone();
+            }
+        }
         let rows: Vec<(Target, Usage)> = targets(&self.shared)
             .into_iter()
             .map(|t| {
@@ -256,7 +270,9 @@ impl Collector for UsageCollector {
                 (t, u)
             })
             .collect();
-        usage_families(&rows, reader.node_name())
+        let fams = usage_families(&rows, reader.node_name());
+        *last = Some((Instant::now(), fams.clone()));
+        fams
     }
 }
 

@@ -30,6 +30,7 @@ pub struct HostUsage {
     v1_memory_dir: Option<PathBuf>,
     node_name: String,
     ticks_per_second: f64,
+    page_size: u64,
 }
 
 impl HostUsage {
@@ -50,7 +51,12 @@ impl HostUsage {
             (Some(r), Some(p)) => r.layout().v1.get("memory").map(|m| m.join(p)),
             _ => None,
         };
+        let page_size = match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+            Ok(Some(p)) if p > 0 => p as u64,
+            _ => 4096,
+        };
         HostUsage {
+            page_size,
             v2_mount,
             v2_dir,
             v1_memory_dir,
@@ -139,6 +145,12 @@ pub fn proc_value(text: &str, key: &str) -> Option<u64> {
     }
 }
 
+/// `(resident, shared)` pages from `/proc/PID/statm`.
+pub fn parse_statm(text: &str) -> Option<(u64, u64)> {
+    let mut w = text.split_whitespace().skip(1);
+    Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+}
+
 /// utime + stime (clock ticks) from `/proc/PID/stat` (fields counted from
 /// the last `)`, as the command name may hold spaces).
 pub fn proc_cpu_ticks(stat: &str) -> Option<u64> {
@@ -211,15 +223,20 @@ impl UsageReader for HostUsage {
         } else if pid.is_some() {
             let (mut ws, mut rss) = (0u64, 0u64);
             for p in procs() {
-                if let Some(s) = read(Path::new(&format!("/proc/{p}/status"))) {
-                    ws = ws.saturating_add(proc_value(&s, "VmRSS").unwrap_or(0));
-                    rss = rss.saturating_add(proc_value(&s, "RssAnon").unwrap_or(0));
+                // statm: far cheaper for the kernel to print than status.
+                if let Some((res, shared)) =
+                    read(Path::new(&format!("/proc/{p}/statm"))).and_then(|s| parse_statm(&s))
+                {
+                    ws = ws.saturating_add(res.saturating_mul(self.page_size));
+                    rss = rss
+                        .saturating_add(res.saturating_sub(shared).saturating_mul(self.page_size));
                 }
             }
             u.memory_working_set_bytes = Some(ws);
             u.memory_rss_bytes = Some(rss);
-            u.sources
-                .push("memory: /proc/PID/status of its processes (VmRSS, RssAnon)".into());
+            u.sources.push(
+                "memory: /proc/PID/statm of its processes (resident, resident - shared)".into(),
+            );
         }
 
         // Storage I/O.
@@ -312,6 +329,7 @@ mod tests {
         let io = "rchar: 1\nwchar: 2\nread_bytes: 4096\nwrite_bytes: 8192\n";
         assert_eq!(proc_value(io, "read_bytes"), Some(4096));
         assert_eq!(proc_value(io, "write_bytes"), Some(8192));
+        assert_eq!(parse_statm("2000 300 100 10 0 500 0\n"), Some((300, 100)));
         let stat = "42 (a (b) c) R 1 42 42 0 -1 0 0 0 0 0 250 75 0 0 20 0 1 0 100 0 0";
         assert_eq!(proc_cpu_ticks(stat), Some(325));
     }
