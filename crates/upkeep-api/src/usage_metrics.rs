@@ -200,7 +200,7 @@ pub fn usage_families(rows: &[(Target, Usage)], node_name: &str) -> Vec<MetricFa
 }
 
 /// Scrapes this close together share one read of the usage files.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
+pub const MAX_AGE: Duration = Duration::from_millis(250);
 
 /// Reads every running service's usage at scrape time (a scrape within
 /// [`MAX_AGE`] of the last read reuses it).

@@ -19,8 +19,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// How long `status` watches CPU use for its CPU column.
-const CPU_WINDOW: Duration = Duration::from_millis(500);
+/// How long `status` watches CPU use for its CPU column (more than
+/// `usage_metrics::MAX_AGE`, so that the two reads are two).
+const CPU_WINDOW: Duration = Duration::from_millis(600);
 /// How often `status -w` refreshes.
 const WATCH_PERIOD: Duration = Duration::from_secs(2);
 
