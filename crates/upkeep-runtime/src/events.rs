@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 use upkeep_core::events::{Event, EventSink};
+use upkeep_core::snapshot::ManifestError;
 
 /// Events kept per service.
 pub const BOUND: usize = 100;
@@ -159,6 +160,38 @@ impl EventSink for EventLog {
     }
 }
 
+/// The events of a change in the manifest errors, as (file, reason,
+/// message): `ManifestError` for each error that is new, `ManifestFixed` for
+/// each file that had errors and has none now. The file path stands for the
+/// service (`upkeep events` lists them with the services).
+pub fn manifest_changes(
+    before: &[ManifestError],
+    after: &[ManifestError],
+) -> Vec<(String, &'static str, String)> {
+    let mut out = Vec::new();
+    for e in after.iter().filter(|e| !before.contains(e)) {
+        out.push((
+            e.file.clone(),
+            "ManifestError",
+            format!("{} (the last good version, if any, keeps running)", e.error),
+        ));
+    }
+    let mut fixed: Vec<&str> = before
+        .iter()
+        .map(|e| e.file.as_str())
+        .filter(|f| !after.iter().any(|a| a.file == *f))
+        .collect();
+    fixed.dedup();
+    for f in fixed {
+        out.push((
+            f.to_string(),
+            "ManifestFixed",
+            "the manifest is valid again".into(),
+        ));
+    }
+    out
+}
+
 /// The events kept under `state_dir`, of `service` or of all services,
 /// oldest first. Lines that do not parse are skipped.
 pub fn load(state_dir: &Path, service: Option<&str>) -> Result<Vec<Event>, EventsError> {
@@ -239,6 +272,21 @@ mod tests {
         let every = load(dir.path(), None).unwrap();
         assert_eq!(every.len(), all.len() + 2);
         assert!(every.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+
+    #[test]
+    fn manifest_errors_and_fixes() {
+        let e = |f: &str, m: &str| ManifestError {
+            file: f.into(),
+            error: m.into(),
+        };
+        let before = [e("/m/a.yaml", "bad"), e("/m/b.yaml", "bad")];
+        let after = [e("/m/b.yaml", "bad"), e("/m/c.yaml", "worse")];
+        let ch = manifest_changes(&before, &after);
+        assert_eq!(ch.len(), 2);
+        assert_eq!((ch[0].0.as_str(), ch[0].1), ("/m/c.yaml", "ManifestError"));
+        assert!(ch[0].2.starts_with("worse"));
+        assert_eq!((ch[1].0.as_str(), ch[1].1), ("/m/a.yaml", "ManifestFixed"));
     }
 
     #[test]

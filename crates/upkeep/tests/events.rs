@@ -182,3 +182,27 @@ fn a_readiness_flip_is_logged_once_and_its_message_cleared() {
     let reasons: Vec<&str> = ev.iter().filter_map(|e| e["reason"].as_str()).collect();
     assert_eq!(reasons, ["Started", "Ready", "NotReady", "Ready"], "{ev:?}");
 }
+
+#[test]
+fn a_manifest_error_and_its_fix_are_events() {
+    require_root();
+    let mut d = Daemon::start("", &[("web.yaml", "kind: [")]);
+    let all = |d: &Daemon| {
+        let out = d.client(&["events", "-o", "json"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    };
+    let ev = wait_for("a ManifestError event", Duration::from_secs(10), || {
+        let ev = all(&d);
+        has(&ev, "ManifestError").then_some(ev)
+    });
+    let e = ev.iter().find(|e| e["reason"] == "ManifestError").unwrap();
+    assert!(e["service"].as_str().unwrap().ends_with("web.yaml"), "{e}");
+    d.write_manifest(
+        "web.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: x/c:1\n    command: [\"/bin/sleep\", \"1000\"]\n",
+    );
+    wait_for("a ManifestFixed event", Duration::from_secs(10), || {
+        has(&all(&d), "ManifestFixed").then_some(())
+    });
+    d.wait_pid("web", Duration::from_secs(10), |_| true);
+}

@@ -32,6 +32,7 @@ use upkeep_spec::manifest::{self, ManifestTracker};
 use upkeep_spec::{OnExit, Origin, ServiceSpec};
 
 use crate::cgroup::{Cgroup, CgroupRoot};
+use crate::events;
 use crate::logs::Logs;
 use crate::probe::{ProbeKind, ProbeReport};
 use crate::reaper::{self, Reaper};
@@ -372,6 +373,7 @@ impl Supervisor {
                 },
             })
             .collect();
+        let mut manifest_events = Vec::new();
         {
             let mut snap = self
                 .ctx
@@ -388,7 +390,13 @@ impl Supervisor {
                         );
                     }
                 }
+                manifest_events = events::manifest_changes(&snap.manifest_errors, &errors);
                 snap.manifest_errors = errors;
+            }
+        }
+        if let Some(log) = self.ctx.shared.events.get() {
+            for (file, reason, message) in manifest_events {
+                log.record(&file, reason, &message, false);
             }
         }
         let mut all = self.cfg.services.clone();
