@@ -176,3 +176,33 @@ fn a_service_killed_for_its_memory_limit_is_oomkilled() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("OOMKilled"), "status:\n{text}");
 }
+
+#[test]
+fn status_watch_refreshes_in_place() {
+    require_root();
+    let mut d = Daemon::start("[services.w]\ncommand = [\"/bin/sleep\", \"1000\"]\n", &[]);
+    d.wait_pid("w", Duration::from_secs(10), |_| true);
+    let out_path = d.dir.path().join("watch.out");
+    let mut child = std::process::Command::new(bin())
+        .args(["status", "-w", "--config"])
+        .arg(&d.config)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .spawn()
+        .unwrap();
+    let text = wait_for("two refreshes", Duration::from_secs(20), || {
+        let t = std::fs::read_to_string(&out_path).ok()?;
+        (t.matches("\x1b[H\x1b[2J").count() >= 2).then_some(t)
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    let row: Vec<&str> = last
+        .lines()
+        .find(|l| l.starts_with("w "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    // CPU is a rate between refreshes (a sleeping process: 0m), MEMORY in Mi.
+    assert_eq!(row[6], "0m", "{last}");
+    assert!(row[7].ends_with("Mi"), "{last}");
+}
