@@ -8,6 +8,7 @@ use hyper::header::{HOST, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No socket file: the daemon is not running (or uses another state dir).
-    #[error("upkeep is not running (no control socket at {})", path.display())]
+    #[error("upkeep is not running (no control socket at {}); if it runs with another config or state directory, pass the daemon's --config or --state-dir", path.display())]
     NotRunning {
         /// The socket path tried.
         path: PathBuf,
@@ -42,7 +43,7 @@ pub enum ClientError {
         path: PathBuf,
     },
     /// The HTTP listener could not be reached.
-    #[error("cannot reach upkeep at {addr}: {source} (is it running, and is --listen right?)")]
+    #[error("cannot reach upkeep at {addr}: {source} (is it running? if it listens elsewhere, pass the daemon's --config or --listen)")]
     Unreachable {
         /// The address tried.
         addr: String,
@@ -141,11 +142,29 @@ pub fn encode_segment(name: &str) -> String {
 /// 503 degraded, 404 unknown service) and the JSON body. The whole exchange
 /// has a [`FETCH_TIMEOUT`].
 pub async fn fetch_health(listen: &str, name: Option<&str>) -> Result<(u16, Value), ClientError> {
-    let addr = connect_target(listen)?;
     let path = match name {
         Some(n) => format!("/health/{}", encode_segment(n)),
         None => "/health".to_string(),
     };
+    let (status, body, addr) = fetch_raw(listen, &path).await?;
+    let json: Value = serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+        what: format!("GET {path} from {addr} (HTTP {status})"),
+        detail: format!("not JSON: {e}"),
+    })?;
+    Ok((status, json))
+}
+
+/// GETs `/metrics` from the daemon listening on `listen` (for the CPU and
+/// MEMORY columns of `upkeep status`).
+pub async fn fetch_metrics(listen: &str) -> Result<String, ClientError> {
+    let (_, body, _) = fetch_raw(listen, "/metrics").await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One GET of `path`: status, body and the address it came from.
+async fn fetch_raw(listen: &str, path: &str) -> Result<(u16, Bytes, String), ClientError> {
+    let addr = connect_target(listen)?;
+    let path = path.to_string();
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(&addr)
             .await
@@ -184,12 +203,7 @@ pub async fn fetch_health(listen: &str, name: Option<&str>) -> Result<(u16, Valu
                     detail: e.to_string(),
                 })?
                 .to_bytes();
-            let json: Value =
-                serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-                    what: format!("GET {path} from {addr} (HTTP {status})"),
-                    detail: format!("not JSON: {e}"),
-                })?;
-            Ok((status, json))
+            Ok((status, body, addr.clone()))
         }
         .await;
         driver.abort();
@@ -313,7 +327,21 @@ fn cell_str(v: &Value) -> String {
     }
 }
 
+/// `s` cut to `width` characters, the cut marked with `...`.
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let keep: String = s.chars().take(width.saturating_sub(3)).collect();
+    format!("{keep}...")
+}
+
 fn last_exit_cell(v: &Value) -> String {
+    if let Some(r) = v.get("reason").and_then(Value::as_str) {
+        if r == "OOMKilled" {
+            return r.into();
+        }
+    }
     if let Some(sig) = v.get("signal").and_then(Value::as_str) {
         return printable(sig);
     }
@@ -340,6 +368,23 @@ pub fn format_table(health: &Value) -> String {
 /// LAST-EXIT, aligned, AGE measured from `since` at `now`; then manifest
 /// errors, if any, one per line under the table.
 pub fn format_table_at(health: &Value, now: SystemTime) -> String {
+    format_table_with(health, now, &BTreeMap::new(), usize::MAX)
+}
+
+/// The narrowest the REASON column is cut to.
+pub const MIN_REASON_WIDTH: usize = 20;
+
+/// The `upkeep status` table with its CPU and MEMORY cells by service (see
+/// [`crate::top::cells`]; `-` for a service without), NEXT (time to the
+/// next start during a backoff) and REASON (the first line of the
+/// `/health` message, cut so that lines fit in `line_width` characters, but
+/// never to less than [`MIN_REASON_WIDTH`]; `usize::MAX` for no cut).
+pub fn format_table_with(
+    health: &Value,
+    now: SystemTime,
+    usage: &BTreeMap<String, (String, String)>,
+    line_width: usize,
+) -> String {
     let single;
     let services: &[Value] = match health.get("services").and_then(Value::as_array) {
         Some(list) => list,
@@ -349,18 +394,35 @@ pub fn format_table_at(health: &Value, now: SystemTime) -> String {
         }
         None => &[],
     };
-    let mut rows: Vec<[String; 7]> = vec![[
+    let mut rows: Vec<[String; 11]> = vec![[
         "NAME",
         "STATE",
         "PID",
         "RESTARTS",
         "AGE",
         "READY",
+        "CPU",
+        "MEMORY",
         "LAST-EXIT",
+        "NEXT",
+        "REASON",
     ]
     .map(String::from)];
     for s in services {
         let field = |k: &str| s.get(k).unwrap_or(&Value::Null);
+        let (cpu, mem) = field("name")
+            .as_str()
+            .and_then(|n| usage.get(n))
+            .cloned()
+            .unwrap_or_else(|| ("-".into(), "-".into()));
+        let next = match field("next_start_in_ms").as_u64() {
+            Some(ms) => human_duration(Duration::from_millis(ms.saturating_add(999))),
+            None => "-".into(),
+        };
+        let reason = match field("message").as_str() {
+            Some(m) if !m.is_empty() => printable(m.lines().next().unwrap_or("")),
+            _ => "-".into(),
+        };
         rows.push([
             cell_str(field("name")),
             cell_str(field("state")),
@@ -372,14 +434,25 @@ pub fn format_table_at(health: &Value, now: SystemTime) -> String {
                 Some(false) => "no".into(),
                 None => "-".into(),
             },
+            cpu,
+            mem,
             last_exit_cell(field("last_exit")),
+            next,
+            reason,
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
+    }
+    let before_reason: usize = widths[..10].iter().map(|w| w + 3).sum();
+    let reason_width = line_width
+        .saturating_sub(before_reason)
+        .max(MIN_REASON_WIDTH);
+    for row in rows.iter_mut().skip(1) {
+        row[10] = cut(&row[10], reason_width);
     }
     let mut out = String::new();
     for row in &rows {
@@ -487,7 +560,8 @@ mod tests {
                 {"name": "etcd", "state": "running", "pid": 1234, "ready": true, "restarts": 0,
                  "since": "2026-11-23T20:04:57.000Z", "last_exit": null},
                 {"name": "kube-system-pod/sidecar", "state": "backoff", "pid": null, "ready": false, "restarts": 37,
-                 "since": "2026-11-23T18:10:00Z", "last_exit": {"code": 1, "signal": null, "at": "x"}},
+                 "since": "2026-11-23T18:10:00Z", "last_exit": {"code": 1, "signal": null, "at": "x"},
+                 "next_start_in_ms": 4200, "message": "exit code 1; restarting in 5s"},
                 {"name": "kube-scheduler", "state": "starting", "pid": 99, "ready": false, "restarts": 2,
                  "since": "garbage", "last_exit": {"code": null, "signal": "SIGKILL", "at": "x"}}
             ],
@@ -504,12 +578,16 @@ mod tests {
                 "RESTARTS",
                 "AGE",
                 "READY",
-                "LAST-EXIT"
+                "CPU",
+                "MEMORY",
+                "LAST-EXIT",
+                "NEXT",
+                "REASON"
             ]
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["etcd", "running", "1234", "0", "5m3s", "yes", "-"]
+            ["etcd", "running", "1234", "0", "5m3s", "yes", "-", "-", "-", "-", "-"]
         );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
@@ -520,8 +598,17 @@ mod tests {
                 "37",
                 "2h",
                 "no",
+                "-",
+                "-",
                 "code",
-                "1"
+                "1",
+                "5s",
+                "exit",
+                "code",
+                "1;",
+                "restarting",
+                "in",
+                "5s"
             ]
         );
         assert_eq!(
@@ -533,11 +620,23 @@ mod tests {
                 "2",
                 "-",
                 "no",
-                "SIGKILL"
+                "-",
+                "-",
+                "SIGKILL",
+                "-",
+                "-"
             ]
         );
         // Every column starts at the same offset on every row.
-        for col in ["STATE", "PID", "RESTARTS", "AGE", "READY", "LAST-EXIT"] {
+        for col in [
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "AGE",
+            "READY",
+            "LAST-EXIT",
+            "NEXT",
+        ] {
             let at = lines[0].find(col).unwrap();
             for row in &lines[1..4] {
                 assert_ne!(
@@ -554,6 +653,38 @@ mod tests {
         }
         assert!(out.contains("MANIFEST ERRORS"));
         assert!(out.contains("/m/bad.yaml: line 3: bad\n    second line\n"));
+    }
+
+    #[test]
+    fn table_shows_usage_and_cuts_the_reason() {
+        let now = parse_rfc3339("2026-11-23T20:10:00Z").unwrap();
+        let one = json!({"name": "etcd", "state": "running", "pid": 1, "ready": false, "restarts": 0,
+                         "since": "2026-11-23T20:09:00Z", "last_exit": {"code": null, "signal": "SIGKILL", "reason": "OOMKilled", "at": "x"},
+                         "message": "readiness probe failed: HTTP probe failed with statuscode: 500"});
+        let usage = BTreeMap::from([(
+            "etcd".to_string(),
+            ("250m".to_string(), "100Mi".to_string()),
+        )]);
+        let out = format_table_with(&one, now, &usage, 20);
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "etcd",
+                "running",
+                "1",
+                "0",
+                "1m",
+                "no",
+                "250m",
+                "100Mi",
+                "OOMKilled",
+                "-",
+                "readiness",
+                "probe",
+                "f..."
+            ]
+        );
     }
 
     #[test]

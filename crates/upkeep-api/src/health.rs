@@ -26,6 +26,7 @@ struct ServiceView<'a> {
 struct LastExitView<'a> {
     code: Option<i32>,
     signal: Option<&'a str>,
+    reason: Option<&'a str>,
     at: &'a str,
 }
 
@@ -76,6 +77,7 @@ fn service_view(s: &ServiceStatus, now: SystemTime) -> ServiceView<'_> {
         last_exit: s.last_exit.as_ref().map(|e| LastExitView {
             code: e.code,
             signal: e.signal.as_deref(),
+            reason: e.reason.as_deref(),
             at: &e.at,
         }),
         next_start_in_ms: next_start_in_ms(s, now),
@@ -160,6 +162,7 @@ mod tests {
         b.last_exit = Some(LastExit {
             code: None,
             signal: Some("SIGKILL".into()),
+            reason: Some("OOMKilled".into()),
             at: "x".into(),
         });
         b.next_start_at = Some(t(7));
@@ -185,7 +188,7 @@ mod tests {
         assert_eq!(v["services"][1]["next_start_in_ms"], 1000);
         assert_eq!(
             v["services"][1]["last_exit"],
-            serde_json::json!({"code": null, "signal": "SIGKILL", "at": "x"})
+            serde_json::json!({"code": null, "signal": "SIGKILL", "reason": "OOMKilled", "at": "x"})
         );
         assert_eq!(v["services"][0]["last_exit"], serde_json::Value::Null);
         assert_eq!(

@@ -23,6 +23,8 @@ pub mod control;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod top;
+pub mod usage_metrics;
 
 pub use client::{fetch_health, format_table, ClientError};
 pub use control::{

@@ -25,11 +25,11 @@ pub const STATES: [&str; 6] = [
 ];
 
 /// A metric family's fixed metadata.
-struct Def {
-    name: &'static str,
-    help: &'static str,
-    kind: MetricType,
-    labels: &'static [&'static str],
+pub(crate) struct Def {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: MetricType,
+    pub(crate) labels: &'static [&'static str],
 }
 
 const SERVICE_UP: Def = Def {
@@ -180,7 +180,7 @@ const PROCESS_DEFS: [&Def; 6] = [
     &START_TIME,
 ];
 
-fn descs(defs: &[&Def]) -> Vec<Desc> {
+pub(crate) fn descs(defs: &[&Def]) -> Vec<Desc> {
     defs.iter()
         .filter_map(|d| {
             let labels = d.labels.iter().map(|l| (*l).to_string()).collect();
@@ -196,7 +196,7 @@ fn descs(defs: &[&Def]) -> Vec<Desc> {
         .collect()
 }
 
-fn family(def: &Def, metrics: Vec<Metric>) -> MetricFamily {
+pub(crate) fn family(def: &Def, metrics: Vec<Metric>) -> MetricFamily {
     let mut mf = MetricFamily::default();
     mf.set_name(def.name.into());
     mf.set_help(def.help.into());
@@ -217,7 +217,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
-fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+pub(crate) fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut g = Gauge::default();
     g.set_value(value);
     let mut m = Metric::default();
@@ -226,7 +226,7 @@ fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     m
 }
 
-fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+pub(crate) fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut c = Counter::default();
     c.set_value(value);
     let mut m = Metric::default();
@@ -261,7 +261,7 @@ fn histogram(pairs: &[(&str, &str)], h: &ProbeHistogram) -> Metric {
     m
 }
 
-fn unix_seconds(t: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
@@ -559,8 +559,11 @@ impl Metrics {
     /// Registers both collectors for `shared`, with `version` for `upkeep_build_info`.
     pub fn new(shared: Arc<Shared>, version: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        registry.register(Box::new(SnapshotCollector::new(shared, version)))?;
+        registry.register(Box::new(SnapshotCollector::new(shared.clone(), version)))?;
         registry.register(Box::new(ProcessCollector::new()))?;
+        registry.register(Box::new(crate::usage_metrics::UsageCollector::new(
+            shared.clone(),
+        )))?;
         Ok(Metrics { registry })
     }
 

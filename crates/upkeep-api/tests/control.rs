@@ -248,7 +248,7 @@ async fn client_errors_say_what_is_wrong() {
     assert_eq!(
         err.to_string(),
         format!(
-            "upkeep is not running (no control socket at {})",
+            "upkeep is not running (no control socket at {}); if it runs with another config or state directory, pass the daemon's --config or --state-dir",
             missing.display()
         )
     );

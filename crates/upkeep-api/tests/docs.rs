@@ -67,7 +67,31 @@ fn metrics_doc_covers_every_emitted_metric() {
             .iter()
             .map(|f| f.name().to_string()),
     );
-    assert!(names.len() >= 17, "{names:?}");
+    let usage = upkeep_core::usage::Usage {
+        cpu_seconds: Some(1.0),
+        memory_working_set_bytes: Some(1),
+        memory_rss_bytes: Some(1),
+        oom_events: Some(0),
+        fs_read_bytes: Some(0),
+        fs_write_bytes: Some(0),
+        pressure_cpu: Some(Default::default()),
+        pressure_memory: Some(Default::default()),
+        pressure_io: Some(Default::default()),
+        ..Default::default()
+    };
+    let target = upkeep_api::usage_metrics::Target {
+        service: "a".into(),
+        pod: None,
+        cgroup: None,
+        pid: 1,
+        start_time: Some(now),
+    };
+    names.extend(
+        upkeep_api::usage_metrics::usage_families(&[(target, usage)], "n")
+            .iter()
+            .map(|f| f.name().to_string()),
+    );
+    assert!(names.len() >= 30, "{names:?}");
     let doc = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
     for name in &names {
         assert!(

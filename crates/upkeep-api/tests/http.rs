@@ -83,7 +83,7 @@ async fn health_is_503_degraded_with_exactly_the_contract_fields() {
         if !s["last_exit"].is_null() {
             assert_eq!(
                 keys(&s["last_exit"]),
-                BTreeSet::from(["code", "signal", "at"])
+                BTreeSet::from(["code", "signal", "reason", "at"])
             );
         }
     }
@@ -599,19 +599,23 @@ async fn fetch_health_and_format_table_against_a_live_server() {
             "RESTARTS",
             "AGE",
             "READY",
-            "LAST-EXIT"
+            "CPU",
+            "MEMORY",
+            "LAST-EXIT",
+            "NEXT",
+            "REASON"
         ]
     );
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with(CRASHER) && l.contains("backoff") && l.ends_with("code 1")),
+            .any(|l| l.starts_with(CRASHER) && l.contains("backoff") && l.contains("code 1")),
         "{table}"
     );
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("etcd ") && l.contains("5m") && l.ends_with("SIGKILL")),
+            .any(|l| l.starts_with("etcd ") && l.contains("5m") && l.contains("SIGKILL")),
         "{table}"
     );
     assert!(

@@ -53,6 +53,33 @@ impl ExitStatus {
     }
 }
 
+/// The kubelet's reason for a container that ended by its memory limit.
+pub const OOM_KILLED: &str = "OOMKilled";
+
+impl ExitStatus {
+    /// True if this status can be an OOM kill: killed by SIGKILL. Whether it
+    /// was is for the memory cgroup's `oom_kill` counter to say.
+    pub fn may_be_oom_kill(&self) -> bool {
+        matches!(self, ExitStatus::Signaled { signal, .. } if *signal == libc_sigkill())
+    }
+
+    /// The kubelet's `lastState.terminated.reason` for this status:
+    /// `Completed` for exit 0, `Error` for any other exit or signal, `None`
+    /// when unknown. An OOM kill is [`OOM_KILLED`], decided by the caller.
+    pub fn kubelet_reason(&self) -> Option<&'static str> {
+        match self {
+            ExitStatus::Exited(0) => Some("Completed"),
+            ExitStatus::Exited(_) | ExitStatus::Signaled { .. } => Some("Error"),
+            ExitStatus::Unknown => None,
+        }
+    }
+}
+
+/// SIGKILL's number on Linux (every architecture).
+const fn libc_sigkill() -> i32 {
+    9
+}
+
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -109,5 +136,28 @@ pub fn signal_name(signal: i32) -> &'static str {
         NAMES[signal as usize]
     } else {
         "SIGRT"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_reasons() {
+        assert_eq!(ExitStatus::Exited(0).kubelet_reason(), Some("Completed"));
+        assert_eq!(ExitStatus::Exited(3).kubelet_reason(), Some("Error"));
+        let kill = ExitStatus::Signaled {
+            signal: 9,
+            core: false,
+        };
+        assert_eq!(kill.kubelet_reason(), Some("Error"));
+        assert!(kill.may_be_oom_kill());
+        assert!(!ExitStatus::Signaled {
+            signal: 15,
+            core: false
+        }
+        .may_be_oom_kill());
+        assert_eq!(ExitStatus::Unknown.kubelet_reason(), None);
     }
 }

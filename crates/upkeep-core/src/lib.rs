@@ -9,9 +9,11 @@
 pub mod backoff;
 pub mod control;
 pub mod crashlog;
+pub mod events;
 pub mod exit;
 pub mod machine;
 pub mod probe;
 pub mod snapshot;
+pub mod usage;
 
 pub use exit::ExitStatus;

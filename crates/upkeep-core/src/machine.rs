@@ -648,6 +648,10 @@ pub fn step(
             } else if std::mem::take(&mut s.restart_after_spawn) {
                 begin_stop(&mut s, AfterStop::RestartNow, None, now, &mut a);
             } else {
+                // The cause of the wait (the last exit and the restart
+                // decision, a failed start) is gone: `last_exit` keeps the
+                // exit, the event log the story.
+                s.message.clear();
                 a.push(Action::StartProbes {
                     gen,
                     started: false,

@@ -42,6 +42,11 @@ pub struct LastExit {
     pub code: Option<i32>,
     /// Signal name, if killed by one.
     pub signal: Option<String>,
+    /// Why, in the kubelet's words: `Completed` (exit 0), `Error`,
+    /// `OOMKilled` (killed by the kernel for its memory limit), or `None`
+    /// when unknown (a process adopted from an earlier upkeep).
+    #[serde(default)]
+    pub reason: Option<String>,
     /// When (RFC 3339).
     pub at: String,
 }
@@ -91,6 +96,14 @@ pub struct ServiceStatus {
     /// SIGKILL (no new process starts meanwhile); `None` normally (metrics).
     #[serde(skip)]
     pub stuck_since: Option<SystemTime>,
+    /// Internal: the cgroup of the current process generation, relative to
+    /// the cgroup2 root (usage, `describe`).
+    #[serde(skip)]
+    pub cgroup: Option<String>,
+    /// Internal: the kubelet's labels for a static pod's container; `None`
+    /// for a host service (metrics).
+    #[serde(skip)]
+    pub pod_labels: Option<crate::usage::PodLabels>,
 }
 
 impl ServiceStatus {
@@ -110,6 +123,8 @@ impl ServiceStatus {
             message: String::new(),
             next_start_at: None,
             stuck_since: None,
+            cgroup: None,
+            pod_labels: None,
             start_time: None,
             exits: BTreeMap::new(),
             probe_failures: BTreeMap::new(),
@@ -233,4 +248,10 @@ pub struct Shared {
     pub snapshot: std::sync::RwLock<Snapshot>,
     /// Unix time in milliseconds of the supervision loop's last tick.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// Reads services' resource usage at scrape time (set once by the
+    /// supervisor; unset in tests that build snapshots by hand).
+    pub usage: std::sync::OnceLock<std::sync::Arc<dyn crate::usage::UsageReader>>,
+    /// Records services' events (set once by the supervisor; unset in tests
+    /// that build snapshots by hand).
+    pub events: std::sync::OnceLock<std::sync::Arc<dyn crate::events::EventSink>>,
 }

@@ -20,6 +20,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cgroup;
+pub mod events;
 pub mod executor;
 pub mod lock;
 pub mod logs;
@@ -30,4 +31,5 @@ pub mod signal;
 pub mod spawn;
 pub mod state;
 pub mod supervisor;
+pub mod usage;
 pub mod volumes;

@@ -465,3 +465,66 @@ async fn unresolved_is_an_error() {
         ProbeResult::Error("no port named \"metrics\"".into())
     );
 }
+
+/// Python's http.server over TLS: HTTP/1.0, no Content-Length, and the
+/// connection closed without a TLS close_notify. The kubelet (Go) reads
+/// that as the end of the body and counts the status code; so must we.
+const PY_TLS_SERVER: &str = r#"
+import http.server, ssl, sys, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 500 if self.path == "/bad" else 200
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b"body until close\n")
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("cert.pem", "key.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+with open("port.tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename("port.tmp", "port")
+srv.serve_forever()
+"#;
+
+#[tokio::test]
+async fn https_body_ended_by_close_without_close_notify_counts_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path()).await;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", PY_TLS_SERVER])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null());
+    let server = reaper()
+        .spawn(&mut cmd)
+        .expect("python3 is needed for this test (apt-get install python3)");
+    let pid = server.pid;
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _kill = Kill(pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        if let Ok(p) = std::fs::read_to_string(dir.path().join("port")) {
+            break p.trim().parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the python TLS server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        probe(&https(port, "/healthz"), T).await,
+        ProbeResult::Success
+    );
+    assert_failure(&probe(&https(port, "/bad"), T).await, "statuscode: 500");
+}

@@ -92,6 +92,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Refresh the table in place every 2 s (like `watch kubectl top`).
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Print a service's captured output.
     Logs {
@@ -103,6 +106,30 @@ pub enum Command {
         /// Lines of history to print.
         #[arg(long, short = 'n', default_value_t = 50)]
         lines: usize,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// What happened to the services (starts, exits, OOM kills, probe
+    /// transitions, restarts and why, operator actions), newest last.
+    Events {
+        /// Only this service.
+        name: Option<String>,
+        /// Keep printing new events.
+        #[arg(long, short)]
+        follow: bool,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Everything about one service: state, cgroup, limits and usage,
+    /// probes, the last exits with their output, recent events. No argv or env.
+    Describe {
+        /// Service name.
+        name: String,
         /// Paths.
         #[command(flatten)]
         paths: Paths,

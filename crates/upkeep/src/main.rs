@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod describe;
 mod load;
 mod logging;
 mod preflight;
@@ -42,8 +43,9 @@ fn main() {
             match daemon::run(&paths) {
                 Ok(()) => 0,
                 Err(e) => {
+                    // Once: the log goes to stderr already (and so to the
+                    // journal under systemd).
                     tracing::error!("{e:#}");
-                    eprintln!("upkeep: {e:#}");
                     1
                 }
             }
@@ -52,7 +54,15 @@ fn main() {
             name,
             paths,
             output,
-        } => client::status(&paths, name.as_deref(), output),
+            watch,
+        } => client::status(&paths, name.as_deref(), output, watch),
+        Command::Events {
+            name,
+            follow,
+            paths,
+            output,
+        } => describe::events(&paths, name.as_deref(), follow, output),
+        Command::Describe { name, paths } => describe::describe(&paths, &name),
         Command::Logs {
             name,
             follow,

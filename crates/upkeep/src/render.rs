@@ -132,6 +132,30 @@ pub fn render(paths: &Paths, name: Option<&str>, output: Output) -> i32 {
     i32::from(loaded.has_errors() && name.is_none())
 }
 
+/// A config value as the operator writes it in the config (`on-failure`,
+/// `file`), not as Rust's Debug prints it.
+pub fn config_word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// `memory 50Mi (52428800 bytes), cpu 500m`, `none` for each limit not set.
+pub fn limits_text(r: &upkeep_spec::Resources) -> String {
+    let mem = match r.memory_max {
+        Some(b) if b % (1 << 20) == 0 => format!("{}Mi ({b} bytes)", b >> 20),
+        Some(b) => format!("{b} bytes"),
+        None => "none".into(),
+    };
+    let cpu = match r.cpu_max_millis {
+        Some(m) => format!("{m}m"),
+        None => "none".into(),
+    };
+    format!("memory {mem}, cpu {cpu}")
+}
+
 fn text(s: &ServiceSpec) -> String {
     let mut o = String::new();
     let d = upkeep_spec::duration::format;
@@ -151,7 +175,7 @@ fn text(s: &ServiceSpec) -> String {
             .unwrap_or_else(|| "(upkeep's)".into())
     };
     let _ = writeln!(o, "  uid/gid:      {}/{}", who(s.uid), who(s.gid));
-    let _ = writeln!(o, "  restart:      {:?}", s.restart);
+    let _ = writeln!(o, "  restart:      {}", config_word(&s.restart));
     let b = &s.backoff;
     let _ = writeln!(
         o,
@@ -246,13 +270,9 @@ fn text(s: &ServiceSpec) -> String {
         );
     }
     if s.resources.memory_max.is_some() || s.resources.cpu_max_millis.is_some() {
-        let _ = writeln!(
-            o,
-            "  limits:       memory {:?} cpu {:?}m",
-            s.resources.memory_max, s.resources.cpu_max_millis
-        );
+        let _ = writeln!(o, "  limits:       {}", limits_text(&s.resources));
     }
-    let _ = writeln!(o, "  log:          {:?}", s.log);
+    let _ = writeln!(o, "  log:          {}", config_word(&s.log));
     let _ = writeln!(o, "  hash:         {}", s.hash);
     o
 }

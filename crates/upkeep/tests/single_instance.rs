@@ -58,6 +58,11 @@ fn a_second_upkeep_refuses_even_after_the_lock_file_is_deleted() {
         d.state.display()
     );
     assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+    assert_eq!(
+        stderr.matches(&want).count(),
+        1,
+        "said more than once:\n{stderr}"
+    );
 
     // The first keeps running and serving.
     assert!(

@@ -199,6 +199,7 @@ pub fn degraded_snapshot() -> Snapshot {
     etcd.last_exit = Some(LastExit {
         code: None,
         signal: Some("SIGKILL".into()),
+        reason: Some("Error".into()),
         at: upkeep_core::snapshot::rfc3339(at(-400)),
     });
     etcd.exits = BTreeMap::from([
@@ -239,6 +240,7 @@ pub fn degraded_snapshot() -> Snapshot {
     crasher.last_exit = Some(LastExit {
         code: Some(1),
         signal: None,
+        reason: Some("Error".into()),
         at: upkeep_core::snapshot::rfc3339(at(-2)),
     });
     crasher.next_start_at = Some(at(30));

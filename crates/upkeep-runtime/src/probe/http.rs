@@ -18,6 +18,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use std::pin::Pin;
 use tokio::task::JoinHandle;
 use upkeep_core::probe::ProbeResult;
 use upkeep_spec::Scheme;
@@ -358,6 +359,53 @@ fn classify(status: u16, url: &str) -> ProbeResult {
     }
 }
 
+/// A TLS stream whose peer may close the TCP connection without a TLS
+/// `close_notify` (Python's http.server, many Java servers). rustls reports
+/// that as `UnexpectedEof`; Go's crypto/tls, and so the kubelet, reads it as
+/// the end of the stream, which ends a body delimited by the connection's
+/// close. Do the same: a body with a length that is cut short still fails
+/// (hyper sees the stream end before the length).
+struct EofIsEnd<T>(T);
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for EofIsEnd<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for EofIsEnd<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Opens a connection to `target` (TLS for https) and sends the GET.
 async fn request(
     target: &Target,
@@ -381,7 +429,7 @@ async fn request(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake: {}", error_chain(&e)))?;
-            send(tls, &target.path, host, headers).await
+            send(EofIsEnd(tls), &target.path, host, headers).await
         }
     }
 }

@@ -41,6 +41,8 @@ struct Proc {
     /// process that runs, not the spec that is wanted).
     spec_hash: String,
     exec_hash: String,
+    /// The memory cgroup's OOM kill count before it started (OOMKilled).
+    oom_kills: Option<u64>,
 }
 
 /// How an actor begins.
@@ -126,6 +128,8 @@ pub(super) struct Actor {
     spawn_failures: u32,
     /// When "start failed" was last logged.
     spawn_failure_logged: Option<tokio::time::Instant>,
+    /// The kubelet's reason for the last exit (`OOMKilled`, `Error`...).
+    last_exit_reason: Option<String>,
 }
 
 fn now_std() -> Instant {
@@ -153,6 +157,7 @@ impl Actor {
             live: true,
             spawn_failures: 0,
             spawn_failure_logged: None,
+            last_exit_reason: None,
         }
     }
 
@@ -225,7 +230,10 @@ impl Actor {
                         return;
                     };
                     match cmd {
-                        Cmd::Event(ev) => self.feed(ev),
+                        Cmd::Event(ev) => {
+                            self.operator_event(&ev);
+                            self.feed(ev)
+                        }
                         Cmd::Update(spec) => self.update(*spec),
                         Cmd::Remove => {
                             ending = true;
@@ -340,6 +348,8 @@ impl Actor {
 
     /// Starts generation `gen` from the current spec.
     fn spawn(&mut self, gen: Gen) -> Event {
+        // A memory cgroup made by this spawn has counted no OOM kill yet.
+        let oom_kills = Some(self.oom_kills().unwrap_or(0));
         match self.exec.spawn(&self.spec, gen) {
             Ok(started) => {
                 let pid = started.pid;
@@ -353,6 +363,7 @@ impl Actor {
                     cgroup: started.cgroup,
                     spec_hash: self.spec.hash.clone(),
                     exec_hash: upkeep_spec::hash::exec_hash(&self.spec),
+                    oom_kills,
                 });
                 if let Some((status, _)) = &self.state.last_exit {
                     if let Some(line) = self.crashlog.on_restart(now_std(), status) {
@@ -360,6 +371,7 @@ impl Actor {
                     }
                 }
                 debug!(service = self.name(), pid, gen, "started");
+                self.event("Started", &format!("started, pid {pid}"), false);
                 Event::Spawned { gen, pid }
             }
             Err(error) => {
@@ -383,6 +395,7 @@ impl Actor {
                     self.spawn_failure_logged = Some(now);
                     self.spawn_failures = 0;
                 }
+                self.event("FailedStart", &format!("start failed: {error}"), false);
                 Event::SpawnFailed {
                     gen,
                     error: error.to_string(),
@@ -414,11 +427,17 @@ impl Actor {
                     cgroup: started.cgroup,
                     spec_hash: rec.spec_hash.clone(),
                     exec_hash: rec.exec_hash.clone(),
+                    oom_kills: self.oom_kills(),
                 });
                 info!(
                     service = self.name(),
                     pid = rec.pid,
                     "adopted running process"
+                );
+                self.event(
+                    "Adopted",
+                    &format!("adopted pid {} left running by an earlier upkeep", rec.pid),
+                    false,
                 );
                 if !current {
                     info!(
@@ -472,6 +491,11 @@ impl Actor {
                     service = self.name(),
                     "startup probe failed: {why}; restarting"
                 );
+                self.event(
+                    "Unhealthy",
+                    &format!("startup probe failed: {why}; restarting"),
+                    false,
+                );
                 self.feed(Event::ProbeFailed {
                     gen,
                     probe: ProbeKill::Startup,
@@ -484,6 +508,11 @@ impl Actor {
                     service = self.name(),
                     "liveness probe failed: {why}; restarting"
                 );
+                self.event(
+                    "Unhealthy",
+                    &format!("liveness probe failed: {why}; restarting"),
+                    false,
+                );
                 self.feed(Event::ProbeFailed {
                     gen,
                     probe: ProbeKill::Liveness,
@@ -491,7 +520,21 @@ impl Actor {
                 });
             }
             (ProbeKind::Liveness, Some(true)) => self.live = true,
-            (ProbeKind::Readiness, Some(ready)) => self.feed(Event::Readiness { gen, ready, why }),
+            (ProbeKind::Readiness, Some(ready)) => {
+                // Once per transition, like the kubelet's probe events.
+                if ready {
+                    if self.spec.probes.readiness.is_some() {
+                        info!(service = self.name(), "readiness probe passed: ready");
+                        self.event("Ready", "readiness probe passed", false);
+                    } else {
+                        self.event("Ready", "started (no readiness probe)", false);
+                    }
+                } else {
+                    warn!(service = self.name(), "readiness probe failed: {why}");
+                    self.event("NotReady", &format!("readiness probe failed: {why}"), false);
+                }
+                self.feed(Event::Readiness { gen, ready, why })
+            }
             _ => {}
         }
         self.publish();
@@ -505,11 +548,32 @@ impl Actor {
             .filter(|p| p.gen == gen)
             .map(|p| p.started.elapsed())
             .unwrap_or(Duration::MAX);
+        let oom_before = self
+            .proc
+            .as_ref()
+            .filter(|p| p.gen == gen)
+            .and_then(|p| p.oom_kills);
         if self.proc.as_ref().is_some_and(|p| p.gen == gen) {
             self.proc = None;
             self.ctx.record(&self.spec.name, None);
         }
-        *self.exits.entry(status.reason()).or_default() += 1;
+        let oom = status.may_be_oom_kill()
+            && matches!((oom_before, self.oom_kills()), (Some(a), Some(b)) if b > a);
+        self.last_exit_reason = if oom {
+            warn!(
+                service = self.name(),
+                "killed by the kernel for its memory limit (OOMKilled)"
+            );
+            Some(upkeep_core::exit::OOM_KILLED.to_string())
+        } else {
+            status.kubelet_reason().map(str::to_string)
+        };
+        let label = if oom {
+            upkeep_core::exit::OOM_KILLED.to_string()
+        } else {
+            status.reason()
+        };
+        *self.exits.entry(label).or_default() += 1;
         let requested = matches!(self.state.phase, Phase::Stopping { .. });
         match self.crashlog.on_exit(now_std(), &status, requested) {
             Some(l) if l.warn => warn!(service = self.name(), "{}", l.text),
@@ -517,6 +581,36 @@ impl Actor {
             None => {}
         }
         self.feed(Event::Exited { gen, status, ran });
+        let what = if self.state.message.is_empty() {
+            status.to_string()
+        } else {
+            self.state.message.clone()
+        };
+        let reason = if oom { "OOMKilled" } else { "Exited" };
+        self.event(reason, &what, true);
+    }
+
+    /// Records an event of this service (no-op without an event log).
+    fn event(&self, reason: &str, message: &str, with_output: bool) {
+        if let Some(log) = self.ctx.shared.events.get() {
+            log.record(&self.spec.name, reason, message, with_output);
+        }
+    }
+
+    /// Records an operator's command from the control socket.
+    fn operator_event(&self, ev: &Event) {
+        let what = match ev {
+            Event::Restart => "restart requested by the operator",
+            Event::Hold => "stop requested by the operator",
+            Event::Release => "start requested by the operator",
+            _ => return,
+        };
+        self.event("Operator", what, false);
+    }
+
+    /// The OOM kill count of the service's memory cgroup, if it has one.
+    fn oom_kills(&self) -> Option<u64> {
+        self.ctx.shared.usage.get()?.oom_kills(&self.spec.name)
     }
 
     fn update(&mut self, spec: ServiceSpec) {
@@ -540,6 +634,11 @@ impl Actor {
             info!(
                 service = self.name(),
                 "spec changed: replacing the process with the new spec"
+            );
+            self.event(
+                "SpecChanged",
+                "spec changed: replacing the process with the new spec",
+                false,
             );
             self.feed(Event::SpecChanged);
         }
@@ -612,6 +711,10 @@ impl Actor {
         st.last_exit = self.state.last_exit.as_ref().map(|(s, at)| LastExit {
             code: s.code(),
             signal: s.signal().map(|n| signal_name(n).to_string()),
+            reason: self
+                .last_exit_reason
+                .clone()
+                .or_else(|| s.kubelet_reason().map(str::to_string)),
             at: rfc3339(to_wall(*at)),
         });
         st.next_start_at = match self.state.phase {
@@ -634,6 +737,19 @@ impl Actor {
             _ => None,
         };
         st.start_time = self.proc.as_ref().map(|p| p.started_wall);
+        st.cgroup = self.proc.as_ref().and_then(|p| p.cgroup.clone());
+        st.pod_labels = match &self.spec.origin {
+            Origin::StaticPod {
+                pod,
+                namespace,
+                container,
+            } => Some(upkeep_core::usage::PodLabels {
+                pod: pod.clone(),
+                namespace: namespace.clone(),
+                container: container.clone(),
+            }),
+            Origin::HostService => None,
+        };
         st.exits = self.exits.clone();
         st.probe_failures = self.probe_failures.clone();
         st.probe_durations = self.probe_durations.clone();

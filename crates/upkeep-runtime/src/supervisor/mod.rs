@@ -32,6 +32,7 @@ use upkeep_spec::manifest::{self, ManifestTracker};
 use upkeep_spec::{OnExit, Origin, ServiceSpec};
 
 use crate::cgroup::{Cgroup, CgroupRoot};
+use crate::events;
 use crate::logs::Logs;
 use crate::probe::{ProbeKind, ProbeReport};
 use crate::reaper::{self, Reaper};
@@ -186,6 +187,19 @@ impl Supervisor {
                 }
             },
         };
+        // The event ring in the state directory (issue 14).
+        let _ = opts
+            .shared
+            .events
+            .set(Arc::new(crate::events::EventLog::new(
+                &opts.config.state_dir,
+                &opts.config.log_dir,
+            )));
+        // Resource usage for /metrics and the control socket (issue 14).
+        let _ = opts.shared.usage.set(Arc::new(crate::usage::HostUsage::new(
+            env.cgroup_root.as_ref(),
+            &opts.config.node_name,
+        )));
         let ctx = Arc::new(Ctx {
             shared: opts.shared,
             ready_tx,
@@ -353,6 +367,21 @@ impl Supervisor {
             ControlRequest::Restart(n) => (n, Cmd::Event(Event::Restart), "restarting"),
             ControlRequest::Stop(n) => (n, Cmd::Event(Event::Hold), "stopping"),
             ControlRequest::Start(n) => (n, Cmd::Event(Event::Release), "starting"),
+        };
+        // Say what is true: `stop` on a stopped service stops nothing.
+        let state = {
+            let snap = self
+                .ctx
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            snap.services.get(&name).map(|s| s.state.clone())
+        };
+        let verb = match (verb, state.as_deref()) {
+            ("stopping", Some("stopped")) => "already stopped",
+            ("starting", Some("running")) => "already running",
+            _ => verb,
         };
         match self.actors.get(&name) {
             Some(h) => {

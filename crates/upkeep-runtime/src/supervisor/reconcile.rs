@@ -47,6 +47,7 @@ impl Supervisor {
                 },
             })
             .collect();
+        let mut manifest_events = Vec::new();
         {
             let mut snap = self
                 .ctx
@@ -63,7 +64,13 @@ impl Supervisor {
                         );
                     }
                 }
+                manifest_events = events::manifest_changes(&snap.manifest_errors, &errors);
                 snap.manifest_errors = errors;
+            }
+        }
+        if let Some(log) = self.ctx.shared.events.get() {
+            for (file, reason, message) in manifest_events {
+                log.record(&file, reason, &message, false);
             }
         }
         let mut all = self.cfg.services.clone();

@@ -1,0 +1,208 @@
+//! Black-box tests of per-service resource usage (issue 14): a real upkeep
+//! runs real static pods; figures on `/metrics` are compared with what the
+//! kernel says about the service's own pid (found through /health).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// The real python3 interpreter (not a shim): the allocators need it.
+fn python3() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("this test needs python3 on PATH (the memory allocators are python)");
+    assert!(out.status.success(), "python3 does not run");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The value of the first sample of `family` whose labels contain all of `labels`.
+fn sample(metrics: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(family)?.strip_prefix('{')?;
+        let (lbl, value) = rest.rsplit_once("} ")?;
+        labels
+            .iter()
+            .all(|w| lbl.contains(w))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// utime + stime of `pid` in seconds.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// The service names once `n` are listed.
+fn names(d: &mut Daemon, n: usize) -> Vec<String> {
+    wait_for("the services to be listed", Duration::from_secs(10), || {
+        let (_, health) = d.health();
+        let v: Vec<String> = health["services"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(String::from))
+            .collect();
+        (v.len() >= n).then_some(v)
+    })
+}
+
+#[test]
+fn cpu_and_memory_of_a_static_pod_match_the_kernel() {
+    require_root();
+    let py = python3();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: load\n  namespace: kube-system\nspec:\n  containers:\n  \
+         - name: burner\n    image: x/b:1\n    command: [\"/bin/sh\", \"-c\", \"while :; do :; done\"]\n  \
+         - name: alloc\n    image: x/a:1\n    command: [\"{py}\", \"-c\", \"import time\\nb = b'x' * (100 << 20)\\ntime.sleep(1000)\"]\n"
+    );
+    let mut d = Daemon::start("", &[("load.yaml", &pod)]);
+    let names = names(&mut d, 2);
+    let burner = names
+        .iter()
+        .find(|n| n.ends_with("burner"))
+        .unwrap()
+        .clone();
+    let alloc = names.iter().find(|n| n.ends_with("alloc")).unwrap().clone();
+    let bpid = d.wait_pid(&burner, Duration::from_secs(10), |_| true);
+    let apid = d.wait_pid(&alloc, Duration::from_secs(10), |_| true);
+    // Let the burner use a measurable amount of CPU (2 s on a shared machine).
+    wait_for(
+        "the burner to use 2 s of CPU",
+        Duration::from_secs(60),
+        || (cpu_of(bpid) >= 2.0).then_some(()),
+    );
+    let labels = [
+        "container=\"burner\"",
+        "pod=\"load-test-node\"",
+        "namespace=\"kube-system\"",
+    ];
+    let svc = format!("service=\"{burner}\"");
+    let before = cpu_of(bpid);
+    let (code, body) = http_get(d.port, "/metrics").unwrap();
+    let after = cpu_of(bpid);
+    assert_eq!(code, 200);
+    let cpu = sample(
+        &body,
+        "container_cpu_usage_seconds_total",
+        &[&labels[..], &[svc.as_str()]].concat(),
+    )
+    .unwrap_or_else(|| panic!("no cpu sample for the burner:\n{body}"));
+    assert!(
+        cpu >= before * 0.8 && cpu <= after * 1.2,
+        "cpu {cpu} s, /proc says {before}..{after} s"
+    );
+    assert!(sample(&body, "container_start_time_seconds", &labels).is_some());
+    assert!(sample(&body, "container_memory_rss", &labels).is_some());
+    assert!(sample(&body, "container_fs_reads_bytes_total", &labels).is_some());
+
+    // The allocator's 100 MB shows as working set once it has allocated.
+    let alabels = ["container=\"alloc\"", "pod=\"load-test-node\""];
+    let ws = wait_for(
+        "the allocator's working set",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http_get(d.port, "/metrics")?;
+            sample(&body, "container_memory_working_set_bytes", &alabels).filter(|v| *v >= 90e6)
+        },
+    );
+    let rss = rss_kib(apid) as f64 * 1024.0;
+    assert!(ws >= 90e6, "working set {ws}, rss {rss}");
+
+    // `upkeep status` shows both, like `kubectl top`: the burner near a core.
+    let out = d.client(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (cpu_col, mem_col) = (col("CPU"), col("MEMORY"));
+    let row = |svc: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(svc))
+            .unwrap_or_else(|| panic!("no row for {svc}:\n{text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let b = row(&burner);
+    let millis: f64 = b[cpu_col]
+        .trim_end_matches('m')
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"));
+    assert!(millis >= 100.0, "burner CPU {millis}m:\n{text}");
+    let a = row(&alloc);
+    let mib: f64 = a[mem_col]
+        .trim_end_matches("Mi")
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"));
+    assert!(mib >= 85.0, "allocator memory {mib}Mi:\n{text}");
+}
+
+#[test]
+fn a_service_killed_for_its_memory_limit_is_oomkilled() {
+    require_root();
+    let py = python3();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  containers:\n  \
+         - name: hog\n    image: x/h:1\n    command: [\"{py}\", \"-c\", \"import time\\nb = b'x' * (200 << 20)\\ntime.sleep(1000)\"]\n    \
+         resources:\n      limits:\n        memory: 50Mi\n"
+    );
+    let mut d = Daemon::start("", &[("hog.yaml", &pod)]);
+    let name = names(&mut d, 1)[0].clone();
+    let s = d.wait_service(&name, Duration::from_secs(30), "an OOMKilled exit", |s| {
+        !s["last_exit"].is_null()
+    });
+    assert_eq!(s["last_exit"]["reason"], "OOMKilled", "{s}");
+    assert_eq!(s["last_exit"]["signal"], "SIGKILL", "{s}");
+    let (_, body) = http_get(d.port, "/metrics").unwrap();
+    let svc = format!("service=\"{name}\"");
+    let n = sample(
+        &body,
+        "upkeep_service_exits_total",
+        &["reason=\"OOMKilled\"", &svc],
+    )
+    .unwrap_or_else(|| panic!("no OOMKilled exit counted:\n{body}"));
+    assert!(n >= 1.0);
+    assert!(
+        d.stderr().contains("OOMKilled"),
+        "no OOMKilled log line:\n{}",
+        d.stderr()
+    );
+    let out = d.client(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OOMKilled"), "status:\n{text}");
+}
+
+#[test]
+fn status_watch_refreshes_in_place() {
+    require_root();
+    let mut d = Daemon::start("[services.w]\ncommand = [\"/bin/sleep\", \"1000\"]\n", &[]);
+    d.wait_pid("w", Duration::from_secs(10), |_| true);
+    let out_path = d.dir.path().join("watch.out");
+    let mut child = std::process::Command::new(bin())
+        .args(["status", "-w", "--config"])
+        .arg(&d.config)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .spawn()
+        .unwrap();
+    let text = wait_for("two refreshes", Duration::from_secs(20), || {
+        let t = std::fs::read_to_string(&out_path).ok()?;
+        (t.matches("\x1b[H\x1b[2J").count() >= 2).then_some(t)
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    let row: Vec<&str> = last
+        .lines()
+        .find(|l| l.starts_with("w "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    // CPU is a rate between refreshes (a sleeping process: 0m), MEMORY in Mi.
+    assert_eq!(row[6], "0m", "{last}");
+    assert!(row[7].ends_with("Mi"), "{last}");
+}
