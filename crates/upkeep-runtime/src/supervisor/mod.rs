@@ -100,6 +100,7 @@ mod actor;
 mod actor_tests;
 mod ctx;
 mod reconcile;
+mod rollout;
 mod saver;
 mod shutdown;
 mod watcher;
@@ -182,6 +183,7 @@ impl Supervisor {
             state_dir: opts.config.state_dir.clone(),
             holds: Mutex::new(Default::default()),
             write_lock: Mutex::new(()),
+            rollout: rollout::Link::new(&opts.config),
         });
         Supervisor {
             cfg: opts.config,
@@ -208,6 +210,8 @@ impl Supervisor {
 
         // The state saver writes adoption records off the critical path.
         let saver = tokio::spawn(state_saver(self.ctx.clone()));
+        // Planned changes across masters (issue #16), with `[cluster]` only.
+        let _rollout = rollout::start(&self.ctx);
 
         // Adoption records left by an earlier upkeep.
         let mut records = match state::load(&self.cfg.state_dir) {
@@ -407,6 +411,7 @@ fn placeholder_spec() -> ServiceSpec {
         volumes: Vec::new(),
         resources: upkeep_spec::Resources::default(),
         kill_mode: upkeep_spec::KillMode::ControlGroup,
+        rollout: upkeep_spec::RolloutMode::Serial,
         hash: String::new(),
     }
 }
