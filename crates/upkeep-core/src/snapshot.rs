@@ -167,8 +167,8 @@ pub struct RolloutStatus {
     pub lock_held: bool,
     /// How long the oldest pending change of this node has waited.
     pub wait_seconds: f64,
-    /// Services with a planned change waiting for the lock.
-    pub pending: std::collections::BTreeSet<String>,
+    /// Services with a planned change waiting for the lock, with why they wait.
+    pub pending: BTreeMap<String, String>,
     /// Services whose change this node rolled back and halted, with why.
     pub halted: BTreeMap<String, String>,
 }

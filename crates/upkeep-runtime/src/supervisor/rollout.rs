@@ -627,12 +627,7 @@ impl Coordinator {
         while !left.is_empty() {
             let i = left
                 .iter()
-                .position(|n| {
-                    self.pending[*n]
-                        .after
-                        .iter()
-                        .all(|a| !left.contains(&a))
-                })
+                .position(|n| self.pending[*n].after.iter().all(|a| !left.contains(&a)))
                 .unwrap_or(0); // a cycle: `after` is checked elsewhere
             out.push(left.remove(i).clone());
         }
@@ -658,7 +653,11 @@ impl Coordinator {
             node: self.node.clone(),
             lock_held,
             wait_seconds: wait.as_secs_f64(),
-            pending: self.pending.keys().cloned().collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(n, e)| (n.clone(), e.told.clone()))
+                .collect(),
             halted: self.halted.clone(),
         });
     }
