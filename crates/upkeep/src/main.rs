@@ -8,9 +8,10 @@ mod daemon;
 mod load;
 mod logging;
 mod render;
+mod rollout;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command};
+use cli::{Cli, Command, RolloutCommand};
 
 fn main() {
     let cli = Cli::parse();
@@ -48,10 +49,24 @@ fn main() {
             }
         }
         Command::Status {
+            cluster: true,
+            paths,
+            output,
+            ..
+        } => rollout::status(&paths, output),
+        Command::Status {
             name,
             paths,
             output,
+            ..
         } => client::status(&paths, name.as_deref(), output),
+        Command::Rollout { command } => match command {
+            RolloutCommand::Status { paths, output } => rollout::status(&paths, output),
+            RolloutCommand::Resume { name, paths } => rollout::resume(&paths, &name),
+            RolloutCommand::Apply { name, paths, .. } => {
+                client::control(&paths, upkeep_core::control::ControlRequest::Apply(name))
+            }
+        },
         Command::Logs {
             name,
             follow,

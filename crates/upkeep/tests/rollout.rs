@@ -418,4 +418,54 @@ fn planned_changes_roll_one_master_at_a_time_and_a_broken_one_halts() {
         metrics.contains("upkeep_rollout_pending{service=\"apiserver\"} 1"),
         "{metrics}"
     );
+
+    // The cluster view from etcd, as operators see it.
+    let out = masters[other].d.client(&["rollout", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("rollout lock: free"), "{text}");
+    assert!(
+        text.contains(&format!("apiserver on master-{holder}")),
+        "{text}"
+    );
+    let out = masters[other]
+        .d
+        .client(&["status", "--cluster", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status --cluster -o json");
+    assert_eq!(v["masters"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["pending"].as_array().map(Vec::len), Some(2), "{v}");
+
+    // Resume: the halt is cleared and the broken change rolls on, one master
+    // at a time: the next master tries it, rolls back and halts it again.
+    let out = masters[other].d.client(&["rollout", "resume", "apiserver"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the holder to forget its cleared halt",
+        Duration::from_secs(10),
+        || {
+            health_of(masters[holder].d.port)
+                .filter(|h| h["rollout"]["halted"] == serde_json::json!({}))
+        },
+    );
+    let second = wait_for(
+        "another master to try and halt the change",
+        READY_TIMEOUT + Duration::from_secs(30),
+        || {
+            masters.iter().enumerate().find_map(|(i, m)| {
+                (i != holder
+                    && health_of(m.d.port)
+                        .is_some_and(|h| h["rollout"]["halted"]["apiserver"].is_string()))
+                .then_some(i)
+            })
+        },
+    );
+    eprintln!("after resume, master-{second} tried the change and halted it");
 }

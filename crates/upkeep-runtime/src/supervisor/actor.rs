@@ -244,6 +244,10 @@ impl Actor {
                         return;
                     };
                     match cmd {
+                        Cmd::Event(Event::StepGranted) => {
+                            warn!(service = self.name(), "operator: applying the pending change without the rollout lock");
+                            self.on_step(rollout::StepCmd::Grant);
+                        }
                         Cmd::Event(ev) => self.feed(ev),
                         Cmd::Update(spec) => self.update(*spec),
                         Cmd::Remove => {

@@ -344,6 +344,11 @@ impl Supervisor {
             ControlRequest::Restart(n) => (n, Cmd::Event(Event::Restart), "restarting"),
             ControlRequest::Stop(n) => (n, Cmd::Event(Event::Hold), "stopping"),
             ControlRequest::Start(n) => (n, Cmd::Event(Event::Release), "starting"),
+            ControlRequest::Apply(n) => (
+                n,
+                Cmd::Event(Event::StepGranted),
+                "applying the pending change (if any) without the rollout lock",
+            ),
         };
         match self.actors.get(&name) {
             Some(h) => {

@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use upkeep_cluster::gate::{choose_transferee, local_member};
 use upkeep_cluster::records::DEFAULT_RECORD_TTL;
 use upkeep_cluster::{
-    decide, read_view, ClientOptions, ClusterLock, ClusterView, EtcdClient, GateInput, Halt, Keys,
+    decide, read_view, ClientOptions, ClusterLock, EtcdClient, GateInput, Halt, Keys,
     NodePublisher, NodeRecord, Rollout,
 };
 use upkeep_core::machine::Planned;
@@ -209,6 +209,9 @@ impl Coordinator {
                 _ = tick.tick() => {
                     self.drain_msgs();
                     self.publish().await;
+                    if !self.halted.is_empty() {
+                        self.sync_halts().await;
+                    }
                     if !self.pending.is_empty() {
                         self.try_step().await;
                     }
@@ -336,7 +339,7 @@ impl Coordinator {
     }
 
     /// Reads the view and asks the gate; `Err(why)` when the step must wait.
-    async fn gate(&mut self) -> Result<ClusterView, String> {
+    async fn gate(&mut self) -> Result<BTreeSet<String>, String> {
         let view = read_view(&self.client, &self.keys)
             .await
             .map_err(|e| format!("etcd unreachable: {e}"))?;
@@ -409,14 +412,9 @@ impl Coordinator {
         if let upkeep_cluster::Decision::Wait(_) = decision {
             return Err(decision.to_string());
         }
-        if !halts.is_empty() {
-            // Some pending changes are halted, the others may go: the
-            // halted ones stay pending, told why above.
-            for (name, _) in &halts {
-                self.pending.remove(name);
-            }
-        }
-        Ok(view)
+        // Some pending changes may be halted while the others go: the
+        // halted ones stay pending (told why above) and are skipped.
+        Ok(halts.into_iter().map(|(name, _)| name).collect())
     }
 
     async fn try_step(&mut self) {
@@ -438,18 +436,21 @@ impl Coordinator {
         };
         // Again, holding the lock: nothing may have moved in between.
         let started = tokio::time::Instant::now();
-        if let Err(why) = self.gate().await {
-            self.tell_all(&why);
-            let _ = guard.release().await;
-            return;
-        }
+        let skip = match self.gate().await {
+            Ok(skip) => skip,
+            Err(why) => {
+                self.tell_all(&why);
+                let _ = guard.release().await;
+                return;
+            }
+        };
         self.set_metrics(true, None);
         self.move_leader_away().await;
         let order = self.order();
         info!(services = %order.join(", "), "rollout lock held: applying the pending changes");
         let mut granted: Vec<(String, String)> = Vec::new();
         let mut failed = None;
-        for name in order {
+        for name in order.into_iter().filter(|n| !skip.contains(n)) {
             if !guard.is_held() {
                 warn!("the rollout lock was lost: no further change is applied now");
                 break;
@@ -485,6 +486,19 @@ impl Coordinator {
             warn!("cannot release the rollout lock ({e}): it expires with its lease");
         }
         self.set_metrics(false, None);
+    }
+
+    /// Forgets this node's halts that are gone from etcd (`upkeep rollout
+    /// resume`, or cleared by a new change on this node).
+    async fn sync_halts(&mut self) {
+        if let Ok(view) = read_view(&self.client, &self.keys).await {
+            let before = self.halted.len();
+            self.halted
+                .retain(|name, _| view.halts.iter().any(|h| &h.service == name));
+            if self.halted.len() != before {
+                info!("a halt of this node was cleared in etcd");
+            }
+        }
     }
 
     fn status(&self, name: &str) -> Option<ServiceStatus> {
