@@ -469,3 +469,77 @@ fn planned_changes_roll_one_master_at_a_time_and_a_broken_one_halts() {
     );
     eprintln!("after resume, master-{second} tried the change and halted it");
 }
+
+/// Scenario 4: with one master's upkeep and etcd down, a change pushed to
+/// the other two is not applied (it would cost quorum) and both say why;
+/// once the third is back, the change rolls.
+#[test]
+fn a_change_waits_while_a_master_is_down_and_rolls_once_it_is_back() {
+    require_root();
+    let mut masters = start_masters();
+    let before: Vec<u64> = masters.iter_mut().map(api_pid).collect();
+    // master-2's upkeep stops, and its services with it (on_exit = "stop").
+    masters[2].d.signal(libc::SIGTERM);
+    assert_eq!(masters[2].d.wait_exit(Duration::from_secs(30)), Some(0));
+    for m in &masters[..2] {
+        m.d.write_manifest("apiserver.yaml", &api_manifest(m.api_port, "v2", false));
+    }
+    // Both wait, saying why, and keep their apiserver.
+    for (i, m) in masters[..2].iter().enumerate() {
+        let why = wait_for(
+            "the change to wait with a reason",
+            Duration::from_secs(20),
+            || {
+                health_of(m.d.port).and_then(|h| {
+                    h["rollout"]["pending"]["apiserver"]
+                        .as_str()
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                })
+            },
+        );
+        eprintln!("master-{i} waits: {why}");
+        assert!(
+            why.contains("quorum") || why.contains("master-2"),
+            "master-{i}: {why}"
+        );
+    }
+    let hold = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < hold {
+        for (i, m) in masters[..2].iter_mut().enumerate() {
+            let s = m.d.service("apiserver").unwrap();
+            assert_eq!(
+                s["pid"].as_u64(),
+                Some(before[i]),
+                "master-{i} applied: {s}"
+            );
+            assert!(
+                s["message"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("pending: spec changed: ")),
+                "{s}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The third comes back (first starts never wait); the change rolls.
+    masters[2].d.spawn();
+    for m in masters.iter_mut() {
+        for s in ["etcd", "apiserver"] {
+            m.d.wait_service(s, Duration::from_secs(60), "ready", |s| s["ready"] == true);
+        }
+    }
+    for (i, m) in masters[..2].iter_mut().enumerate() {
+        m.d.wait_service(
+            "apiserver",
+            Duration::from_secs(90),
+            "the change applied once the third master is back",
+            |s| {
+                s["ready"] == true
+                    && s["pid"]
+                        .as_u64()
+                        .is_some_and(|p| p != before[i] && version_of(p) == "v2")
+            },
+        );
+    }
+}
