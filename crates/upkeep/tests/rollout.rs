@@ -621,3 +621,55 @@ fn an_etcd_change_restarts_one_member_at_a_time() {
     assert!(unhealthy <= 1, "{unhealthy} etcd members unhealthy at once");
     assert!(put_ok(clients[0], "after-etcd-change", "x"));
 }
+
+/// Scenario 6: the lock holder's upkeep is SIGKILLed mid-step. Its lock
+/// expires with its lease; the next upkeep on that node finishes the step
+/// (adopts the new process, or replaces the old one once it holds the lock
+/// again), and the rollout goes on: never two masters holding the lock.
+#[test]
+fn the_lock_holder_killed_mid_step_does_not_stop_the_rollout() {
+    require_root();
+    let mut masters = start_masters();
+    let ports: Vec<u16> = masters.iter().map(|m| m.d.port).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders = {
+        let (stop, ports) = (stop.clone(), ports.clone());
+        std::thread::spawn(move || {
+            let mut worst = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let n = ports
+                    .iter()
+                    .filter(|p| health_of(**p).is_some_and(|h| h["rollout"]["lock_held"] == true))
+                    .count();
+                worst = worst.max(n);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            worst
+        })
+    };
+    for m in &masters {
+        m.d.write_manifest("apiserver.yaml", &api_manifest(m.api_port, "v2", false));
+    }
+    let holder = wait_for("a master to hold the lock", Duration::from_secs(30), || {
+        ports
+            .iter()
+            .position(|p| health_of(*p).is_some_and(|h| h["rollout"]["lock_held"] == true))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    masters[holder].d.signal(libc::SIGKILL);
+    masters[holder].d.wait_exit(Duration::from_secs(5));
+    eprintln!("SIGKILLed master-{holder}'s upkeep mid-step");
+    masters[holder].d.spawn();
+    for (i, m) in masters.iter_mut().enumerate() {
+        m.d.wait_service(
+            "apiserver",
+            Duration::from_secs(120),
+            "the new spec ready on every master",
+            |s| s["ready"] == true && s["pid"].as_u64().is_some_and(|p| version_of(p) == "v2"),
+        );
+        eprintln!("master-{i} runs v2");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let worst = holders.join().unwrap();
+    assert!(worst <= 1, "{worst} masters held the rollout lock at once");
+}
