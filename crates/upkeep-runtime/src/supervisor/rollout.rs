@@ -40,6 +40,9 @@ use super::*;
 /// How often the coordinator publishes this node's record and retries
 /// pending changes.
 const TICK: Duration = Duration::from_millis(500);
+/// How often a waiting change asks the gate again (and a halted node checks
+/// whether its halt was cleared): each try is a few reads from etcd.
+const RETRY: Duration = Duration::from_secs(1);
 /// How often readiness is sampled during a step.
 const POLL: Duration = Duration::from_millis(100);
 /// Lease TTL of the rollout lock.
@@ -164,6 +167,11 @@ struct Coordinator {
     halted: BTreeMap<String, String>,
     /// The last publish error, logged once.
     publish_error: Option<String>,
+    /// The record as last written: written again only when it changes (or
+    /// its lease was lost), so an idle cluster costs etcd no writes.
+    published: Option<NodeRecord>,
+    /// When to ask the gate (and sync halts) next.
+    retry_at: tokio::time::Instant,
     /// Changes applied in the step under way, until their soak ends.
     soaking: BTreeMap<String, Entry>,
 }
@@ -193,6 +201,8 @@ impl Coordinator {
             pending: BTreeMap::new(),
             halted: BTreeMap::new(),
             publish_error: None,
+            published: None,
+            retry_at: tokio::time::Instant::now(),
             soaking: BTreeMap::new(),
         })
     }
@@ -209,11 +219,14 @@ impl Coordinator {
                 _ = tick.tick() => {
                     self.drain_msgs();
                     self.publish().await;
-                    if !self.halted.is_empty() {
-                        self.sync_halts().await;
-                    }
-                    if !self.pending.is_empty() {
-                        self.try_step().await;
+                    if tokio::time::Instant::now() >= self.retry_at {
+                        if !self.halted.is_empty() {
+                            self.sync_halts().await;
+                        }
+                        if !self.pending.is_empty() {
+                            self.try_step().await;
+                        }
+                        self.retry_at = tokio::time::Instant::now() + RETRY;
                     }
                     self.set_metrics(false, None);
                 }
@@ -237,6 +250,7 @@ impl Coordinator {
                 reply,
             } => {
                 info!(service = %name, change = planned.as_str(), "planned change pending: waiting for the rollout lock");
+                self.retry_at = tokio::time::Instant::now();
                 let since = self
                     .pending
                     .get(&name)
@@ -322,8 +336,13 @@ impl Coordinator {
 
     async fn publish(&mut self) {
         let rec = self.record();
+        let alive = *self.publisher.alive().borrow();
+        if alive && self.published.as_ref() == Some(&rec) {
+            return;
+        }
         match self.publisher.publish(&rec).await {
             Ok(()) => {
+                self.published = Some(rec);
                 if self.publish_error.take().is_some() {
                     info!("[cluster]: this node's record is published in etcd again");
                 }
