@@ -673,3 +673,61 @@ fn the_lock_holder_killed_mid_step_does_not_stop_the_rollout() {
     let worst = holders.join().unwrap();
     assert!(worst <= 1, "{worst} masters held the rollout lock at once");
 }
+
+/// etcd unreachable, or its client cannot be set up (an unreadable CA
+/// file): a planned change waits, in `/health` with the reason, the old
+/// process keeps running; `upkeep rollout apply --without-lock` applies it.
+#[test]
+fn without_etcd_a_change_waits_saying_why_until_applied_without_the_lock() {
+    require_root();
+    for (cluster, reason) in [
+        (
+            format!("etcd = [\"http://127.0.0.1:{}\"]\n", free_port()),
+            "etcd unreachable",
+        ),
+        (
+            format!(
+                "etcd = [\"https://127.0.0.1:{}\"]\nca_file = \"/nonexistent/upkeep-test-ca.crt\"\n",
+                free_port()
+            ),
+            "cannot set up the etcd client",
+        ),
+    ] {
+        let service = |arg: &str| {
+            format!("[services.web]\ncommand = [\"/bin/sleep\", \"{arg}\"]\n\n[cluster]\n{cluster}")
+        };
+        let mut d = Daemon::start(&service("1000"), &[]);
+        let pid = d.wait_pid("web", Duration::from_secs(10), |_| true);
+        let text = std::fs::read_to_string(&d.config)
+            .unwrap()
+            .replace("\"1000\"", "\"1001\"");
+        std::fs::write(&d.config, text).unwrap();
+        d.signal(libc::SIGHUP);
+        let s = d.wait_service("web", Duration::from_secs(20), "pending with a reason", |s| {
+            s["message"].as_str().is_some_and(|m| m.contains(reason))
+        });
+        assert!(
+            s["message"].as_str().unwrap().starts_with("pending: spec changed: "),
+            "{s}"
+        );
+        let hold = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < hold {
+            let s = d.service("web").unwrap();
+            assert_eq!(s["pid"].as_u64(), Some(u64::from(pid)), "applied without the lock: {s}");
+            assert_eq!(s["state"], "running", "{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, h) = d.health();
+        assert!(h["rollout"]["pending"]["web"].as_str().unwrap().contains(reason), "{h}");
+        // Disaster recovery: the operator applies it without the lock.
+        let out = d.client(&["rollout", "apply", "web"]);
+        assert!(!out.status.success(), "apply without --without-lock must be refused");
+        let out = d.client(&["rollout", "apply", "web", "--without-lock"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let new = d.wait_pid("web", Duration::from_secs(20), |p| p != pid);
+        let argv = std::fs::read_to_string(format!("/proc/{new}/cmdline")).unwrap();
+        assert!(argv.contains("1001"), "{argv:?}");
+        let s = d.service("web").unwrap();
+        assert!(!s["message"].as_str().unwrap_or("").starts_with("pending"), "{s}");
+    }
+}

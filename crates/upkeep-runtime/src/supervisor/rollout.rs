@@ -138,7 +138,76 @@ pub(super) fn policy(ctx: &Ctx, spec: &ServiceSpec) -> machine::Policy {
 pub(super) fn start(ctx: &Arc<Ctx>) -> Option<JoinHandle<()>> {
     let link = ctx.rollout.as_ref()?;
     let rx = link.rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-    Some(tokio::spawn(Coordinator::new(ctx.clone(), rx)?.run()))
+    Some(tokio::spawn(connect_then_run(ctx.clone(), rx)))
+}
+
+/// How often an etcd client that cannot be set up (an unreadable or
+/// invalid TLS file) is tried again.
+const CLIENT_RETRY: Duration = Duration::from_secs(5);
+
+/// Sets up the etcd client (again every [`CLIENT_RETRY`] while it cannot
+/// be: the TLS files may become readable), then runs the coordinator.
+/// Meanwhile every planned change waits, told why; none is lost.
+async fn connect_then_run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let Some(cfg) = ctx.rollout.as_ref().map(|l| l.cluster.clone()) else {
+        return;
+    };
+    let mut held: BTreeMap<String, Msg> = BTreeMap::new();
+    let mut logged = String::new();
+    loop {
+        match EtcdClient::new(&ClientOptions::from_config(&cfg)) {
+            Ok(client) => {
+                if !logged.is_empty() {
+                    info!("[cluster]: the etcd client is set up");
+                }
+                let Some(mut c) = Coordinator::new(ctx, rx, client) else {
+                    return;
+                };
+                for (_, m) in held {
+                    c.on_msg(m);
+                }
+                return c.run().await;
+            }
+            Err(e) => {
+                let why = format!("[cluster]: cannot set up the etcd client: {e}");
+                if why != logged {
+                    error!("{why}; planned changes wait, retrying every {CLIENT_RETRY:?}");
+                    logged = why.clone();
+                }
+                let until = tokio::time::Instant::now() + CLIENT_RETRY;
+                let node = ctx
+                    .rollout
+                    .as_ref()
+                    .map(|l| l.node.clone())
+                    .unwrap_or_default();
+                loop {
+                    // /health and the metrics show what waits, and why.
+                    ctx.shared
+                        .snapshot
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .rollout = Some(upkeep_core::snapshot::RolloutStatus {
+                        node: node.clone(),
+                        pending: held.keys().map(|n| (n.clone(), why.clone())).collect(),
+                        ..Default::default()
+                    });
+                    tokio::select! {
+                        m = rx.recv() => match m {
+                            Some(Msg::Request { name, planned, hash, after, reply }) => {
+                                let _ = reply.send(StepCmd::Waiting(why.clone()));
+                                held.insert(name.clone(), Msg::Request { name, planned, hash, after, reply });
+                            }
+                            Some(Msg::Withdraw { name }) => {
+                                held.remove(&name);
+                            }
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One pending change.
@@ -177,16 +246,13 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn new(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<Msg>) -> Option<Coordinator> {
+    fn new(
+        ctx: Arc<Ctx>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+        client: EtcdClient,
+    ) -> Option<Coordinator> {
         let link = ctx.rollout.as_ref()?;
         let cfg = &link.cluster;
-        let client = match EtcdClient::new(&ClientOptions::from_config(cfg)) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("[cluster]: cannot set up the etcd client ({e}): planned changes of serial services will wait until upkeep is restarted with a working [cluster] table");
-                return None;
-            }
-        };
         let keys = Keys::new(&cfg.prefix);
         let node = link.node.clone();
         Some(Coordinator {
