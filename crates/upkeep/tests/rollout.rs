@@ -53,7 +53,7 @@ spec:
   terminationGracePeriodSeconds: 10
   containers:
   - name: etcd
-    image: registry.k8s.io/etcd:3.5.10-0
+    image: etcd:3.5.10-0
     command:
     - etcd
     - --advertise-client-urls=http://127.0.0.1:{client}
@@ -105,7 +105,7 @@ spec:
   terminationGracePeriodSeconds: 5
   containers:
   - name: apiserver
-    image: registry.k8s.io/kube-apiserver:v1.30.0
+    image: kube-apiserver:v1.30.0
     command: {command}
     env:
     - name: VERSION
