@@ -86,6 +86,12 @@ state_dir = "$m/state"
 log_dir = "$m/log"
 node_name = "master-$n"
 on_exit = "keep"
+
+# Planned changes roll one master at a time through this etcd (issue #16).
+[cluster]
+etcd = ["http://127.0.0.1:21379", "http://127.0.0.1:22379", "http://127.0.0.1:23379"]
+ready_timeout = "1m"
+soak = "5s"
 TOML
     cat > "$m/manifests/etcd.yaml" <<YAML
 apiVersion: v1
@@ -140,4 +146,7 @@ Try:
   curl -s 127.0.0.1:9920/health
   kill -9 \$(curl -s 127.0.0.1:9920/health/etcd | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')   # etcd comes back
   kill -9 \$(cat $work/master-2/upkeep.pid); $upkeep run --config $work/master-2/upkeep.toml &   # etcd keeps its pid
+  # a change on all three at once rolls one member at a time:
+  for n in 1 2 3; do sed -i 's/--name=master-/--heartbeat-interval=150\n    - --name=master-/' $work/master-\$n/manifests/etcd.yaml; done
+  $upkeep rollout status --config $work/master-1/upkeep.toml
 EOF2

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use std::time::SystemTime;
-use upkeep_core::snapshot::{ServiceStatus, Snapshot};
+use upkeep_core::snapshot::{RolloutStatus, ServiceStatus, Snapshot};
 
 /// One service as `/health` shows it.
 #[derive(Serialize)]
@@ -48,6 +48,10 @@ struct HealthView<'a> {
     services: Vec<ServiceView<'a>>,
     manifest_errors: Vec<ManifestErrorView<'a>>,
     warnings: Vec<WarningView<'a>>,
+    /// This node's part in cluster rollouts; only with `[cluster]`. Names
+    /// and reasons only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<&'a RolloutStatus>,
 }
 
 /// Milliseconds until the service's next start, computed at `now` from
@@ -124,6 +128,7 @@ pub fn health_json(snapshot: &Snapshot, now: SystemTime) -> Result<Vec<u8>, serd
                 warning: &w.warning,
             })
             .collect(),
+        rollout: snapshot.rollout.as_ref(),
     };
     serde_json::to_vec(&view)
 }

@@ -110,6 +110,30 @@ const LOG_DROPPED: Def = Def {
     kind: MetricType::COUNTER,
     labels: &["service"],
 };
+const ROLLOUT_PENDING: Def = Def {
+    name: "upkeep_rollout_pending",
+    help: "1 while a planned change of the service waits for the cluster's rollout lock or gate, else 0 (only with [cluster]).",
+    kind: MetricType::GAUGE,
+    labels: &["service"],
+};
+const ROLLOUT_HALTED: Def = Def {
+    name: "upkeep_rollout_halted",
+    help: "1 when this node rolled back a change of the service and halted its rollout, else 0 (only with [cluster]).",
+    kind: MetricType::GAUGE,
+    labels: &["service"],
+};
+const ROLLOUT_LOCK_HELD: Def = Def {
+    name: "upkeep_rollout_lock_held",
+    help: "1 while this node holds the cluster's rollout lock (a planned step is under way), else 0 (only with [cluster]).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+const ROLLOUT_WAIT: Def = Def {
+    name: "upkeep_rollout_wait_seconds",
+    help: "Seconds the oldest pending planned change of this node has waited, 0 if none (only with [cluster]).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
 const BUILD_INFO: Def = Def {
     name: "upkeep_build_info",
     help: "Always 1; the version label is the running upkeep's version.",
@@ -117,7 +141,11 @@ const BUILD_INFO: Def = Def {
     labels: &["version"],
 };
 
-const SNAPSHOT_DEFS: [&Def; 14] = [
+const SNAPSHOT_DEFS: [&Def; 18] = [
+    &ROLLOUT_PENDING,
+    &ROLLOUT_HALTED,
+    &ROLLOUT_LOCK_HELD,
+    &ROLLOUT_WAIT,
     &SERVICE_STUCK,
     &INTERNAL_ERRORS,
     &SERVICE_UP,
@@ -285,6 +313,17 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
     let (mut start, mut backoff, mut failures, mut durations) = (vec![], vec![], vec![], vec![]);
     let mut stuck = vec![];
     let mut dropped = vec![];
+    let (mut rollout_pending, mut rollout_halted, mut rollout_lock, mut rollout_wait) =
+        (vec![], vec![], vec![], vec![]);
+    if let Some(r) = &snapshot.rollout {
+        for name in snapshot.services.keys() {
+            let svc = [("service", name.as_str())];
+            rollout_pending.push(gauge(&svc, bool_value(r.pending.contains_key(name))));
+            rollout_halted.push(gauge(&svc, bool_value(r.halted.contains_key(name))));
+        }
+        rollout_lock.push(gauge(&[], bool_value(r.lock_held)));
+        rollout_wait.push(gauge(&[], r.wait_seconds));
+    }
     for s in snapshot.services.values() {
         let svc = [("service", s.name.as_str())];
         up.push(gauge(&svc, bool_value(s.pid.is_some())));
@@ -363,6 +402,10 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
                 .collect(),
         ),
         family(&LOG_DROPPED, dropped),
+        family(&ROLLOUT_PENDING, rollout_pending),
+        family(&ROLLOUT_HALTED, rollout_halted),
+        family(&ROLLOUT_LOCK_HELD, rollout_lock),
+        family(&ROLLOUT_WAIT, rollout_wait),
         family(&BUILD_INFO, vec![gauge(&[("version", version)], 1.0)]),
     ];
     families

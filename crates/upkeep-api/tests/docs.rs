@@ -57,6 +57,7 @@ fn metrics_doc_covers_every_emitted_metric() {
     s.next_start_at = Some(now + Duration::from_secs(1));
     let mut snap = Snapshot::default();
     snap.services.insert("a".into(), s);
+    snap.rollout = Some(Default::default());
     let mut names: Vec<String> = snapshot_families(&snap, "1", now)
         .iter()
         .map(|f| f.name().to_string())

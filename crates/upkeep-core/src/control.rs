@@ -12,6 +12,10 @@ pub enum ControlRequest {
     Stop(String),
     /// Start a stopped service.
     Start(String),
+    /// Apply the service's pending planned change now, without the
+    /// cluster's rollout lock (`upkeep rollout apply --without-lock`, for
+    /// disaster recovery).
+    Apply(String),
 }
 
 /// The answer, sent as a JSON line.

@@ -147,6 +147,40 @@ pub struct Policy {
     pub kill_mode: KillMode,
     /// A startup probe is configured: `started` waits for it.
     pub has_startup_probe: bool,
+    /// Planned changes wait for the cluster (issue #16): a serial service
+    /// with a `[cluster]` table. A spec change or an operator restart of a
+    /// running process is then recorded as [`ServiceState::pending`] and
+    /// asked for with [`Action::RequestStep`]; the old process keeps
+    /// running until [`Event::StepGranted`]. False: applied at once.
+    pub gated: bool,
+}
+
+/// A planned change waiting for the cluster's permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Planned {
+    /// An operator restart (`upkeep restart`).
+    Restart,
+    /// What is executed changed (a manifest or config edit, or an adopted
+    /// process that runs an older spec). Wins over a pending restart.
+    SpecChanged,
+}
+
+impl Planned {
+    /// The event that applies it.
+    fn event(self) -> Event {
+        match self {
+            Planned::Restart => Event::Restart,
+            Planned::SpecChanged => Event::SpecChanged,
+        }
+    }
+
+    /// In words, for `message` and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Planned::Restart => "restart requested",
+            Planned::SpecChanged => "spec changed",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -162,6 +196,7 @@ impl Default for Policy {
             pre_stop: false,
             kill_mode: KillMode::ControlGroup,
             has_startup_probe: false,
+            gated: false,
         }
     }
 }
@@ -266,6 +301,26 @@ pub enum Event {
     },
     /// `deadline()` was reached.
     Timer,
+    /// The cluster allows the pending planned change now (this node holds
+    /// the rollout lock and the gate said go): apply it as if it had just
+    /// arrived, without waiting. Ignored when nothing is pending.
+    StepGranted,
+    /// The pending change is no longer wanted (the spec went back to what
+    /// runs): forget it. Ignored when nothing is pending.
+    StepCancelled,
+    /// Why the pending change still waits, for `message`. Ignored when
+    /// nothing is pending.
+    StepWaiting {
+        /// The cluster's reason, e.g. "master m2 holds the rollout lock".
+        why: String,
+    },
+    /// The change just applied failed (not ready within `ready_timeout`):
+    /// replace the process at once with the last good spec (the executor
+    /// already holds it again), whatever the phase, and say why.
+    RollBack {
+        /// Why, e.g. "not ready within 5m".
+        why: String,
+    },
 }
 
 /// Something the executor must do.
@@ -327,6 +382,13 @@ pub enum Action {
     },
     /// Something is wrong that an operator must see (logged at error level).
     Alarm(String),
+    /// A planned change is pending (see [`Policy::gated`]): ask the cluster
+    /// coordinator for a step; it answers [`Event::StepGranted`] (or
+    /// [`Event::StepWaiting`] meanwhile). Emitted again on every new change.
+    RequestStep {
+        /// What is pending.
+        planned: Planned,
+    },
 }
 
 /// How long draining waits between two kills of what is left.
@@ -382,6 +444,10 @@ pub struct ServiceState {
     /// Whether upkeep sent SIGKILL to the current generation (so a
     /// SIGKILL exit is not a surprise).
     pub killed: bool,
+    /// A planned change waiting for [`Event::StepGranted`] (only ever set
+    /// when [`Policy::gated`]). Kept across crashes: a crash restart starts
+    /// what ran before, and the change still waits.
+    pub pending: Option<Planned>,
 }
 
 impl ServiceState {
@@ -404,6 +470,7 @@ impl ServiceState {
             stop_pending: false,
             restart_after_spawn: false,
             killed: false,
+            pending: None,
         }
     }
 
@@ -477,6 +544,99 @@ impl ServiceState {
 /// - `ready` is false outside `Running`; `started` is false without a pid;
 ///   `stop_pending` is false outside `Starting`.
 pub fn step(
+    state: ServiceState,
+    event: Event,
+    now: Instant,
+    jitter: f64,
+) -> (ServiceState, Vec<Action>) {
+    let mut s = state;
+    // === planned changes under the cluster (issue #16) ===
+    // Only a running process waits: a first start, a crash restart, a
+    // liveness kill and anything not running never do.
+    let running = matches!(s.phase, Phase::Running { .. });
+    match event {
+        Event::Restart | Event::SpecChanged if s.policy.gated && running && !s.held => {
+            let planned = if event == Event::Restart {
+                Planned::Restart
+            } else {
+                Planned::SpecChanged
+            };
+            let planned = s.pending.map_or(planned, |p| p.max(planned));
+            s.pending = Some(planned);
+            s.message = format!(
+                "pending: {}: waiting for the rollout lock",
+                planned.as_str()
+            );
+            (s, vec![Action::RequestStep { planned }])
+        }
+        Event::Adopt(ad)
+            if s.policy.gated && !ad.current && !s.held && s.phase == Phase::Stopped =>
+        {
+            // Take the process over as current, then let the change wait.
+            let pid = ad.pid;
+            let (mut s, mut a) = step_now(
+                s,
+                Event::Adopt(Adopted {
+                    current: true,
+                    ..ad
+                }),
+                now,
+                jitter,
+            );
+            s.pending = Some(Planned::SpecChanged);
+            s.message = format!(
+                "pending: adopted pid {pid}: the spec changed while upkeep was away: waiting for the rollout lock"
+            );
+            a.push(Action::RequestStep {
+                planned: Planned::SpecChanged,
+            });
+            (s, a)
+        }
+        Event::StepGranted => {
+            let Some(planned) = s.pending.take() else {
+                return (s, Vec::new());
+            };
+            if s.message.starts_with("pending: ") {
+                s.message.clear();
+            }
+            step_now(s, planned.event(), now, jitter)
+        }
+        Event::StepCancelled => {
+            if s.pending.take().is_some() && s.message.starts_with("pending: ") {
+                s.message.clear();
+            }
+            (s, Vec::new())
+        }
+        Event::StepWaiting { why } => {
+            if let Some(p) = s.pending {
+                s.message = format!("pending: {}: {why}", p.as_str());
+            }
+            (s, Vec::new())
+        }
+        Event::RollBack { why } => {
+            s.pending = None;
+            let (mut s, a) = step_now(s, Event::SpecChanged, now, jitter);
+            s.message = format!("rollout halted: {why}; rolled back to the last good spec");
+            (s, a)
+        }
+        Event::SpecChanged => {
+            // Applied at once (not gated, held, or not running): nothing
+            // waits any more.
+            s.pending = None;
+            step_now(s, Event::SpecChanged, now, jitter)
+        }
+        Event::Restart => {
+            if s.pending == Some(Planned::Restart) {
+                s.pending = None;
+            }
+            step_now(s, Event::Restart, now, jitter)
+        }
+        event => step_now(s, event, now, jitter),
+    }
+}
+
+/// [`step`] without the cluster's wait: every event applies at once.
+fn step_now(
     state: ServiceState,
     event: Event,
     now: Instant,

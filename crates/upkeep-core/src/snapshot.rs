@@ -180,6 +180,25 @@ pub struct Snapshot {
     /// Host problems found at start.
     #[serde(default)]
     pub warnings: Vec<HostWarning>,
+    /// The cluster rollout (issue #16), written by the rollout coordinator;
+    /// `None` without a `[cluster]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// This node's part in cluster rollouts (issue #16).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// This node's name (`node_name`).
+    pub node: String,
+    /// This node holds the cluster's rollout lock (a step is under way).
+    pub lock_held: bool,
+    /// How long the oldest pending change of this node has waited.
+    pub wait_seconds: f64,
+    /// Services with a planned change waiting for the lock, with why they wait.
+    pub pending: BTreeMap<String, String>,
+    /// Services whose change this node rolled back and halted, with why.
+    pub halted: BTreeMap<String, String>,
 }
 
 impl Snapshot {

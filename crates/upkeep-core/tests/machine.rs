@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use upkeep_core::machine::{
-    step, Action, Adopted, AfterStop, Event, Gen, Phase, Policy, ProbeKill, ServiceState,
+    step, Action, Adopted, AfterStop, Event, Gen, Phase, Planned, Policy, ProbeKill, ServiceState,
     StopStage, Target, DRAIN_RETRY, DRAIN_WARN_AFTER, KILLED_AT_BIRTH, SPAWN_FAILURE_MIN_DELAY,
 };
 use upkeep_core::ExitStatus;
@@ -1878,6 +1878,11 @@ fn fixtures(now: Instant) -> Vec<(&'static str, ServiceState)> {
     running.ready = true;
     let mut killed = with(stopping(StopStage::Killed));
     killed.killed = true;
+    let mut gated = running.clone();
+    gated.policy.gated = true;
+    let mut gated_pending = gated.clone();
+    gated_pending.pending = Some(Planned::SpecChanged);
+    gated_pending.message = "pending: spec changed: waiting for the rollout lock".into();
     vec![
         ("Stopped", with(Phase::Stopped)),
         ("Stopped, held", held),
@@ -1902,6 +1907,8 @@ fn fixtures(now: Instant) -> Vec<(&'static str, ServiceState)> {
                 began: now - DRAIN_RETRY,
             }),
         ),
+        ("Running, gated", gated),
+        ("Running, gated, pending", gated_pending),
         ("Backoff", with(Phase::Backoff { until: now })),
         (
             "Completed (failed)",
@@ -1994,6 +2001,10 @@ fn table_events(now: Instant) -> Vec<(&'static str, Event)> {
             },
         ),
         ("Timer", Event::Timer),
+        ("StepGranted", Event::StepGranted),
+        ("StepCancelled", Event::StepCancelled),
+        ("StepWaiting", Event::StepWaiting { why: "x".into() }),
+        ("RollBack", Event::RollBack { why: "x".into() }),
     ]
 }
 
@@ -2027,6 +2038,8 @@ fn phase_label(s: &ServiceState) -> String {
         (s.held, "held"),
         (s.stop_pending, "stop pending"),
         (s.restart_after_spawn, "restart after spawn"),
+        (s.policy.gated, "gated"),
+        (s.pending.is_some(), "pending"),
     ] {
         if flag {
             label.push_str(", ");
@@ -2051,6 +2064,7 @@ fn action_label(a: &Action) -> String {
         Action::KillGroup { .. } => "KillGroup".into(),
         Action::Release { .. } => "Release".into(),
         Action::Alarm(_) => "Alarm".into(),
+        Action::RequestStep { .. } => "RequestStep".into(),
     }
 }
 
@@ -2511,6 +2525,8 @@ impl World {
                     }
                 }
                 Action::Alarm(_) => {}
+                // Never emitted: the simulated services are not gated.
+                Action::RequestStep { .. } => prop_assert!(false, "RequestStep without gating"),
             }
         }
         Ok(())
@@ -2892,4 +2908,179 @@ proptest! {
         prop_assert_eq!(h.s.restarts, want);
         h.stop_and_settle()?;
     }
+}
+
+// === planned changes under the cluster (issue #16) ===
+
+fn gated() -> Policy {
+    Policy {
+        gated: true,
+        ..policy()
+    }
+}
+
+#[test]
+fn gated_spec_change_waits_keeping_the_process_until_granted() {
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    let a = sim.ev(Event::SpecChanged);
+    assert_eq!(
+        a,
+        vec![Action::RequestStep {
+            planned: Planned::SpecChanged
+        }]
+    );
+    assert_eq!(sim.s.phase, Phase::Running { pid: 10 });
+    assert_eq!(sim.s.pending, Some(Planned::SpecChanged));
+    assert!(sim.s.message.starts_with("pending: spec changed"));
+    // Why it waits goes to the message; nothing else moves.
+    assert_eq!(
+        sim.ev(Event::StepWaiting {
+            why: "master m2 holds the rollout lock".into()
+        }),
+        vec![]
+    );
+    assert_eq!(
+        sim.s.message,
+        "pending: spec changed: master m2 holds the rollout lock"
+    );
+    assert_eq!(sim.s.phase, Phase::Running { pid: 10 });
+    // Granted: the normal replacement, exactly one stop signal.
+    let a = sim.ev(Event::StepGranted);
+    assert_eq!(count(&a, is_signal), 1);
+    assert_eq!(sim.s.pending, None);
+    let a = sim.settle();
+    assert_eq!(count(&a, is_spawn), 1);
+    assert_eq!(sim.s.phase, Phase::Starting);
+    // Once nothing is pending, a grant is ignored.
+    sim.spawned(11);
+    sim.ignored(Event::StepGranted);
+}
+
+#[test]
+fn gated_operator_restart_waits_and_a_spec_change_supersedes_it() {
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    assert_eq!(
+        sim.ev(Event::Restart),
+        vec![Action::RequestStep {
+            planned: Planned::Restart
+        }]
+    );
+    assert_eq!(sim.s.pending, Some(Planned::Restart));
+    assert_eq!(
+        sim.ev(Event::SpecChanged),
+        vec![Action::RequestStep {
+            planned: Planned::SpecChanged
+        }]
+    );
+    // A restart does not downgrade a pending spec change.
+    sim.ev(Event::Restart);
+    assert_eq!(sim.s.pending, Some(Planned::SpecChanged));
+}
+
+#[test]
+fn crash_liveness_and_first_start_never_wait_and_keep_the_change_pending() {
+    let mut sim = Sim::new(gated());
+    // First start: no request, a spawn at once.
+    assert_eq!(sim.ev(Event::Start), vec![Action::Spawn { gen: 1 }]);
+    sim.spawned(10);
+    sim.ev(Event::SpecChanged);
+    assert_eq!(sim.s.pending, Some(Planned::SpecChanged));
+    // A crash restarts (through the backoff) without asking anyone.
+    let a = sim.crash(ExitStatus::Exited(1));
+    assert!(!a.iter().any(|x| matches!(x, Action::RequestStep { .. })));
+    sim.wait_for_spawn(&a);
+    sim.spawned(11);
+    assert_eq!(sim.s.pending, Some(Planned::SpecChanged), "still pending");
+    // A liveness kill restarts without asking either.
+    let a = sim.ev(Event::ProbeFailed {
+        gen: sim.gen(),
+        probe: ProbeKill::Liveness,
+        why: "x".into(),
+    });
+    assert_eq!(count(&a, is_signal), 1);
+    assert!(!a.iter().any(|x| matches!(x, Action::RequestStep { .. })));
+}
+
+#[test]
+fn ungated_and_immediate_services_never_wait() {
+    let mut sim = Sim::new(policy());
+    sim.run(10);
+    let a = sim.ev(Event::SpecChanged);
+    assert_eq!(count(&a, is_signal), 1);
+    assert_eq!(sim.s.pending, None);
+    // Not running: a gated change applies at once (nothing runs to keep).
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    sim.s.failures = 2; // a crash loop: the next restart backs off
+    let a = sim.crash(ExitStatus::Exited(1));
+    assert!(matches!(sim.s.phase, Phase::Backoff { .. }), "{a:?}");
+    let a = sim.ev(Event::SpecChanged);
+    assert_eq!(a, vec![Action::Spawn { gen: sim.gen() }]);
+    assert_eq!(sim.s.pending, None);
+}
+
+#[test]
+fn cancelled_change_is_forgotten() {
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    sim.ev(Event::SpecChanged);
+    assert_eq!(sim.ev(Event::StepCancelled), vec![]);
+    assert_eq!(sim.s.pending, None);
+    assert_eq!(sim.s.message, "");
+    sim.ignored(Event::StepGranted);
+    sim.ignored(Event::StepCancelled);
+    sim.ignored(Event::StepWaiting { why: "x".into() });
+}
+
+#[test]
+fn rollback_replaces_a_failing_new_process_at_once_and_says_why() {
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    sim.ev(Event::SpecChanged);
+    sim.ev(Event::StepGranted);
+    sim.settle();
+    sim.spawned(11);
+    // The new spec crash-loops: in backoff when the coordinator gives up.
+    sim.s.failures = 2;
+    let a = sim.crash(ExitStatus::Exited(1));
+    assert!(matches!(sim.s.phase, Phase::Backoff { .. }), "{a:?}");
+    let a = sim.ev(Event::RollBack {
+        why: "apiserver on m1: not ready within 5s".into(),
+    });
+    assert_eq!(a, vec![Action::Spawn { gen: sim.gen() }]);
+    assert!(sim.s.message.starts_with("rollout halted: apiserver on m1"));
+    // Running but not ready: a rollback replaces it too, without asking.
+    sim.spawned(12);
+    let a = sim.ev(Event::RollBack { why: "x".into() });
+    assert_eq!(count(&a, is_signal), 1);
+    assert!(!a.iter().any(|x| matches!(x, Action::RequestStep { .. })));
+}
+
+#[test]
+fn adopting_a_stale_process_while_gated_waits_for_the_lock() {
+    let mut sim = Sim::new(gated());
+    let a = sim.ev(Event::Adopt(adopted(false)));
+    assert!(matches!(sim.s.phase, Phase::Running { .. }));
+    assert_eq!(count(&a, is_signal), 0);
+    assert!(a.contains(&Action::RequestStep {
+        planned: Planned::SpecChanged
+    }));
+    assert_eq!(sim.s.pending, Some(Planned::SpecChanged));
+    let a = sim.ev(Event::StepGranted);
+    assert_eq!(count(&a, is_signal), 1);
+}
+
+#[test]
+fn a_held_service_never_waits() {
+    let mut sim = Sim::new(gated());
+    sim.run(10);
+    sim.ev(Event::SpecChanged);
+    sim.ev(Event::Hold);
+    sim.settle();
+    assert_eq!(sim.s.phase, Phase::Stopped);
+    // Another change while held: applied on release, nothing pending.
+    sim.ev(Event::SpecChanged);
+    assert_eq!(sim.s.pending, None);
 }

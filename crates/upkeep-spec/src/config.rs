@@ -15,7 +15,7 @@ use crate::hash::spec_hash;
 use crate::node::{self, Ctx, Kind, Node};
 use crate::types::{
     BackoffSpec, KillMode, LogMode, OnExit, Origin, Probe, ProbeHandler, Probes, Resources,
-    RestartPolicy, Scheme, ServiceSpec, MAX_STOP_GRACE,
+    RestartPolicy, RolloutMode, Scheme, ServiceSpec, MAX_STOP_GRACE,
 };
 
 /// Default config path.
@@ -991,6 +991,19 @@ fn read_service(
             kill = m;
         }
     }
+    let mut rollout = RolloutMode::Serial;
+    if let Some(v) = f.get("rollout") {
+        if let Some(s) = ctx.string(v, &f.sub("rollout")) {
+            match RolloutMode::from_name(&s) {
+                Some(m) => rollout = m,
+                None => ctx.error(
+                    v,
+                    &f.sub("rollout"),
+                    format!("{s:?}: expected \"serial\" (one master at a time) or \"immediate\""),
+                ),
+            }
+        }
+    }
     let mut backoff = cfg.default_backoff;
     if let Some(v) = f.get("backoff") {
         if let Some(b) = read_backoff(ctx, v, &f.sub("backoff"), cfg.default_backoff) {
@@ -1037,6 +1050,7 @@ fn read_service(
         log,
         volumes: Vec::new(),
         resources: Resources::default(),
+        rollout,
         hash: String::new(),
     };
     (Some(spec), afters)

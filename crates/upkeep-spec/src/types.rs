@@ -66,6 +66,11 @@ pub struct ServiceSpec {
     pub volumes: Vec<HostPathVolume>,
     /// Resource limits (cgroups) if any.
     pub resources: Resources,
+    /// How planned changes roll across masters when `[cluster]` is set
+    /// (issue #16). Left out of the serialized form when it is the default
+    /// (serial), like `kill_mode`; supervision policy, never a restart.
+    #[serde(skip_serializing_if = "RolloutMode::is_default")]
+    pub rollout: RolloutMode,
     /// Hex content hash of everything above: equal hashes mean nothing to restart.
     pub hash: String,
 }
@@ -98,6 +103,35 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never restart.
     Never,
+}
+
+/// How a planned change (a spec change, `upkeep restart`) of a service is
+/// applied when the config has a `[cluster]` table: a host service's
+/// `rollout` key, a static pod's `upkeep.io/rollout` annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutMode {
+    /// One master at a time, through the cluster lock (the default).
+    #[default]
+    Serial,
+    /// At once, without the lock (as without `[cluster]`).
+    Immediate,
+}
+
+impl RolloutMode {
+    /// True for the default, `Serial`.
+    pub fn is_default(&self) -> bool {
+        *self == RolloutMode::Serial
+    }
+
+    /// The mode written as `name` (`"serial"`, `"immediate"`), if any.
+    pub fn from_name(name: &str) -> Option<RolloutMode> {
+        match name {
+            "serial" => Some(RolloutMode::Serial),
+            "immediate" => Some(RolloutMode::Immediate),
+            _ => None,
+        }
+    }
 }
 
 /// What a stop reaches, as systemd's `KillMode=` (a host service's

@@ -608,3 +608,29 @@ fn a_kill_mode_change_changes_the_spec_hash() {
     assert_ne!(a.services[0].hash, b.services[0].hash);
     assert_eq!(a.services[0].hash, c.services[0].hash);
 }
+
+#[test]
+fn rollout_per_host_service() {
+    use upkeep_spec::RolloutMode;
+    let c = ok("[services.a]\ncommand = [\"/a\"]\n");
+    assert_eq!(c.services[0].rollout, RolloutMode::Serial);
+    let serial_hash = c.services[0].hash.clone();
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nrollout = \"serial\"\n");
+    // The default is left out of the hash: adding the key restarts nothing.
+    assert_eq!(c.services[0].hash, serial_hash);
+    let c = ok("[services.a]\ncommand = [\"/a\"]\nrollout = \"immediate\"\n");
+    assert_eq!(c.services[0].rollout, RolloutMode::Immediate);
+    assert_eq!(
+        upkeep_spec::hash::exec_hash(&c.services[0]),
+        upkeep_spec::hash::exec_hash(&ok("[services.a]\ncommand = [\"/a\"]\n").services[0]),
+        "policy, not what is executed"
+    );
+    let d = errors("[services.a]\ncommand = [\"/a\"]\nrollout = \"soon\"\n");
+    assert!(
+        has_error(
+            &d,
+            &["test.toml", "services.a.rollout", "\"soon\"", "immediate"]
+        ),
+        "{d:#?}"
+    );
+}

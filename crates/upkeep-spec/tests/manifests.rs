@@ -851,3 +851,32 @@ fn static_pods_always_kill_the_control_group() {
         p.warnings
     );
 }
+
+#[test]
+fn rollout_annotation_opts_a_pod_out_and_bad_values_name_the_field() {
+    use upkeep_spec::RolloutMode;
+    let with = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    upkeep.io/rollout: {v}\nspec:\n  containers:\n  - name: c\n    image: reg.example/img:1\n    command: [/bin/true]\n"
+        )
+    };
+    let p = pod(parse_str(&minimal("    command: [/bin/true]\n", "")));
+    assert_eq!(p.services[0].rollout, RolloutMode::Serial);
+    let p = pod(parse_str(&with("immediate")));
+    assert_eq!(p.services[0].rollout, RolloutMode::Immediate);
+    let p = pod(parse_str(&with("serial")));
+    assert_eq!(p.services[0].rollout, RolloutMode::Serial);
+    let d = invalid(parse_str(&with("later")));
+    assert!(
+        has_error(
+            &d,
+            &[
+                "/m/test.yaml",
+                "metadata.annotations.upkeep.io/rollout",
+                "\"later\"",
+                "immediate"
+            ]
+        ),
+        "{d:#?}"
+    );
+}

@@ -86,6 +86,10 @@ pub enum Command {
     Status {
         /// Only this service; exit non-zero unless it is running and ready.
         name: Option<String>,
+        /// Show every master's services, the rollout lock, pending changes
+        /// and halts, read from etcd (`[cluster]`), like `upkeep rollout status`.
+        #[arg(long, conflicts_with = "name")]
+        cluster: bool,
         /// Paths.
         #[command(flatten)]
         paths: Paths,
@@ -158,6 +162,12 @@ pub enum Command {
         #[command(flatten)]
         paths: Paths,
     },
+    /// Planned changes across masters (`[cluster]`, issue #16).
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Print the man page (roff) to stdout.
     #[command(hide = true)]
     Man,
@@ -166,5 +176,44 @@ pub enum Command {
     Completions {
         /// Shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `upkeep rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show every master's services, the rollout lock holder, pending
+    /// changes and halts, read from etcd.
+    ///
+    /// Exit status: 2 when etcd cannot be read, otherwise 0.
+    Status {
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Clear the halts of a service (every master's): the pending changes of
+    /// that service roll again, one master at a time.
+    Resume {
+        /// Service name.
+        name: String,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Apply this node's pending change of a service now, without the
+    /// cluster's rollout lock and gate: for disaster recovery only (etcd has
+    /// no quorum and the change is what brings it back).
+    Apply {
+        /// Service name.
+        name: String,
+        /// Required: says that you mean to bypass the lock.
+        #[arg(long, required = true)]
+        without_lock: bool,
+        /// Paths.
+        #[command(flatten)]
+        paths: Paths,
     },
 }

@@ -10,9 +10,10 @@ mod load;
 mod logging;
 mod preflight;
 mod render;
+mod rollout;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command};
+use cli::{Cli, Command, RolloutCommand};
 
 fn main() {
     let cli = Cli::parse();
@@ -51,10 +52,17 @@ fn main() {
             }
         }
         Command::Status {
+            cluster: true,
+            paths,
+            output,
+            ..
+        } => rollout::status(&paths, output),
+        Command::Status {
             name,
             paths,
             output,
             watch,
+            ..
         } => client::status(&paths, name.as_deref(), output, watch),
         Command::Events {
             name,
@@ -63,6 +71,13 @@ fn main() {
             output,
         } => describe::events(&paths, name.as_deref(), follow, output),
         Command::Describe { name, paths } => describe::describe(&paths, &name),
+        Command::Rollout { command } => match command {
+            RolloutCommand::Status { paths, output } => rollout::status(&paths, output),
+            RolloutCommand::Resume { name, paths } => rollout::resume(&paths, &name),
+            RolloutCommand::Apply { name, paths, .. } => {
+                client::control(&paths, upkeep_core::control::ControlRequest::Apply(name))
+            }
+        },
         Command::Logs {
             name,
             follow,

@@ -84,6 +84,8 @@ pub(super) fn policy_of(spec: &ServiceSpec) -> Policy {
             spec.kill_mode
         },
         has_startup_probe: spec.probes.startup.is_some(),
+        // Set by `rollout::policy` when the cluster coordinates planned changes.
+        gated: false,
     }
 }
 
@@ -130,6 +132,14 @@ pub(super) struct Actor {
     spawn_failure_logged: Option<tokio::time::Instant>,
     /// The kubelet's reason for the last exit (`OOMKilled`, `Error`...).
     last_exit_reason: Option<String>,
+    /// A planned change waiting for the cluster (issue #16): the spec it
+    /// brings; `spec` stays what runs until the step is granted.
+    next: Option<ServiceSpec>,
+    /// The spec before the last granted step, for a rollback.
+    last_good: Option<ServiceSpec>,
+    /// Answers of the rollout coordinator.
+    step_tx: mpsc::UnboundedSender<rollout::StepCmd>,
+    step_rx: Option<mpsc::UnboundedReceiver<rollout::StepCmd>>,
 }
 
 fn now_std() -> Instant {
@@ -138,8 +148,9 @@ fn now_std() -> Instant {
 
 impl Actor {
     pub(super) fn new(spec: ServiceSpec, ctx: Arc<Ctx>, exec: Box<dyn Executor>) -> Self {
-        let state = ServiceState::new(policy_of(&spec), now_std());
+        let state = ServiceState::new(rollout::policy(&ctx, &spec), now_std());
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (step_tx, step_rx) = mpsc::unbounded_channel();
         Actor {
             spec,
             state,
@@ -158,6 +169,10 @@ impl Actor {
             spawn_failures: 0,
             spawn_failure_logged: None,
             last_exit_reason: None,
+            next: None,
+            last_good: None,
+            step_tx,
+            step_rx: Some(step_rx),
         }
     }
 
@@ -194,6 +209,10 @@ impl Actor {
             rx
         });
         let mut ready_rx = self.ctx.ready_tx.subscribe();
+        let mut step_rx = self
+            .step_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut ending = false;
         let mut inbox_closed = false;
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
@@ -230,6 +249,10 @@ impl Actor {
                         return;
                     };
                     match cmd {
+                        Cmd::Event(Event::StepGranted) => {
+                            warn!(service = self.name(), "operator: applying the pending change without the rollout lock");
+                            self.on_step(rollout::StepCmd::Grant);
+                        }
                         Cmd::Event(ev) => {
                             self.operator_event(&ev);
                             self.feed(ev)
@@ -264,6 +287,7 @@ impl Actor {
                     self.feed(Event::PreStopDone { gen });
                 }
                 Some((gen, report)) = probe_rx.recv() => self.on_probe(gen, report),
+                Some(cmd) = step_rx.recv() => self.on_step(cmd),
                 _ = sleep_until(deadline), if deadline.is_some() => self.feed(Event::Timer),
                 _ = ready_rx.changed(), if !self.spec.after.is_empty() => self.feed_dependencies(),
             }
@@ -275,11 +299,15 @@ impl Actor {
         let mut events = VecDeque::from([ev]);
         while let Some(ev) = events.pop_front() {
             let was_ready = self.state.ready;
+            let was_pending = self.state.pending.is_some();
             let sample = self.jitter.sample();
             let (next, actions) = machine::step(self.state.clone(), ev, now_std(), sample);
             self.state = next;
             if was_ready != self.state.ready {
                 self.ctx.bump_ready();
+            }
+            if was_pending && self.state.pending.is_none() {
+                self.withdraw();
             }
             for a in actions {
                 if let Some(ev) = self.perform(a) {
@@ -343,6 +371,7 @@ impl Actor {
                 error!(service = self.name(), "{text}");
                 None
             }
+            Action::RequestStep { planned } => self.request_step(planned),
         }
     }
 
@@ -617,8 +646,8 @@ impl Actor {
         let exec_changed =
             upkeep_spec::hash::exec_hash(&spec) != upkeep_spec::hash::exec_hash(&self.spec);
         let limits_changed = spec.resources != self.spec.resources;
-        let policy = policy_of(&spec);
-        self.spec = spec;
+        let policy = rollout::policy(&self.ctx, &spec);
+        let running = std::mem::replace(&mut self.spec, spec);
         if limits_changed {
             self.exec.set_limits(&self.spec);
         }
@@ -641,6 +670,18 @@ impl Actor {
                 false,
             );
             self.feed(Event::SpecChanged);
+            // Waiting for the cluster: the running spec stays, for a crash
+            // restart; the change is applied when the step is granted.
+            self.next = match self.state.pending {
+                Some(_) => Some(std::mem::replace(&mut self.spec, running)),
+                None => None,
+            };
+        } else if self.next.take().is_some() {
+            info!(
+                service = self.name(),
+                "the pending change was undone: nothing to apply"
+            );
+            self.feed(Event::StepCancelled);
         }
     }
 
@@ -648,6 +689,7 @@ impl Actor {
     /// the process is left running and its record kept for the next upkeep.
     fn finish(&mut self, stopped: bool) {
         self.exec.stop_probes();
+        self.withdraw();
         if stopped {
             self.exec.finish();
             self.ctx.record(&self.spec.name, None);
@@ -772,5 +814,62 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Planned changes under the cluster (issue #16); see `rollout.rs`.
+impl Actor {
+    /// Asks the coordinator for a step; granted at once without one.
+    fn request_step(&mut self, planned: machine::Planned) -> Option<Event> {
+        let Some(link) = self.ctx.rollout.as_ref() else {
+            return Some(Event::StepGranted);
+        };
+        let spec = self.next.as_ref().unwrap_or(&self.spec);
+        link.send(rollout::Msg::Request {
+            name: self.spec.name.clone(),
+            planned,
+            hash: spec.hash.clone(),
+            after: spec.after.clone(),
+            reply: self.step_tx.clone(),
+        });
+        None
+    }
+
+    fn withdraw(&self) {
+        if let Some(link) = self.ctx.rollout.as_ref() {
+            link.send(rollout::Msg::Withdraw {
+                name: self.spec.name.clone(),
+            });
+        }
+    }
+
+    fn on_step(&mut self, cmd: rollout::StepCmd) {
+        match cmd {
+            rollout::StepCmd::Grant => {
+                let good = match self.next.take() {
+                    Some(next) => std::mem::replace(&mut self.spec, next),
+                    None => self.spec.clone(),
+                };
+                self.last_good = Some(good);
+                self.feed(Event::StepGranted);
+            }
+            rollout::StepCmd::Waiting(why) => self.feed(Event::StepWaiting { why }),
+            rollout::StepCmd::RollBack(why) => {
+                let Some(good) = self.last_good.take() else {
+                    return;
+                };
+                warn!(
+                    service = self.name(),
+                    "rolling back to the last good spec: {why}"
+                );
+                self.next = None;
+                self.spec = good;
+                let policy = rollout::policy(&self.ctx, &self.spec);
+                if policy != self.state.policy {
+                    self.feed(Event::Policy(Box::new(policy)));
+                }
+                self.feed(Event::RollBack { why });
+            }
+        }
     }
 }

@@ -34,6 +34,7 @@ fn ctx() -> Arc<Ctx> {
         state_dir: PathBuf::from("/nonexistent"),
         holds: Mutex::new(Default::default()),
         write_lock: Mutex::new(()),
+        rollout: None,
     })
 }
 

@@ -20,6 +20,8 @@ pub(super) struct Ctx {
     /// One writer of the state file at a time (the saver and the final
     /// write at exit never overlap).
     pub(super) write_lock: Mutex<()>,
+    /// The rollout coordinator's link (issue #16); `None` without `[cluster]`.
+    pub(super) rollout: Option<super::rollout::Link>,
 }
 
 impl Ctx {

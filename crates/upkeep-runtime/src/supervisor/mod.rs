@@ -101,6 +101,7 @@ mod actor;
 mod actor_tests;
 mod ctx;
 mod reconcile;
+mod rollout;
 mod saver;
 mod shutdown;
 #[cfg(test)]
@@ -209,6 +210,7 @@ impl Supervisor {
             state_dir: opts.config.state_dir.clone(),
             holds: Mutex::new(Default::default()),
             write_lock: Mutex::new(()),
+            rollout: rollout::Link::new(&opts.config),
         });
         Supervisor {
             cfg: opts.config,
@@ -238,6 +240,8 @@ impl Supervisor {
 
         // The state saver writes adoption records off the critical path.
         let saver = tokio::spawn(state_saver(self.ctx.clone()));
+        // Planned changes across masters (issue #16), with `[cluster]` only.
+        let _rollout = rollout::start(&self.ctx);
 
         // Adoption records left by an earlier upkeep.
         let mut records = match state::load(&self.cfg.state_dir) {
@@ -367,6 +371,11 @@ impl Supervisor {
             ControlRequest::Restart(n) => (n, Cmd::Event(Event::Restart), "restarting"),
             ControlRequest::Stop(n) => (n, Cmd::Event(Event::Hold), "stopping"),
             ControlRequest::Start(n) => (n, Cmd::Event(Event::Release), "starting"),
+            ControlRequest::Apply(n) => (
+                n,
+                Cmd::Event(Event::StepGranted),
+                "applying the pending change (if any) without the rollout lock",
+            ),
         };
         // Say what is true: `stop` on a stopped service stops nothing.
         let state = {
@@ -458,6 +467,7 @@ fn placeholder_spec() -> ServiceSpec {
         volumes: Vec::new(),
         resources: upkeep_spec::Resources::default(),
         kill_mode: upkeep_spec::KillMode::ControlGroup,
+        rollout: upkeep_spec::RolloutMode::Serial,
         hash: String::new(),
     }
 }

@@ -338,6 +338,7 @@ pub(super) fn read_container(
         log: cfg.default_log,
         volumes,
         resources,
+        rollout: pod.rollout,
         hash: String::new(),
     };
     spec.hash = spec_hash(&spec);

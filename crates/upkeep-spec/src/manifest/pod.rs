@@ -11,7 +11,7 @@ use crate::config::{resolve_group, resolve_user, Config};
 use crate::diag::Severity;
 use crate::hash::fnv1a_128_hex;
 use crate::node::{Ctx, Fields, Kind, Node};
-use crate::types::{Origin, RestartPolicy, ServiceSpec, MAX_STOP_GRACE};
+use crate::types::{Origin, RestartPolicy, RolloutMode, ServiceSpec, MAX_STOP_GRACE};
 
 /// Facts about the pod that containers need.
 pub(super) struct PodInfo {
@@ -26,7 +26,12 @@ pub(super) struct PodInfo {
     pub(super) run_as_group: Option<u32>,
     pub(super) run_as_non_root: bool,
     pub(super) volumes: BTreeMap<String, VolumeInfo>,
+    /// From the `upkeep.io/rollout` annotation (issue #16).
+    pub(super) rollout: RolloutMode,
 }
+
+/// The annotation that opts a static pod out of serial rollouts.
+pub const ROLLOUT_ANNOTATION: &str = "upkeep.io/rollout";
 
 const POD_SPEC_IGNORED: &[&str] = &[
     "priority",
@@ -203,7 +208,19 @@ pub(super) fn read_pod(
         );
         fnv1a_128_hex(text.as_bytes())
     });
+    let rollout = match annotations.get(ROLLOUT_ANNOTATION) {
+        None => RolloutMode::Serial,
+        Some(v) => RolloutMode::from_name(v).unwrap_or_else(|| {
+            ctx.error(
+                root,
+                &format!("metadata.annotations.{ROLLOUT_ANNOTATION}"),
+                format!("{v:?}: expected \"serial\" (one master at a time) or \"immediate\""),
+            );
+            RolloutMode::Serial
+        }),
+    };
     let mut info = PodInfo {
+        rollout,
         name,
         namespace,
         uid,
