@@ -353,10 +353,22 @@ impl Supervisor {
     pub(super) fn discover(&self, name: &str) -> Option<ServiceRecord> {
         let root = self.env.cgroup_root.as_ref()?;
         let svc = Cgroup::find_existing(root, name)?;
-        // The newest generation leaf with a session leader in it (or, from an
-        // upkeep before leaves, the service cgroup itself).
-        let mut candidates = svc.leaves();
-        candidates.reverse();
+        // Only the newest generation leaf (by number, not name: gen-10 is
+        // newer than gen-9) can hold the current main process; older leaves
+        // hold only what a `kill_mode = "process"` main process left behind
+        // (containerd's shims, session leaders themselves), which must never
+        // be taken for the service. Or, from an upkeep before leaves, the
+        // service cgroup itself.
+        let newest = svc
+            .leaves()
+            .into_iter()
+            .filter_map(|l| {
+                let n = crate::executor::real::leaf_identity(&l.dir_name())?.0;
+                Some((n, l))
+            })
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, l)| l);
+        let mut candidates: Vec<Cgroup> = newest.into_iter().collect();
         candidates.push(svc);
         let (cg, leader) = candidates.into_iter().find_map(|cg| {
             let leader = cg.procs().into_iter().find(|&pid| {
