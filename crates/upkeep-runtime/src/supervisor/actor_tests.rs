@@ -23,7 +23,8 @@ fn spec(name: &str) -> ServiceSpec {
     s
 }
 
-fn ctx() -> Arc<Ctx> {
+/// A context for actors under test (no state directory behind it).
+pub(super) fn ctx() -> Arc<Ctx> {
     let (ready_tx, _) = watch::channel(0u64);
     Arc::new(Ctx {
         shared: Arc::new(Shared::default()),

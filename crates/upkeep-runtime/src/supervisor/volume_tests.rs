@@ -22,20 +22,7 @@ fn spec(volumes: Vec<HostPathVolume>) -> ServiceSpec {
     s
 }
 
-fn ctx() -> Arc<Ctx> {
-    let (ready_tx, _) = watch::channel(0u64);
-    Arc::new(Ctx {
-        shared: Arc::new(Shared::default()),
-        ready_tx,
-        records: Mutex::new(BTreeMap::new()),
-        save: tokio::sync::Notify::new(),
-        dirty: std::sync::atomic::AtomicBool::new(false),
-        state_dir: PathBuf::from("/nonexistent"),
-        holds: Mutex::new(Default::default()),
-        write_lock: Mutex::new(()),
-        rollout: None,
-    })
-}
+use super::actor_tests::ctx;
 
 fn status(ctx: &Ctx) -> ServiceStatus {
     ctx.shared.snapshot.read().unwrap().services["etcd-server"].clone()
