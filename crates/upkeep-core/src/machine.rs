@@ -810,8 +810,11 @@ fn step_now(
             } else {
                 // The cause of the wait (the last exit and the restart
                 // decision, a failed start) is gone: `last_exit` keeps the
-                // exit, the event log the story.
-                s.message.clear();
+                // exit, the event log the story. A rollout halt stays: it
+                // lasts until the operator resumes or a new change comes.
+                if !s.message.starts_with("rollout halted") {
+                    s.message.clear();
+                }
                 a.push(Action::StartProbes {
                     gen,
                     started: false,
