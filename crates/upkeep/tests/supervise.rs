@@ -144,9 +144,13 @@ fn stop_leaves_no_descendants() {
     d.wait_pid("tree", Duration::from_secs(10), |_| true);
     // The tree, found through this daemon (its cgroup and its descendants).
     let marker = sleeper.display().to_string();
+    // setsid(1) forks when its caller leads a process group: until its
+    // parent has exited, two processes carry " 1003". Wait for the tree to
+    // settle into exactly one of each.
     let tree = wait_for("4 processes", Duration::from_secs(10), || {
         let t = d.pids_with_arg(&marker);
-        (t.len() >= 4).then_some(t)
+        let escapees = t.iter().filter(|p| cmdline(**p).contains(" 1003")).count();
+        (t.len() >= 4 && escapees == 1).then_some(t)
     });
     let escapee: Vec<u32> = tree
         .iter()
