@@ -909,11 +909,10 @@ fn step_now(
                 // From now on: when SIGKILL was last sent.
                 kill_at: now.max(kill_at),
             };
-            let target = match s.policy.kill_mode {
-                KillMode::Process => Target::Main,
-                KillMode::ControlGroup | KillMode::Mixed => Target::Group,
-            };
-            a.push(Action::Kill { gen, target });
+            a.push(Action::Kill {
+                gen,
+                target: kill_target(s.policy.kill_mode),
+            });
         }
         (
             Phase::Stopping {
@@ -942,11 +941,10 @@ fn step_now(
                     format!("{}; {note}", s.message)
                 };
             }
-            let target = match s.policy.kill_mode {
-                KillMode::Process => Target::Main,
-                KillMode::ControlGroup | KillMode::Mixed => Target::Group,
-            };
-            a.push(Action::Kill { gen, target });
+            a.push(Action::Kill {
+                gen,
+                target: kill_target(s.policy.kill_mode),
+            });
         }
         (
             Phase::Draining {
@@ -1158,6 +1156,15 @@ fn begin_stop(
             kill_at,
         };
         send_stop_signal(s, now, a);
+    }
+}
+
+/// Who SIGKILL reaches at the end of the grace: only the main process under
+/// `process`, every process of the generation otherwise.
+fn kill_target(mode: KillMode) -> Target {
+    match mode {
+        KillMode::Process => Target::Main,
+        KillMode::ControlGroup | KillMode::Mixed => Target::Group,
     }
 }
 

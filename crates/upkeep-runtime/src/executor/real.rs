@@ -154,6 +154,19 @@ impl RealExecutor {
     }
 }
 
+/// SIGKILLs every member of process group `pgid` but its (reaped) leader,
+/// each through a verified pidfd (services run without cgroups); returns how
+/// many were killed.
+fn kill_pgroup(pgid: u32) -> usize {
+    let mut done = Vec::new();
+    signal_members(
+        || pgroup_members(pgid),
+        |p| in_pgroup(p, pgid),
+        libc::SIGKILL,
+        &mut done,
+    )
+}
+
 /// SIGKILLs everything in `cg`. A generation leaf is killed with
 /// `cgroup.kill`; the service cgroup itself (a process adopted from an upkeep
 /// before leaves) never is, because the leaves created below it afterwards
@@ -325,14 +338,7 @@ impl Executor for RealExecutor {
             }
             (Target::Group, None) => {
                 let _ = reaper::pidfd_signal(&g.pidfd, libc::SIGKILL);
-                let pgid = g.pid;
-                let mut done = Vec::new();
-                signal_members(
-                    || pgroup_members(pgid),
-                    |p| in_pgroup(p, pgid),
-                    libc::SIGKILL,
-                    &mut done,
-                );
+                kill_pgroup(g.pid);
             }
         }
     }
@@ -354,16 +360,7 @@ impl Executor for RealExecutor {
                         }
                         populated
                     }
-                    None => {
-                        let mut done = Vec::new();
-                        signal_members(
-                            || pgroup_members(pgid),
-                            |p| in_pgroup(p, pgid),
-                            libc::SIGKILL,
-                            &mut done,
-                        ) > 0
-                            || !pgroup_members(pgid).is_empty()
-                    }
+                    None => kill_pgroup(pgid) > 0 || !pgroup_members(pgid).is_empty(),
                 };
                 if !left {
                     return;
