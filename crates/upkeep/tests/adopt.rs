@@ -14,13 +14,6 @@ fn keep_config(extra: &str) -> String {
     format!("{KEEP}{extra}")
 }
 
-fn set_keep(d: &Daemon) {
-    let text = std::fs::read_to_string(&d.config)
-        .unwrap()
-        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
-    std::fs::write(&d.config, text).unwrap();
-}
-
 fn pod(name: &str, arg: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {name}\n    image: x/{name}:1\n    command: [\"/bin/sleep\", \"{arg}\"]\n    readinessProbe:\n      exec:\n        command: [\"/bin/true\"]\n      periodSeconds: 1\n"

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 const FAST: &str = "[defaults.backoff]\ninitial = \"0s\"\nmax = \"200ms\"\nfactor = 2.0\nreset_after = \"10m\"\njitter = 0.0\n";
 
-fn set_keep(d: &Daemon) {
-    let text = std::fs::read_to_string(&d.config)
-        .unwrap()
-        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
-    std::fs::write(&d.config, text).unwrap();
-}
-
 fn pod(name: &str, arg: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: {name}\n    image: x/{name}:1\n    command: [\"/bin/sh\", \"-c\", \"exec sleep {arg}\"]\n"

@@ -751,3 +751,12 @@ impl Drop for CreatedDirs {
         }
     }
 }
+
+/// Switches a prepared daemon's config to `on_exit = "keep"` (the tests'
+/// base config says "stop"; a second key would be a duplicate).
+pub fn set_keep(d: &Daemon) {
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("on_exit = \"stop\"", "on_exit = \"keep\"");
+    std::fs::write(&d.config, text).unwrap();
+}
