@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -47,16 +46,12 @@ pub struct Cluster {
     extra: Vec<String>,
 }
 
-/// `n` currently free loopback ports (all held until all are found, so they
-/// are distinct).
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+
+/// `n` distinct loopback ports, outside the ephemeral range (see ports.rs).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| ports::free_port()).collect()
 }
 
 fn etcd_binary() -> PathBuf {

@@ -46,7 +46,10 @@ pub struct Rotation {
     pub kept: u64,
     /// Bytes of output that are in no file any more: the part beyond the
     /// newest `max_size` bytes, what was written between the end of the copy
-    /// and the truncation, and everything when the copy failed.
+    /// and the truncation, and everything when the copy failed. Output
+    /// written in the instant between the last size check and the truncation
+    /// is lost without being counted (no syscall truncates and reports the
+    /// size it cut).
     pub dropped: u64,
     /// Why nothing (or only part) could be kept, if so.
     pub copy_error: Option<io::Error>,

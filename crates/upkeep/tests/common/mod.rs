@@ -33,14 +33,9 @@ pub fn fixtures() -> PathBuf {
     p
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
