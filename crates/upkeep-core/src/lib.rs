@@ -14,6 +14,7 @@ pub mod exit;
 pub mod machine;
 pub mod probe;
 pub mod snapshot;
+pub mod step;
 pub mod usage;
 
 pub use exit::ExitStatus;

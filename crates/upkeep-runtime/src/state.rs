@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use upkeep_core::step::StepJournal;
 use upkeep_core::ExitStatus;
 
 /// Version written by this upkeep; any other is refused.
@@ -171,6 +172,55 @@ pub fn load_holds(dir: &Path) -> (Option<BTreeSet<String>>, Option<String>) {
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
         Err(e) => (None, Some(format!("{}: {e}; ignored", path.display()))),
+    }
+}
+
+/// The rollout step journal ([`upkeep_core::step`]): the changes of the
+/// step under way, so that the next upkeep finishes or rolls back a step
+/// its predecessor was killed in. Absent when no step is under way. It holds
+/// specs (argv, environment): 0600, like every file here.
+pub const STEP_FILE: &str = "rollout-step.json";
+
+/// Writes the step journal atomically (0600), or removes the file when the
+/// journal is empty.
+pub fn save_step_journal(dir: &Path, journal: &StepJournal) -> io::Result<()> {
+    if journal.services.is_empty() {
+        return match fs::remove_file(dir.join(STEP_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let json = serde_json::to_vec_pretty(journal)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{STEP_FILE}: {e}")))?;
+    write_atomic(dir, STEP_FILE, &json)
+}
+
+/// Reads the step journal; an absent file is an empty journal, an
+/// unreadable, corrupt or other-version one too (with the reason, to log).
+pub fn load_step_journal(dir: &Path) -> (StepJournal, Option<String>) {
+    let path = dir.join(STEP_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<StepJournal>(&bytes) {
+            Ok(j) if j.version == upkeep_core::step::JOURNAL_VERSION => (j, None),
+            Ok(j) => (
+                StepJournal::default(),
+                Some(format!(
+                    "{}: version {} (this upkeep reads {}); ignored",
+                    path.display(),
+                    j.version,
+                    upkeep_core::step::JOURNAL_VERSION
+                )),
+            ),
+            Err(e) => (
+                StepJournal::default(),
+                Some(format!("{}: not valid ({e}); ignored", path.display())),
+            ),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (StepJournal::default(), None),
+        Err(e) => (
+            StepJournal::default(),
+            Some(format!("{}: {e}; ignored", path.display())),
+        ),
     }
 }
 

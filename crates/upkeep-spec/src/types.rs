@@ -1,7 +1,7 @@
 //! The resolved service model: what the supervisor runs, after every default,
 //! expansion and lookup has been applied. `upkeep render` prints these.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +18,7 @@ pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
 
 /// One supervised process: a host service from the config or one container of
 /// a static Pod.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     /// Unique name: the config table name, the pod name for a one-container
     /// pod, or `<pod>/<container>`.
@@ -52,7 +52,7 @@ pub struct ServiceSpec {
     /// out of the serialized form (and so of the hash) when it is the
     /// default, so that upgrading upkeep does not change the hash of every
     /// existing service and restart it.
-    #[serde(skip_serializing_if = "KillMode::is_default")]
+    #[serde(default, skip_serializing_if = "KillMode::is_default")]
     pub kill_mode: KillMode,
     /// preStop exec hook, run inside the grace period before the stop signal.
     pub pre_stop: Option<Vec<String>>,
@@ -69,14 +69,14 @@ pub struct ServiceSpec {
     /// How planned changes roll across masters when `[cluster]` is set
     /// (issue #16). Left out of the serialized form when it is the default
     /// (serial), like `kill_mode`; supervision policy, never a restart.
-    #[serde(skip_serializing_if = "RolloutMode::is_default")]
+    #[serde(default, skip_serializing_if = "RolloutMode::is_default")]
     pub rollout: RolloutMode,
     /// Hex content hash of everything above: equal hashes mean nothing to restart.
     pub hash: String,
 }
 
 /// Where a service came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// A `[services.NAME]` table of the config file.
@@ -93,7 +93,7 @@ pub enum Origin {
 }
 
 /// Restart policy (kubelet semantics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Restart after any exit, 0 included.
@@ -108,7 +108,7 @@ pub enum RestartPolicy {
 /// How a planned change (a spec change, `upkeep restart`) of a service is
 /// applied when the config has a `[cluster]` table: a host service's
 /// `rollout` key, a static pod's `upkeep.io/rollout` annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutMode {
     /// One master at a time, through the cluster lock (the default).
@@ -137,7 +137,7 @@ impl RolloutMode {
 /// What a stop reaches, as systemd's `KillMode=` (a host service's
 /// `kill_mode`). Written as the operator writes it: `"control-group"`,
 /// `"process"`, `"mixed"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum KillMode {
     /// The stop signal goes to the whole group, and everything left in the
@@ -184,7 +184,7 @@ impl std::fmt::Display for KillMode {
 }
 
 /// Backoff parameters (design.md section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BackoffSpec {
     /// Delay before the second consecutive restart (the first after a healthy run is immediate).
     #[serde(with = "serde_str")]
@@ -214,7 +214,7 @@ impl Default for BackoffSpec {
 }
 
 /// The three probe slots of a service.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Probes {
     /// Failing it kills and restarts the service.
     pub liveness: Option<Probe>,
@@ -225,7 +225,7 @@ pub struct Probes {
 }
 
 /// One probe with all defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     /// What to check.
     pub handler: ProbeHandler,
@@ -248,7 +248,7 @@ pub struct Probe {
 }
 
 /// HTTP scheme of an HTTP probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// Plain HTTP.
@@ -258,7 +258,7 @@ pub enum Scheme {
 }
 
 /// What a probe checks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProbeHandler {
     /// HTTP(S) GET; 200..=399 is success.
@@ -302,7 +302,7 @@ pub enum ProbeHandler {
 }
 
 /// Where a service's stdout/stderr go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogMode {
     /// `<log_dir>/<name>.log` with size-based rotation.
@@ -321,7 +321,7 @@ pub enum LogMode {
 /// have their default (mounted at its own path, writable, private), so the
 /// hash of a service whose mounts are all at their own path is the one it
 /// had before upkeep could mount elsewhere: an upgrade restarts nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPathVolume {
     /// Host path.
     pub path: PathBuf,
@@ -329,13 +329,13 @@ pub struct HostPathVolume {
     pub kind: HostPathType,
     /// Where the process sees it (normalized: no trailing `/`, no `.` or
     /// empty components); `None` = at `path` itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<PathBuf>,
     /// `readOnly: true`: a read-only bind (writes fail with `EROFS`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
     /// `mountPropagation`.
-    #[serde(skip_serializing_if = "Propagation::is_private")]
+    #[serde(default, skip_serializing_if = "Propagation::is_private")]
     pub propagation: Propagation,
 }
 
@@ -374,7 +374,7 @@ pub fn needs_mount_namespace(volumes: &[HostPathVolume]) -> bool {
 /// `volumeMounts[].mountPropagation`, with the kubelet's meaning.
 /// `Bidirectional` is refused at parse time (a pod's mounts never reach
 /// the host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Propagation {
     /// `None` (the default): a private bind; mounts made on the host under
     /// the source after the start are not seen by the process.
@@ -392,7 +392,7 @@ impl Propagation {
 }
 
 /// Kubernetes hostPath `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostPathType {
     /// `""`: no check.
     Unchecked,
@@ -413,7 +413,7 @@ pub enum HostPathType {
 }
 
 /// cgroup limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Resources {
     /// memory limit in bytes.
     pub memory_max: Option<u64>,
@@ -422,7 +422,7 @@ pub struct Resources {
 }
 
 /// What upkeep does with its services when it exits on SIGTERM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExit {
     /// Leave services running, to be adopted by the next upkeep.

@@ -880,3 +880,27 @@ fn rollout_annotation_opts_a_pod_out_and_bad_values_name_the_field() {
         "{d:#?}"
     );
 }
+
+/// A resolved spec survives a JSON round trip unchanged (the rollout
+/// journal keeps the last good spec of a step in the state directory, so
+/// that the next upkeep can roll back a change whose step it inherits).
+#[test]
+fn resolved_specs_round_trip_through_json() {
+    for name in [
+        "kubeadm-v1.29-etcd.yaml",
+        "kubeadm-v1.29-kube-apiserver.yaml",
+        "olddocs-ha-etcd.yaml",
+    ] {
+        let text = std::fs::read_to_string(fixtures().join(name))
+            .unwrap()
+            .replace("${NODE_NAME}", "master-0")
+            .replace("${NODE_IP}", "10.0.0.11")
+            .replace("${DISCOVERY_TOKEN}", "t");
+        for spec in pod(parse(text.as_bytes(), Path::new("/m/x.yaml"), &cfg())).services {
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: upkeep_spec::ServiceSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "{name}");
+            assert_eq!(upkeep_spec::hash::spec_hash(&back), spec.hash, "{name}");
+        }
+    }
+}

@@ -626,6 +626,9 @@ fn an_etcd_change_restarts_one_member_at_a_time() {
 /// expires with its lease; the next upkeep on that node finishes the step
 /// (adopts the new process, or replaces the old one once it holds the lock
 /// again), and the rollout goes on: never two masters holding the lock.
+/// Then the same with a broken change: the next upkeep finishes the step
+/// from the journal in the state directory, rolling it back and halting it,
+/// and no other master tries it.
 #[test]
 fn the_lock_holder_killed_mid_step_does_not_stop_the_rollout() {
     require_root();
@@ -669,9 +672,86 @@ fn the_lock_holder_killed_mid_step_does_not_stop_the_rollout() {
         );
         eprintln!("master-{i} runs v2");
     }
+
+    // === a broken change, and its holder's upkeep SIGKILLed mid-step: the
+    // next upkeep on that node finishes the step from the journal: it
+    // rolls back and halts, and the others never try ===
+    let before: Vec<u64> = masters.iter_mut().map(api_pid).collect();
+    let sample = sampler(ports.clone(), stop.clone());
+    for m in &masters {
+        m.d.write_manifest("apiserver.yaml", &api_manifest(m.api_port, "v3", true));
+    }
+    // The holder has applied the broken change (its apiserver is down).
+    let holder = wait_for(
+        "a master to apply the broken change",
+        Duration::from_secs(30),
+        || {
+            ports.iter().position(|p| {
+                health_of(*p).is_some_and(|h| {
+                    h["rollout"]["lock_held"] == true
+                        && svc(&h, "apiserver").is_some_and(|s| s["ready"] != true)
+                })
+            })
+        },
+    );
+    let journal = masters[holder].d.dir.path().join("state/rollout-step.json");
+    assert!(
+        journal.exists(),
+        "no step journal at {} while the step is under way",
+        journal.display()
+    );
+    masters[holder].d.signal(libc::SIGKILL);
+    masters[holder].d.wait_exit(Duration::from_secs(5));
+    eprintln!("SIGKILLed master-{holder}'s upkeep while its broken change was applied");
+    masters[holder].d.spawn();
+    // The new upkeep rolls back to v2 and records the halt.
+    masters[holder].d.wait_service(
+        "apiserver",
+        READY_TIMEOUT + Duration::from_secs(40),
+        "the last good spec ready again after upkeep's restart",
+        |s| s["ready"] == true && s["pid"].as_u64().is_some_and(|p| version_of(p) == "v2"),
+    );
+    let h = wait_for("the halt in /health", Duration::from_secs(20), || {
+        health_of(ports[holder]).filter(|h| h["rollout"]["halted"]["apiserver"].is_string())
+    });
+    eprintln!("master-{holder} after restart: {}", h["rollout"]);
+    let o = etcdctl(
+        masters[0].client,
+        &["get", "--prefix", "/upkeep-test/halts/"],
+    );
+    let halts = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        halts.contains(&format!("master-{holder}")),
+        "no halt recorded in etcd: {halts:?}"
+    );
+    wait_for("the journal to be gone", Duration::from_secs(10), || {
+        (!journal.exists()).then_some(())
+    });
+    // The others keep their apiserver and say why.
+    for (i, m) in masters.iter_mut().enumerate() {
+        if i == holder {
+            continue;
+        }
+        let why = wait_for(
+            "the halt named on the others",
+            Duration::from_secs(20),
+            || {
+                health_of(m.d.port).and_then(|h| {
+                    h["rollout"]["pending"]["apiserver"]
+                        .as_str()
+                        .filter(|w| w.contains("rollout halted"))
+                        .map(String::from)
+                })
+            },
+        );
+        assert_eq!(api_pid(m), before[i], "master-{i} restarted its apiserver");
+        eprintln!("master-{i}: {why}");
+    }
     stop.store(true, Ordering::Relaxed);
     let worst = holders.join().unwrap();
     assert!(worst <= 1, "{worst} masters held the rollout lock at once");
+    let (down, who) = sample.join().unwrap();
+    assert!(down <= 1, "{down} masters not ready at once: {who:?}");
 }
 
 /// etcd unreachable, or its client cannot be set up (an unreadable CA

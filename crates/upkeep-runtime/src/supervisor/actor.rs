@@ -137,6 +137,8 @@ pub(super) struct Actor {
     next: Option<ServiceSpec>,
     /// The spec before the last granted step, for a rollback.
     last_good: Option<ServiceSpec>,
+    /// While `update` feeds a spec change: the spec that ran before it.
+    replacing: Option<ServiceSpec>,
     /// Answers of the rollout coordinator.
     step_tx: mpsc::UnboundedSender<rollout::StepCmd>,
     step_rx: Option<mpsc::UnboundedReceiver<rollout::StepCmd>>,
@@ -171,6 +173,7 @@ impl Actor {
             last_exit_reason: None,
             next: None,
             last_good: None,
+            replacing: None,
             step_tx,
             step_rx: Some(step_rx),
         }
@@ -222,10 +225,14 @@ impl Actor {
             // `upkeep stop` outlives upkeep: held until `upkeep start`.
             self.feed(Event::Hold);
         }
-        match initial {
-            Initial::Start => self.feed(Event::Start),
+        let adopted = match initial {
+            Initial::Start => {
+                self.feed(Event::Start);
+                None
+            }
             Initial::Adopt(rec) => self.adopt(&rec),
-        }
+        };
+        self.resume_step(adopted);
         self.publish();
 
         loop {
@@ -434,7 +441,9 @@ impl Actor {
     }
 
     /// Takes over a live process left by an earlier upkeep.
-    fn adopt(&mut self, rec: &ServiceRecord) {
+    /// Adopts the process of `rec`; returns whether it runs the current
+    /// spec, or `None` when it could not be adopted (a new one is started).
+    fn adopt(&mut self, rec: &ServiceRecord) -> Option<bool> {
         let gen = self.state.gen + 1;
         match self.exec.adopt(&self.spec, rec, gen) {
             Ok(started) => {
@@ -482,10 +491,12 @@ impl Actor {
                     ready: rec.ready,
                     current,
                 }));
+                Some(current)
             }
             Err(e) => {
                 warn!(service = self.name(), "{e}; starting a new process");
                 self.feed(Event::Start);
+                None
             }
         }
     }
@@ -669,7 +680,11 @@ impl Actor {
                 "spec changed: replacing the process with the new spec",
                 false,
             );
+            // A step requested during this feed journals `running` as the
+            // spec to roll back to.
+            self.replacing = Some(running.clone());
             self.feed(Event::SpecChanged);
+            self.replacing = None;
             // Waiting for the cluster: the running spec stays, for a crash
             // restart; the change is applied when the step is granted.
             self.next = match self.state.pending {
@@ -824,15 +839,57 @@ impl Actor {
         let Some(link) = self.ctx.rollout.as_ref() else {
             return Some(Event::StepGranted);
         };
-        let spec = self.next.as_ref().unwrap_or(&self.spec);
+        // The change, and the spec that runs until it is applied.
+        let (spec, from) = match (&self.next, &self.replacing) {
+            (Some(next), _) => (next, &self.spec),
+            (None, Some(running)) => (&self.spec, running),
+            (None, None) => (&self.spec, &self.spec),
+        };
         link.send(rollout::Msg::Request {
             name: self.spec.name.clone(),
             planned,
             hash: spec.hash.clone(),
+            from: Box::new(from.clone()),
             after: spec.after.clone(),
             reply: self.step_tx.clone(),
         });
         None
+    }
+
+    /// Takes over the rollout step an earlier upkeep was killed in, if
+    /// it left one for this service ([`upkeep_core::step::resume`] decides):
+    /// the coordinator finishes it, or the rollback it had ordered is done
+    /// now. `adopted`: whether an adopted process runs the current spec.
+    fn resume_step(&mut self, adopted: Option<bool>) {
+        use upkeep_core::step::Resume;
+        let Some(link) = self.ctx.rollout.as_ref() else {
+            return;
+        };
+        let Some(entry) = link.take_inherited(&self.spec.name) else {
+            return;
+        };
+        match upkeep_core::step::resume(&entry, &self.spec.hash, adopted) {
+            Resume::Drop => {
+                info!(
+                    service = self.name(),
+                    "the previous upkeep's rollout step is moot here (the change was not applied, or the spec changed since)"
+                );
+            }
+            Resume::Continue => {
+                self.last_good = Some(entry.from.clone());
+                link.send(rollout::Msg::Resume {
+                    name: self.spec.name.clone(),
+                    entry: Box::new(entry),
+                    after: self.spec.after.clone(),
+                    reply: self.step_tx.clone(),
+                });
+            }
+            Resume::RollBack { why } => {
+                let why = format!("{} on {}: {why}", self.spec.name, link.node());
+                self.last_good = Some(entry.from);
+                self.on_step(rollout::StepCmd::RollBack(why));
+            }
+        }
     }
 
     fn withdraw(&self) {

@@ -20,6 +20,15 @@
 //! manifests differ: addresses, names, the file's path), so "the same
 //! change" is the service, not the hash.
 //!
+//! A step is journaled in the state directory ([`upkeep_core::step`]):
+//! before a change is granted, with the spec that ran before; before a
+//! rollback is ordered; removed once the step succeeded or the halt is in
+//! etcd. An upkeep killed mid-step (SIGKILL, OOM, power) leaves the journal;
+//! the next one hands each entry to the service's actor, which decides
+//! ([`upkeep_core::step::resume`]) whether the step goes on here
+//! ([`Msg::Resume`]): the change must still be ready by its deadline and
+//! soak, or it is rolled back and halted as if nothing had happened.
+//!
 //! The coordinator decides nothing about a process: it only sends the
 //! actor events that its machine turns into actions.
 
@@ -32,6 +41,7 @@ use upkeep_cluster::{
     NodePublisher, NodeRecord, Rollout,
 };
 use upkeep_core::machine::Planned;
+use upkeep_core::step::{self, StepEntry, StepJournal, StepPhase};
 use upkeep_spec::cluster::ClusterConfig;
 use upkeep_spec::RolloutMode;
 
@@ -47,6 +57,9 @@ const RETRY: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(100);
 /// Lease TTL of the rollout lock.
 const LOCK_TTL: Duration = Duration::from_secs(10);
+/// An inherited step gives the change at least this long (or
+/// `ready_timeout` if shorter) to be ready after upkeep's restart.
+const RESUME_FLOOR: Duration = Duration::from_secs(30);
 
 /// What the coordinator tells an actor.
 #[derive(Debug)]
@@ -67,7 +80,21 @@ pub(super) enum Msg {
         planned: Planned,
         /// Spec hash of the change.
         hash: String,
+        /// The spec that runs now: what a rollback starts again (journaled
+        /// when the change is granted).
+        from: Box<ServiceSpec>,
         /// The service's dependencies (for the order within a step).
+        after: Vec<String>,
+        reply: mpsc::UnboundedSender<StepCmd>,
+    },
+    /// A step an earlier upkeep was killed in goes on here
+    /// ([`upkeep_core::step::Resume::Continue`]): `name` runs the change, and the journal
+    /// `entry` says since when and from what. (An inherited rollback,
+    /// [`upkeep_core::step::Resume::RollBack`], the actor does at once by itself; its halt is
+    /// recorded from the journal.)
+    Resume {
+        name: String,
+        entry: Box<StepEntry>,
         after: Vec<String>,
         reply: mpsc::UnboundedSender<StepCmd>,
     },
@@ -83,6 +110,12 @@ pub(super) struct Link {
     node: String,
     /// Services that opted out (`rollout = "immediate"`).
     immediate: Mutex<BTreeSet<String>>,
+    /// The step journal an earlier upkeep left (read once at start); each
+    /// actor takes its entry.
+    inherited: Mutex<StepJournal>,
+    /// Its rollbacks, whose halts the coordinator records (again).
+    inherited_halts: BTreeMap<String, StepEntry>,
+    state_dir: PathBuf,
 }
 
 impl Link {
@@ -91,13 +124,43 @@ impl Link {
     pub(super) fn new(cfg: &Config) -> Option<Link> {
         let cluster = cfg.cluster.clone()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (inherited, problem) = state::load_step_journal(&cfg.state_dir);
+        if let Some(p) = problem {
+            warn!("rollout step journal: {p}");
+        }
+        if !inherited.services.is_empty() {
+            let names: Vec<&str> = inherited.services.keys().map(String::as_str).collect();
+            warn!(services = %names.join(", "), "the previous upkeep stopped in the middle of a rollout step: finishing it");
+        }
         Some(Link {
             tx,
             rx: Mutex::new(Some(rx)),
             cluster,
             node: cfg.node_name.clone(),
             immediate: Mutex::new(BTreeSet::new()),
+            inherited_halts: inherited
+                .services
+                .iter()
+                .filter(|(_, e)| matches!(e.phase, StepPhase::RolledBack { .. }))
+                .map(|(n, e)| (n.clone(), e.clone()))
+                .collect(),
+            inherited: Mutex::new(inherited),
+            state_dir: cfg.state_dir.clone(),
         })
+    }
+
+    /// The journal entry an earlier upkeep left for `name`, once.
+    pub(super) fn take_inherited(&self, name: &str) -> Option<StepEntry> {
+        self.inherited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .services
+            .remove(name)
+    }
+
+    /// This master's name (`node_name`).
+    pub(super) fn node(&self) -> &str {
+        &self.node
     }
 
     /// Whether planned changes of `spec` wait for the cluster, remembering
@@ -193,9 +256,14 @@ async fn connect_then_run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>) {
                     });
                     tokio::select! {
                         m = rx.recv() => match m {
-                            Some(Msg::Request { name, planned, hash, after, reply }) => {
+                            Some(Msg::Request { name, planned, hash, from, after, reply }) => {
                                 let _ = reply.send(StepCmd::Waiting(why.clone()));
-                                held.insert(name.clone(), Msg::Request { name, planned, hash, after, reply });
+                                held.insert(name.clone(), Msg::Request { name, planned, hash, from, after, reply });
+                            }
+                            Some(m @ Msg::Resume { .. }) => {
+                                // Goes on once the client is set up.
+                                let Msg::Resume { name, .. } = &m else { unreachable!() };
+                                held.insert(name.clone(), m);
                             }
                             Some(Msg::Withdraw { name }) => {
                                 held.remove(&name);
@@ -214,6 +282,8 @@ async fn connect_then_run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>) {
 struct Entry {
     planned: Planned,
     hash: String,
+    /// The spec that ran before the change (journaled at the grant).
+    from: Box<ServiceSpec>,
     after: Vec<String>,
     reply: mpsc::UnboundedSender<StepCmd>,
     /// The last reason sent (sent again only when it changes).
@@ -243,6 +313,12 @@ struct Coordinator {
     retry_at: tokio::time::Instant,
     /// Changes applied in the step under way, until their soak ends.
     soaking: BTreeMap<String, Entry>,
+    /// The step journal (`rollout-step.json`): this node's step under way
+    /// and the rollbacks whose halt is not in etcd yet.
+    journal: StepJournal,
+    /// Steps an earlier upkeep was killed in, to finish: the entry and the
+    /// journal's grant time.
+    resumed: BTreeMap<String, (Entry, u64)>,
 }
 
 impl Coordinator {
@@ -255,6 +331,7 @@ impl Coordinator {
         let cfg = &link.cluster;
         let keys = Keys::new(&cfg.prefix);
         let node = link.node.clone();
+        let inherited_halts = link.inherited_halts.clone();
         Some(Coordinator {
             publisher: NodePublisher::new(client.clone(), keys.clone(), &node, DEFAULT_RECORD_TTL),
             client,
@@ -270,7 +347,146 @@ impl Coordinator {
             published: None,
             retry_at: tokio::time::Instant::now(),
             soaking: BTreeMap::new(),
+            journal: StepJournal {
+                services: inherited_halts,
+                ..StepJournal::default()
+            },
+            resumed: BTreeMap::new(),
         })
+    }
+
+    /// Writes the journal (an empty one removes the file). A failure is
+    /// logged: the step goes on, but a crash would lose its rollback.
+    fn save_journal(&self) {
+        let Some(link) = self.ctx.rollout.as_ref() else {
+            return;
+        };
+        if let Err(e) = state::save_step_journal(&link.state_dir, &self.journal) {
+            error!("cannot write the rollout step journal: {e}; if upkeep dies during this step, the next one cannot roll it back");
+        }
+    }
+
+    /// Journals that `name` is about to apply `entry`'s change.
+    fn journal_grant(&mut self, name: &str, entry: &Entry) {
+        self.journal.services.insert(
+            name.to_string(),
+            StepEntry {
+                to_hash: entry.hash.clone(),
+                from: (*entry.from).clone(),
+                granted_unix_ms: unix_ms(),
+                phase: StepPhase::Applying,
+            },
+        );
+        self.save_journal();
+    }
+
+    /// Forgets the journal entries of changes that went well.
+    fn journal_done(&mut self, names: impl IntoIterator<Item = String>) {
+        let before = self.journal.services.len();
+        for n in names {
+            if self
+                .journal
+                .services
+                .get(&n)
+                .is_some_and(|e| e.phase == StepPhase::Applying)
+            {
+                self.journal.services.remove(&n);
+            }
+        }
+        if self.journal.services.len() != before {
+            self.save_journal();
+        }
+    }
+
+    /// Records in etcd the halts of rollbacks that are journaled but not
+    /// recorded yet (etcd was unreachable, or upkeep died in between).
+    async fn record_journaled_halts(&mut self) {
+        let todo: Vec<(String, String, String)> = self
+            .journal
+            .services
+            .iter()
+            .filter_map(|(n, e)| match &e.phase {
+                StepPhase::RolledBack { why } => Some((n.clone(), e.to_hash.clone(), why.clone())),
+                StepPhase::Applying => None,
+            })
+            .collect();
+        for (name, hash, why) in todo {
+            let halt = Halt {
+                service: name.clone(),
+                hash,
+                node: self.node.clone(),
+                reason: why.clone(),
+            };
+            match upkeep_cluster::record_halt(&self.client, &self.keys, &halt).await {
+                Ok(()) => {
+                    self.halted
+                        .insert(name.clone(), format!("{why}; rolled back on {}", self.node));
+                    self.journal.services.remove(&name);
+                    self.save_journal();
+                }
+                Err(e) => {
+                    debug!(service = %name, "cannot record the halt in etcd yet: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Finishes the steps an earlier upkeep was killed in: each change must
+    /// be ready by what is left of its deadline, then soak, or it is rolled
+    /// back and halted. Takes the rollout lock if it can (the dead upkeep's
+    /// lease expires within its TTL), and goes on without it otherwise: the
+    /// change is applied already, and every other master's gate waits
+    /// while this node is not ready.
+    async fn finish_inherited(&mut self) {
+        let resumed = std::mem::take(&mut self.resumed);
+        let lock = ClusterLock::new(self.client.clone(), &self.keys, &self.node, LOCK_TTL);
+        let give_up = tokio::time::Instant::now() + LOCK_TTL + TICK * 4;
+        let guard = loop {
+            match lock.try_acquire().await {
+                Ok(upkeep_cluster::Acquire::Acquired(g)) => break Some(g),
+                Ok(upkeep_cluster::Acquire::Busy { .. }) | Err(_)
+                    if tokio::time::Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(TICK).await;
+                }
+                _ => break None,
+            }
+        };
+        if guard.is_some() {
+            self.set_metrics(true, None);
+        }
+        for (name, (entry, granted)) in resumed {
+            let left = step::remaining(granted, unix_ms(), self.ready_timeout, RESUME_FLOOR);
+            info!(service = %name, "finishing the rollout step of the previous upkeep: ready within {}", upkeep_spec::duration::format(left));
+            let mut result = self.wait_ready(&name, None, left).await;
+            if result.is_ok() && !self.soak.is_zero() {
+                self.soaking.insert(name.clone(), entry);
+                result = self
+                    .soak_all(&[(name.clone(), String::new())])
+                    .await
+                    .map_err(|(_, why)| why);
+                let Some(e) = self.soaking.remove(&name) else {
+                    continue;
+                };
+                if let Err(why) = result {
+                    self.roll_back(&name, e, &why).await;
+                    continue;
+                }
+            } else if let Err(why) = result {
+                self.roll_back(&name, entry, &why).await;
+                continue;
+            }
+            info!(service = %name, "the inherited rollout step is complete");
+            self.journal_done([name]);
+        }
+        self.publish().await;
+        if let Some(g) = guard {
+            if let Err(e) = g.release().await {
+                warn!("cannot release the rollout lock ({e}): it expires with its lease");
+            }
+        }
+        self.set_metrics(false, None);
     }
 
     async fn run(mut self) {
@@ -285,7 +501,13 @@ impl Coordinator {
                 _ = tick.tick() => {
                     self.drain_msgs();
                     self.publish().await;
+                    if !self.resumed.is_empty() {
+                        self.finish_inherited().await;
+                    }
                     if tokio::time::Instant::now() >= self.retry_at {
+                        if self.journal.services.values().any(|e| e.phase != StepPhase::Applying) {
+                            self.record_journaled_halts().await;
+                        }
                         if !self.halted.is_empty() {
                             self.sync_halts().await;
                         }
@@ -308,10 +530,32 @@ impl Coordinator {
 
     fn on_msg(&mut self, msg: Msg) {
         match msg {
+            Msg::Resume {
+                name,
+                entry,
+                after,
+                reply,
+            } => {
+                let granted = entry.granted_unix_ms;
+                let e = Entry {
+                    planned: Planned::SpecChanged,
+                    hash: entry.to_hash.clone(),
+                    from: Box::new(entry.from.clone()),
+                    after,
+                    reply,
+                    told: String::new(),
+                    since: tokio::time::Instant::now(),
+                };
+                self.journal.services.insert(name.clone(), *entry);
+                self.save_journal();
+                self.resumed.insert(name, (e, granted));
+                self.retry_at = tokio::time::Instant::now();
+            }
             Msg::Request {
                 name,
                 planned,
                 hash,
+                from,
                 after,
                 reply,
             } => {
@@ -326,6 +570,7 @@ impl Coordinator {
                     Entry {
                         planned,
                         hash,
+                        from,
                         after,
                         reply,
                         told: String::new(),
@@ -545,6 +790,7 @@ impl Coordinator {
             };
             let old_pid = self.status(&name).and_then(|s| s.pid);
             self.set_metrics(true, Some(started.elapsed()));
+            self.journal_grant(&name, &entry);
             let _ = entry.reply.send(StepCmd::Grant);
             info!(service = %name, change = entry.planned.as_str(), "applying the planned change");
             if let Err(why) = self.wait_ready(&name, old_pid, self.ready_timeout).await {
@@ -566,6 +812,7 @@ impl Coordinator {
         if let Some((name, entry, why)) = failed {
             self.roll_back(&name, entry, &why).await;
         }
+        self.journal_done(granted.into_iter().map(|(n, _)| n));
         self.publish().await;
         if let Err(e) = guard.release().await {
             warn!("cannot release the rollout lock ({e}): it expires with its lease");
@@ -673,6 +920,19 @@ impl Coordinator {
         let reason = format!("{why}; rolled back on {}", self.node);
         error!(service = %name, "planned change failed: {why}: rolling back to the last good spec and halting the rollout");
         let old_pid = self.status(name).and_then(|s| s.pid);
+        // Journaled first: if upkeep dies now, the next one rolls back too.
+        self.journal.services.insert(
+            name.to_string(),
+            StepEntry {
+                to_hash: entry.hash.clone(),
+                from: (*entry.from).clone(),
+                granted_unix_ms: unix_ms(),
+                phase: StepPhase::RolledBack {
+                    why: why.to_string(),
+                },
+            },
+        );
+        self.save_journal();
         let _ = entry
             .reply
             .send(StepCmd::RollBack(format!("{name} on {}: {why}", self.node)));
@@ -683,8 +943,14 @@ impl Coordinator {
             reason: why.to_string(),
         };
         self.halted.insert(name.to_string(), reason);
-        if let Err(e) = upkeep_cluster::record_halt(&self.client, &self.keys, &halt).await {
-            error!(service = %name, "cannot record the halt in etcd: {e}");
+        match upkeep_cluster::record_halt(&self.client, &self.keys, &halt).await {
+            Ok(()) => {
+                self.journal.services.remove(name);
+                self.save_journal();
+            }
+            Err(e) => {
+                error!(service = %name, "cannot record the halt in etcd: {e}; retrying");
+            }
         }
         if let Err(e) = self.wait_ready(name, old_pid, self.ready_timeout).await {
             error!(service = %name, "the last good spec is not ready either: {e}");
