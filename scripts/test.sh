@@ -16,8 +16,8 @@
 #     it (it refuses to touch an upkeep that was installed before; concurrent
 #     runs in other clones wait for each other's package test).
 #
-# Every stage runs even when an earlier one failed (`cargo test --no-fail-fast`
-# runs every test binary), and the summary at the end lists every failure. A
+# Every stage runs even when an earlier one failed (the tests run with
+# --no-fail-fast), and the summary at the end lists every failure. A
 # needed component that is missing and cannot be installed is a failure,
 # never a skip.
 set -uo pipefail
@@ -56,6 +56,46 @@ for tool in etcd etcdctl openssl promtool systemd-analyze dpkg-deb strace readel
 done
 [ -x /usr/bin/python3 ] || die "/usr/bin/python3 is still missing after the installation"
 
+# Leftovers of earlier runs killed from outside (a `timeout`, an interrupted
+# session): a SIGKILLed test skips its cleanup, and its daemon's services
+# keep running in the daemon's cgroups (`upkeep-<12 hex digits>`, named after
+# its state directory), orphaned. Empty ones are removed; a non-empty one is
+# killed only when all its processes are orphans (their parent is pid 1 or
+# another of them) at two looks 10 s apart: the services of a live upkeep
+# are its children, and a test that restarts its daemon on purpose is back
+# within seconds.
+cgroup_pids() {
+    cat $(find "$1" -name cgroup.procs) 2>/dev/null
+}
+orphaned() {
+    local pids pid ppid
+    pids=" $(cgroup_pids "$1" | tr '\n' ' ') "
+    for pid in $pids; do
+        ppid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')
+        [ -z "$ppid" ] || [ "$ppid" = 1 ] || [[ $pids == *" $ppid "* ]] || return 1
+    done
+    return 0
+}
+sweep_stale_test_cgroups() {
+    local d stale=()
+    for d in /sys/fs/cgroup/upkeep-* /sys/fs/cgroup/*/upkeep-*; do
+        [[ -d $d && $(basename "$d") =~ ^upkeep-[0-9a-f]{12}$ ]] || continue
+        find "$d" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null
+        rmdir "$d" 2>/dev/null && continue
+        orphaned "$d" && stale+=("$d")
+    done
+    ((${#stale[@]})) || return 0
+    sleep 10
+    for d in "${stale[@]}"; do
+        orphaned "$d" || continue
+        echo "--- killing the orphaned services of an earlier test run in $d: $(cgroup_pids "$d" | tr '\n' ' ')"
+        kill -9 $(cgroup_pids "$d") 2>/dev/null
+        sleep 0.5
+        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    return 0
+}
+sweep_stale_test_cgroups
 
 failed=()
 stage() {
@@ -71,14 +111,27 @@ stage() {
 mkdir -p target
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-# The output is kept in target/test-output.txt; grep it for "FAILED" or "panicked".
-stage "cargo test" bash -o pipefail -c 'cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt'
+# The tests are built first; then the release build of the .deb goes on in
+# the background at the lowest priority while they run (they mostly wait on
+# processes), and packaging/test-deb.sh finds it done.
+stage "build the tests" cargo test --workspace --locked --no-run
+nice -n 19 cargo build --release --locked -p upkeep >target/release-build.log 2>&1 &
+release_build=$!
+# The output is kept in target/test-output.txt; grep it for "FAIL" or "panicked".
+if cargo nextest --version >/dev/null 2>&1; then
+    # Each test in a process of its own, several at once (.config/nextest.toml).
+    stage "cargo nextest run" bash -o pipefail -c 'cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt'
+else
+    echo "--- cargo-nextest is not installed: cargo test runs the test binaries one after another (about twice as long)"
+    stage "cargo test" bash -o pipefail -c 'cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt'
+fi
+wait "$release_build" || echo "--- the background release build failed (target/release-build.log); test-deb.sh builds again" >&2
 stage "packaging/test-deb.sh" bash packaging/test-deb.sh
 
 if ((${#failed[@]})); then
     echo "--- FAILED stages: ${failed[*]}" >&2
     if [ -f target/test-output.txt ]; then
-        grep -E ' FAILED$|^error: |^    `' target/test-output.txt >&2 || true
+        grep -E ' FAILED$|^error: |^    `|^ +(FAIL|TIMEOUT|SIGSEGV|SIGABRT) \[' target/test-output.txt >&2 || true
     fi
     exit 1
 fi

@@ -83,6 +83,38 @@ pub fn path_component(name: &str) -> String {
     out
 }
 
+/// Inverts [`path_component`]: the service name a component stands for, or
+/// `None` for a component that was cut (a long name, ending in `@@<hash>`)
+/// or that no name maps to.
+pub fn decode_component(c: &str) -> Option<String> {
+    if c == "@" {
+        return Some(String::new());
+    }
+    let b = c.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'_' => out.push(b'/'),
+            b'@' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                if !hex
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'a'..=b'f').contains(&h))
+                {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            x => out.push(x),
+        }
+        i += 1;
+    }
+    let name = String::from_utf8(out).ok()?;
+    (path_component(&name) == c).then_some(name)
+}
+
 fn push_escaped(out: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('@');
@@ -94,29 +126,6 @@ fn push_escaped(out: &mut String, b: u8) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// Inverts [`path_component`] for components that were not cut.
-    fn decode(c: &str) -> Option<String> {
-        if c == "@" {
-            return Some(String::new());
-        }
-        let b = c.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'_' => out.push(b'/'),
-                b'@' => {
-                    let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                    out.push(u8::from_str_radix(hex, 16).ok()?);
-                    i += 2;
-                }
-                x => out.push(x),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).ok()
-    }
 
     #[test]
     fn common_names_keep_their_form() {
@@ -164,7 +173,7 @@ mod tests {
         let c = path_component(&"_".repeat(100));
         assert!(c.len() <= MAX_COMPONENT);
         let head = c.split("@@").next().unwrap();
-        assert!(decode(head).is_some(), "{head}");
+        assert!(decode_component(head).is_some(), "{head}");
     }
 
     proptest! {
@@ -188,7 +197,7 @@ mod tests {
         fn uncut_components_decode_to_the_name(name in ".{0,80}") {
             let c = path_component(&name);
             if !c.contains("@@") {
-                prop_assert_eq!(decode(&c), Some(name));
+                prop_assert_eq!(decode_component(&c), Some(name));
             }
         }
 

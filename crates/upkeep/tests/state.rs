@@ -161,6 +161,69 @@ fn lost_state_file_restarts_nothing() {
     }
 }
 
+/// Case 3, the other way round: a pod deleted and a host service removed
+/// while upkeep was down, with the state file lost too, are still stopped:
+/// their processes are found through their cgroups, not only through
+/// records (found by a random-seed run of chaos.rs).
+#[test]
+fn removed_while_down_with_the_state_file_lost_is_still_stopped() {
+    require_root();
+    let config = |old: bool| {
+        let mut c = format!(
+            "{FAST}[services.kubelet]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 3013\"]\n"
+        );
+        if old {
+            c.push_str(
+                "[services.old_daemon]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 3012\"]\n",
+            );
+        }
+        c
+    };
+    let mut d = Daemon::prepare(
+        &config(true),
+        &[
+            ("etcd.yaml", &pod("etcd", "3010")),
+            ("gone.yaml", &pod("gone", "3011")),
+        ],
+    );
+    set_keep(&d);
+    d.spawn();
+    let etcd = pid_of(&mut d, "etcd");
+    let kubelet = pid_of(&mut d, "kubelet");
+    let gone = pid_of(&mut d, "gone");
+    let old = pid_of(&mut d, "old_daemon");
+    for p in [etcd, kubelet, gone, old] {
+        d.track(p);
+    }
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(15));
+    std::fs::remove_file(d.state.join("state.json")).unwrap();
+    std::fs::remove_file(d.dir.path().join("manifests/gone.yaml")).unwrap();
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace(&config(true), &config(false));
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+    wait_for(
+        "the removed pod and host service to be stopped",
+        Duration::from_secs(30),
+        || (!pid_alive(gone) && !pid_alive(old)).then_some(()),
+    );
+    assert_eq!(
+        pid_of(&mut d, "etcd"),
+        etcd,
+        "etcd restarted\n{}",
+        d.stderr()
+    );
+    assert_eq!(pid_of(&mut d, "kubelet"), kubelet, "kubelet restarted");
+    assert!(d.service("gone").is_none() && d.service("old_daemon").is_none());
+    assert!(
+        d.stderr().contains("no longer configured: stopping it"),
+        "{}",
+        d.stderr()
+    );
+}
+
 /// Case 4: A crash during a stop never leaves the old processes adopted as
 /// current: a record always describes the process that actually runs.
 #[test]

@@ -291,6 +291,7 @@ impl Supervisor {
         // Records of services that are no longer wanted: stop their
         // processes, unless a manifest is broken or settling (then later).
         self.unclaimed = std::mem::take(&mut records);
+        self.discover_unclaimed();
         self.settle_unclaimed(true);
         // /health says "starting" until every service has been adopted or
         // started once: a half-filled list must not read as healthy.

@@ -346,6 +346,36 @@ impl Supervisor {
         }
     }
 
+    /// Adds to the unclaimed processes those found only through their
+    /// cgroup: a service that no longer exists (its manifest was deleted
+    /// while upkeep was down) and that has no record (the state file was
+    /// lost, or upkeep was killed before writing it). Without this its
+    /// process would run on unsupervised: the state file is a cache.
+    pub(super) fn discover_unclaimed(&mut self) {
+        let Some(root) = self.env.cgroup_root.clone() else {
+            return;
+        };
+        for dir in root.existing() {
+            let name = upkeep_spec::names::decode_component(&dir).or_else(|| {
+                // A cut (long) name: one of the last good specs may be it.
+                self.seeded
+                    .keys()
+                    .find(|n| crate::cgroup::cgroup_dir_name(n) == dir)
+                    .cloned()
+            });
+            let Some(name) = name else {
+                warn!(cgroup = %dir, "a service cgroup whose service name is unknown: left alone");
+                continue;
+            };
+            if self.actors.contains_key(&name) || self.unclaimed.contains_key(&name) {
+                continue;
+            }
+            if let Some(rec) = self.discover(&name) {
+                self.unclaimed.insert(name, rec);
+            }
+        }
+    }
+
     /// Finds a live process of `name` in its cgroup when there is no usable
     /// record (upkeep was killed before it wrote one, or the state file was
     /// lost): the cgroup is the record that costs no write. Its spec is unknown,
