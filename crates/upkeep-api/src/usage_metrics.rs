@@ -270,6 +270,8 @@ impl Collector for UsageCollector {
                 (t, u)
             })
             .collect();
+        let live: Vec<&str> = rows.iter().map(|(t, _)| t.service.as_str()).collect();
+        reader.retain(&live);
         let fams = usage_families(&rows, reader.node_name());
         *last = Some((Instant::now(), fams.clone()));
         fams
