@@ -16,21 +16,18 @@
 //!
 //! A scrape reads about 8 files for each of up to hundreds of services, so
 //! each file costs as few system calls as the kernel allows (docs/benchmarks.md,
-//! "/metrics with per-service resource usage"). Opening a cgroup file is
-//! the expensive part (kernfs: a path walk that cannot stay lockless, and an
-//! open file plus a page of buffer to set up and tear down), so the reader
-//! opens the cgroup files of a process generation once, on its first read,
-//! and keeps them: each later read of one is a single `pread` at offset 0,
-//! which makes the kernel print the file afresh. What a generation has
-//! (which memory and I/O source, PSI files) is found at that first read
-//! too. `/proc/PID` of the main process is kept open as a directory, and its
-//! files are opened by name from it. The values are still read from the
-//! kernel at every call; the cost is about 4.5 KiB of kernel memory per kept
-//! file (5 per service, 9 with a memory cgroup), released with the
-//! generation.
+//! "/metrics with per-service resource usage"): the reader keeps, per
+//! service and process generation, the directories it reads from open
+//! (`O_PATH`: the generation leaf, the service's cgroup where it has memory
+//! or io files, its v1 `memory` group, `/proc/PID` of the main process), so
+//! a file is one `openat` of a single name, one `read` into a reused buffer
+//! and a `close`; what a generation has
+//! (which memory and I/O source, PSI files) is found once, when its
+//! directories are opened, not at every scrape. The values are still read
+//! from the kernel at every call.
 
 use crate::cgroup::{cgroup_dir_name, CgroupRoot};
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Access, AtFlags, Mode, OFlags};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -71,35 +68,24 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-/// The memory files of a generation, kept open.
-enum Memory {
-    /// The service's cgroup2 files (memory controller enabled):
-    /// `memory.current`, `memory.stat`, `memory.max`, `memory.events`.
-    V2([Option<OwnedFd>; 4]),
-    /// Its v1 `memory` group: `memory.usage_in_bytes`, `memory.stat`,
-    /// `memory.limit_in_bytes`, `memory.oom_control`.
-    V1([Option<OwnedFd>; 4]),
-    /// Neither: the sum over its processes.
-    Proc,
-}
-
-/// The files of one process generation of a service, opened at its first
-/// read and kept.
+/// The open directories of one process generation of a service, and what
+/// they hold (found when they were opened).
 struct Dirs {
     /// The generation they were opened for (cgroup leaf, main process).
     cgroup: Option<String>,
     pid: Option<u32>,
-    /// The leaf's `cpu.stat`.
-    cpu_stat: Option<OwnedFd>,
-    /// The leaf's `cgroup.procs`.
-    procs: Option<OwnedFd>,
-    /// The leaf's `cpu.pressure`, `memory.pressure`, `io.pressure` (where
-    /// the kernel has PSI).
-    psi: [Option<OwnedFd>; 3],
-    memory: Memory,
-    /// The service's `io.stat` (io controller enabled).
-    io_stat: Option<OwnedFd>,
-    /// `/proc/PID` of the main process (a directory).
+    /// The generation's cgroup2 leaf.
+    leaf: Option<OwnedFd>,
+    /// The leaf has PSI files (`cpu.pressure`...).
+    psi: bool,
+    /// The service's cgroup2 directory, kept if it has `memory.*` (memory
+    /// controller) or `io.stat` (io controller) files.
+    service: Option<OwnedFd>,
+    memory_v2: bool,
+    io_v2: bool,
+    /// The service's v1 `memory` group (hybrid hosts, without `memory_v2`).
+    v1_memory: Option<OwnedFd>,
+    /// `/proc/PID` of the main process.
     proc_dir: Option<OwnedFd>,
 }
 
@@ -118,29 +104,31 @@ fn open_dir(path: &Path) -> Option<OwnedFd> {
     .ok()
 }
 
-fn open_in(dir: Option<&OwnedFd>, name: &str) -> Option<OwnedFd> {
-    rustix::fs::openat(dir?, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+fn has(dir: BorrowedFd<'_>, name: &str) -> bool {
+    rustix::fs::accessat(dir, name, Access::EXISTS, AtFlags::empty()).is_ok()
 }
 
-/// Reads a kept file afresh into `buf` (`pread` from offset 0: a `seq_file`
-/// prints its content again). `None` if it cannot be read or is not text.
+/// Reads `name` (relative to `dir`) whole into `buf`: one `openat`, then
+/// one `read` into the reused buffer. `None` if it cannot be opened or read,
+/// or is not text.
 ///
-/// `one_record`: the kernel prints the file in one piece (one `seq_file`
-/// record, which the first read at offset 0 returns whole): every file read
-/// here but `cgroup.procs`. Then a read that does not fill the buffer has
-/// it all, and the read that would return 0 is saved. `cgroup.procs` (one
-/// record per process, a page at a time) is read until a read returns 0.
-fn read_kept<'b>(fd: Option<&OwnedFd>, one_record: bool, buf: &'b mut Vec<u8>) -> Option<&'b str> {
-    let fd = fd?;
+/// Every file read here but `cgroup.procs` is printed by the kernel in one
+/// piece (a single `seq_file` record, which the first read at offset 0
+/// produces whole), so a read that does not fill the buffer has it all and
+/// the `read` that would return 0 is saved. `cgroup.procs` (one record per
+/// process, returned a page at a time) is read until a read returns 0.
+fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b str> {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     if buf.len() < 4096 {
         buf.resize(4096, 0);
     }
+    let one_record = name != "cgroup.procs";
     let mut len = 0;
     loop {
         if len == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
-        match rustix::io::pread(fd, &mut buf[len..], len as u64) {
+        match rustix::io::read(&fd, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
@@ -153,13 +141,6 @@ fn read_kept<'b>(fd: Option<&OwnedFd>, one_record: bool, buf: &'b mut Vec<u8>) -
         }
     }
     std::str::from_utf8(&buf[..len]).ok()
-}
-
-/// Reads `name` (relative to `dir`, a `/proc` file) whole into `buf`:
-/// one `openat`, then reads into the reused buffer as [`read_kept`] does.
-fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b str> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    read_kept(Some(&fd), true, buf)
 }
 
 impl HostUsage {
@@ -211,46 +192,38 @@ impl HostUsage {
         dir.is_dir().then_some(dir)
     }
 
-    /// Opens the files of a generation and finds what it has.
+    /// Opens the directories of a generation and finds what they hold.
     fn open(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Dirs {
         let leaf = self.leaf_dir(cgroup).and_then(|p| open_dir(&p));
-        let leaf = leaf.as_ref();
+        let psi = leaf
+            .as_ref()
+            .is_some_and(|l| has(l.as_fd(), "cpu.pressure"));
         let service_dir = self
             .v2_dir
             .as_ref()
             .and_then(|d| open_dir(&d.join(cgroup_dir_name(service))));
-        let sd = service_dir.as_ref();
-        let memory = match open_in(sd, "memory.current") {
-            Some(current) => {
-                let [stat, max, events] =
-                    ["memory.stat", "memory.max", "memory.events"].map(|n| open_in(sd, n));
-                Memory::V2([Some(current), stat, max, events])
-            }
-            None => match self
-                .v1_memory_dir
+        let memory_v2 = service_dir
+            .as_ref()
+            .is_some_and(|d| has(d.as_fd(), "memory.current"));
+        let io_v2 = service_dir
+            .as_ref()
+            .is_some_and(|d| has(d.as_fd(), "io.stat"));
+        let v1_memory = if memory_v2 {
+            None
+        } else {
+            self.v1_memory_dir
                 .as_ref()
                 .and_then(|m| open_dir(&m.join(cgroup_dir_name(service))))
-            {
-                Some(v1) => Memory::V1(
-                    [
-                        "memory.usage_in_bytes",
-                        "memory.stat",
-                        "memory.limit_in_bytes",
-                        "memory.oom_control",
-                    ]
-                    .map(|n| open_in(Some(&v1), n)),
-                ),
-                None => Memory::Proc,
-            },
         };
         Dirs {
             cgroup: cgroup.map(str::to_string),
             pid,
-            cpu_stat: open_in(leaf, "cpu.stat"),
-            procs: open_in(leaf, "cgroup.procs"),
-            psi: ["cpu.pressure", "memory.pressure", "io.pressure"].map(|n| open_in(leaf, n)),
-            memory,
-            io_stat: open_in(sd, "io.stat"),
+            leaf,
+            psi,
+            service: service_dir.filter(|_| memory_v2 || io_v2),
+            memory_v2,
+            io_v2,
+            v1_memory,
             proc_dir: pid.and_then(|p| open_dir(Path::new(&format!("/proc/{p}")))),
         }
     }
@@ -350,8 +323,8 @@ fn v1_limit(v: u64) -> Option<u64> {
 
 /// The processes of the generation: its leaf's `cgroup.procs`, else the
 /// main process alone.
-fn procs(procs: Option<&OwnedFd>, pid: Option<u32>, buf: &mut Vec<u8>) -> Vec<u32> {
-    match read_kept(procs, false, buf) {
+fn procs(leaf: Option<BorrowedFd<'_>>, pid: Option<u32>, buf: &mut Vec<u8>) -> Vec<u32> {
+    match leaf.and_then(|l| read_at(l, "cgroup.procs", buf)) {
         Some(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
         None => pid.into_iter().collect(),
     }
@@ -361,25 +334,29 @@ fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
+fn parsed(text: Option<&str>) -> Option<u64> {
+    text?.trim().parse().ok()
+}
+
 impl HostUsage {
-    /// Reads the usage of one generation through its kept files.
+    /// Reads the usage of one generation through its open directories.
     #[allow(clippy::cast_precision_loss)]
     fn read_dirs(&self, d: &Dirs, pid: Option<u32>, buf: &mut Vec<u8>, path: &mut String) -> Usage {
         let mut u = Usage::default();
+        let leaf = d.leaf.as_ref().map(AsFd::as_fd);
         let main = pid.zip(d.proc_dir.as_ref().map(AsFd::as_fd));
         // cgroup.procs, read at most once per call.
         let mut procs_read: Option<Vec<u32>> = None;
 
         // CPU: cgroup2 keeps cpu.stat for every cgroup.
-        if let Some(us) =
-            read_kept(d.cpu_stat.as_ref(), true, buf).and_then(|t| flat_value(t, "usage_usec"))
+        if let Some(us) = leaf
+            .and_then(|l| read_at(l, "cpu.stat", buf))
+            .and_then(|t| flat_value(t, "usage_usec"))
         {
             u.cpu_seconds = Some(us as f64 / 1e6);
             u.sources.push("cpu: cgroup v2 cpu.stat".into());
         } else {
-            let ps = procs_read
-                .take()
-                .unwrap_or_else(|| procs(d.procs.as_ref(), pid, buf));
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
             let ticks: u64 = ps
                 .iter()
                 .filter_map(|&p| read_proc(p, "stat", main, path, buf).and_then(proc_cpu_ticks))
@@ -393,75 +370,67 @@ impl HostUsage {
         }
 
         // Memory and OOM kills.
-        let kept = |f: &Option<OwnedFd>, buf: &mut Vec<u8>| {
-            read_kept(f.as_ref(), true, buf).and_then(|t| t.trim().parse::<u64>().ok())
-        };
-        match &d.memory {
-            Memory::V2([current, stat, max, events]) => {
-                let current = kept(current, buf);
-                let (inactive, anon) = read_kept(stat.as_ref(), true, buf).map_or((0, None), |s| {
-                    (
-                        flat_value(s, "inactive_file").unwrap_or(0),
-                        flat_value(s, "anon"),
-                    )
-                });
-                u.memory_working_set_bytes = current.map(|c| c.saturating_sub(inactive));
-                u.memory_rss_bytes = anon;
-                u.memory_limit_bytes = kept(max, buf);
-                u.oom_events =
-                    read_kept(events.as_ref(), true, buf).and_then(|t| flat_value(t, "oom_kill"));
-                u.sources.push("memory: cgroup v2 memory controller".into());
-            }
-            Memory::V1([usage, stat, limit, oom]) => {
-                let usage = kept(usage, buf);
-                let (inactive, rss) = read_kept(stat.as_ref(), true, buf).map_or((0, None), |s| {
-                    (
-                        flat_value(s, "total_inactive_file").unwrap_or(0),
-                        flat_value(s, "total_rss"),
-                    )
-                });
-                u.memory_working_set_bytes = usage.map(|c| c.saturating_sub(inactive));
-                u.memory_rss_bytes = rss;
-                u.memory_limit_bytes = kept(limit, buf).and_then(v1_limit);
-                u.oom_events =
-                    read_kept(oom.as_ref(), true, buf).and_then(|t| flat_value(t, "oom_kill"));
-                u.sources.push("memory: cgroup v1 memory controller".into());
-            }
-            Memory::Proc if pid.is_some() => {
-                let ps = procs_read
-                    .take()
-                    .unwrap_or_else(|| procs(d.procs.as_ref(), pid, buf));
-                let (mut ws, mut rss) = (0u64, 0u64);
-                for &p in &ps {
-                    // statm: far cheaper for the kernel to print than status.
-                    if let Some((res, shared)) =
-                        read_proc(p, "statm", main, path, buf).and_then(parse_statm)
-                    {
-                        ws = ws.saturating_add(res.saturating_mul(self.page_size));
-                        rss = rss.saturating_add(
-                            res.saturating_sub(shared).saturating_mul(self.page_size),
-                        );
-                    }
+        if let (true, Some(dir)) = (d.memory_v2, d.service.as_ref().map(AsFd::as_fd)) {
+            let current = parsed(read_at(dir, "memory.current", buf));
+            let (inactive, anon) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
+                (
+                    flat_value(s, "inactive_file").unwrap_or(0),
+                    flat_value(s, "anon"),
+                )
+            });
+            u.memory_working_set_bytes = current.map(|c: u64| c.saturating_sub(inactive));
+            u.memory_rss_bytes = anon;
+            u.memory_limit_bytes = parsed(read_at(dir, "memory.max", buf));
+            u.oom_events =
+                read_at(dir, "memory.events", buf).and_then(|t| flat_value(t, "oom_kill"));
+            u.sources.push("memory: cgroup v2 memory controller".into());
+        } else if let Some(dir) = d.v1_memory.as_ref().map(AsFd::as_fd) {
+            let usage = parsed(read_at(dir, "memory.usage_in_bytes", buf));
+            let (inactive, rss) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
+                (
+                    flat_value(s, "total_inactive_file").unwrap_or(0),
+                    flat_value(s, "total_rss"),
+                )
+            });
+            u.memory_working_set_bytes = usage.map(|c: u64| c.saturating_sub(inactive));
+            u.memory_rss_bytes = rss;
+            u.memory_limit_bytes =
+                parsed(read_at(dir, "memory.limit_in_bytes", buf)).and_then(v1_limit);
+            u.oom_events =
+                read_at(dir, "memory.oom_control", buf).and_then(|t| flat_value(t, "oom_kill"));
+            u.sources.push("memory: cgroup v1 memory controller".into());
+        } else if pid.is_some() {
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
+            let (mut ws, mut rss) = (0u64, 0u64);
+            for &p in &ps {
+                // statm: far cheaper for the kernel to print than status.
+                if let Some((res, shared)) =
+                    read_proc(p, "statm", main, path, buf).and_then(parse_statm)
+                {
+                    ws = ws.saturating_add(res.saturating_mul(self.page_size));
+                    rss = rss
+                        .saturating_add(res.saturating_sub(shared).saturating_mul(self.page_size));
                 }
-                procs_read = Some(ps);
-                u.memory_working_set_bytes = Some(ws);
-                u.memory_rss_bytes = Some(rss);
-                u.sources.push(
-                    "memory: /proc/PID/statm of its processes (resident, resident - shared)".into(),
-                );
             }
-            Memory::Proc => {}
+            procs_read = Some(ps);
+            u.memory_working_set_bytes = Some(ws);
+            u.memory_rss_bytes = Some(rss);
+            u.sources.push(
+                "memory: /proc/PID/statm of its processes (resident, resident - shared)".into(),
+            );
         }
 
         // Storage I/O.
-        if let Some((r, w)) = read_kept(d.io_stat.as_ref(), true, buf).map(parse_io_stat) {
+        let io_stat = match (d.io_v2, d.service.as_ref()) {
+            (true, Some(dir)) => read_at(dir.as_fd(), "io.stat", buf).map(parse_io_stat),
+            _ => None,
+        };
+        if let Some((r, w)) = io_stat {
             u.fs_read_bytes = Some(r);
             u.fs_write_bytes = Some(w);
             u.sources.push("io: cgroup v2 io.stat".into());
         } else if pid.is_some() {
-            let ps = procs_read
-                .take()
-                .unwrap_or_else(|| procs(d.procs.as_ref(), pid, buf));
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
             let (mut r, mut w) = (0u64, 0u64);
             for &p in &ps {
                 if let Some(s) = read_proc(p, "io", main, path, buf) {
@@ -475,10 +444,11 @@ impl HostUsage {
         }
 
         // Pressure (PSI), where the kernel has it.
-        let [cpu, memory, io] = &d.psi;
-        u.pressure_cpu = read_kept(cpu.as_ref(), true, buf).and_then(parse_pressure);
-        u.pressure_memory = read_kept(memory.as_ref(), true, buf).and_then(parse_pressure);
-        u.pressure_io = read_kept(io.as_ref(), true, buf).and_then(parse_pressure);
+        if let (true, Some(l)) = (d.psi, leaf) {
+            u.pressure_cpu = read_at(l, "cpu.pressure", buf).and_then(parse_pressure);
+            u.pressure_memory = read_at(l, "memory.pressure", buf).and_then(parse_pressure);
+            u.pressure_io = read_at(l, "io.pressure", buf).and_then(parse_pressure);
+        }
         u
     }
 }
