@@ -574,12 +574,8 @@ impl Collector for ProcessCollector {
                 out.push(family(&VIRTUAL_MEMORY, vec![gauge(&[], vsz as f64)]));
             }
         }
-        match std::fs::read_dir("/proc/self/fd") {
-            // The directory handle used to list it is one of the entries; leave it out.
-            Ok(dir) => {
-                let n = dir.count().saturating_sub(1);
-                out.push(family(&OPEN_FDS, vec![gauge(&[], n as f64)]));
-            }
+        match open_fds() {
+            Ok(n) => out.push(family(&OPEN_FDS, vec![gauge(&[], n as f64)])),
             Err(e) => tracing::debug!("metrics: listing /proc/self/fd: {e}"),
         }
         if let Some(max) = read_proc("/proc/self/limits")
@@ -590,6 +586,21 @@ impl Collector for ProcessCollector {
         }
         out
     }
+}
+
+/// Descriptors open in this process. Linux 6.2 and later give the count
+/// as the size of `/proc/self/fd` (one `stat`, however many are open);
+/// older kernels say 0 there, and the entries are counted.
+fn open_fds() -> std::io::Result<u64> {
+    let size = std::fs::metadata("/proc/self/fd")?.len();
+    if size > 0 {
+        return Ok(size);
+    }
+    // The directory handle used to list it is one of the entries; leave it out.
+    let n = std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1);
+    Ok(n as u64)
 }
 
 /// The `/metrics` registry: the snapshot collector plus the process collector.

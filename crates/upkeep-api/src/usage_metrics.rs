@@ -202,12 +202,17 @@ pub fn usage_families(rows: &[(Target, Usage)], node_name: &str) -> Vec<MetricFa
 /// Scrapes this close together share one read of the usage files.
 pub const MAX_AGE: Duration = Duration::from_millis(250);
 
+/// What one read gave: each live service with its usage.
+type Rows = Vec<(Target, Usage)>;
+
 /// Reads every running service's usage at scrape time (a scrape within
 /// [`MAX_AGE`] of the last read reuses it).
 pub struct UsageCollector {
     shared: Arc<Shared>,
     descs: Vec<Desc>,
-    last: Mutex<Option<(Instant, Vec<MetricFamily>)>>,
+    /// The last read (what was read, not the families built from it: a
+    /// fresh read then builds the families once and copies nothing).
+    last: Mutex<Option<(Instant, Rows)>>,
 }
 
 impl UsageCollector {
@@ -258,9 +263,9 @@ impl Collector for UsageCollector {
         };
         // Held while reading: concurrent scrapes wait for one read.
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, fams)) = last.as_ref() {
+        if let Some((at, rows)) = last.as_ref() {
             if at.elapsed() < MAX_AGE {
-                return fams.clone();
+                return usage_families(rows, reader.node_name());
             }
         }
         let rows: Vec<(Target, Usage)> = targets(&self.shared)
@@ -270,8 +275,10 @@ impl Collector for UsageCollector {
                 (t, u)
             })
             .collect();
+        let live: Vec<&str> = rows.iter().map(|(t, _)| t.service.as_str()).collect();
+        reader.retain(&live);
         let fams = usage_families(&rows, reader.node_name());
-        *last = Some((Instant::now(), fams.clone()));
+        *last = Some((Instant::now(), rows));
         fams
     }
 }

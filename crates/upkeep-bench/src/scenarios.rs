@@ -724,6 +724,18 @@ fn http_endpoints(o: &Opts, rep: &mut Report) {
             }
         }
     }
+    // Scrapes further apart than the usage metrics' sharing window: each
+    // reads every service's cgroup and /proc files (a Prometheus scrape).
+    for (stat, target) in [("p50", None), ("p99", Some("<= 5 ms"))] {
+        figs.push(Figure::new(
+            &format!("metrics_fresh_{stat}"),
+            &format!(
+                "GET /metrics, 100 svcs + 5 crash-looping, a fresh usage read each ({FRESH_GAP_MS} ms apart), {stat}"
+            ),
+            "ms",
+            target,
+        ));
+    }
     for &peer in &sups {
         if peer != Peer::Upkeep {
             for f in &mut figs {
@@ -748,6 +760,11 @@ fn http_endpoints(o: &Opts, rep: &mut Report) {
     }
     rep.figures.extend(figs);
 }
+
+/// The gap between two fresh-read `/metrics` requests: longer than the
+/// 250 ms for which scrapes share one read of the usage files
+/// (`upkeep_api::usage_metrics::MAX_AGE`).
+const FRESH_GAP_MS: u64 = 300;
 
 fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
     let dir = o.dir("http", peer)?;
@@ -838,6 +855,39 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
             }
         }
     }
+    // One request every FRESH_GAP_MS, so that each one reads the usage
+    // files rather than reuse the last read: 10 per --http-secs.
+    let n = usize::try_from(o.http_secs.saturating_mul(10))
+        .unwrap_or(usize::MAX)
+        .max(30);
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0u64;
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(FRESH_GAP_MS));
+        let t = Instant::now();
+        match http::get(port, "/metrics", Duration::from_secs(2)) {
+            Ok(r) if r.status == 200 || r.status == 503 => {
+                lat.push(t.elapsed().as_secs_f64() * 1e3)
+            }
+            _ => errors += 1,
+        }
+    }
+    run.alive()?;
+    let summary = summarize(&lat)
+        .ok_or_else(|| format!("no successful fresh GET /metrics ({errors} errors)"))?;
+    log(&format!(
+        "  {} /metrics, fresh read each: {} requests, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {errors} errors",
+        peer.name(),
+        summary.n,
+        summary.p50,
+        summary.p99,
+        summary.max
+    ));
+    let mut detail = summary.to_json();
+    detail["errors"] = json!(errors);
+    let note = (errors > 0).then(|| format!("{errors} failed requests"));
+    cells.push(Cell::with_detail(summary.p50, detail.clone()).noted(note.clone()));
+    cells.push(Cell::with_detail(summary.p99, detail).noted(note));
     #[allow(clippy::cast_precision_loss)]
     let rate = (count_exits(&crashes) - exits_before) as f64 / t_start.elapsed().as_secs_f64();
     log(&format!(

@@ -50,6 +50,12 @@ pub trait UsageReader: std::fmt::Debug + Send + Sync {
     /// `/proc/PID/cgroup`) with main process `pid`.
     fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage;
 
+    /// Called after a pass over every service that has a process (one
+    /// `/metrics` scrape), with their names: a reader that keeps something
+    /// per service between reads (open directories) drops it for the
+    /// others. Does nothing by default.
+    fn retain(&self, _services: &[&str]) {}
+
     /// OOM kills counted so far by the service's memory cgroup, if the host
     /// has one for it (v2 `memory.events`, v1 `memory.oom_control`).
     fn oom_kills(&self, service: &str) -> Option<u64>;

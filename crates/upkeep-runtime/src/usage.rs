@@ -13,10 +13,27 @@
 //!
 //! Every read is a few small files; a file that cannot be read leaves its
 //! figure out (`None`), it is never an error.
+//!
+//! A scrape reads about 8 files for each of up to hundreds of services, so
+//! each file costs as few system calls as the kernel allows (docs/benchmarks.md,
+//! "/metrics with per-service resource usage"): the reader keeps, per
+//! service and process generation, the directories it reads from open
+//! (`O_PATH`: the generation leaf, the service's cgroup where it has memory
+//! or io files, its v1 `memory` group, `/proc/PID` of the main process), so
+//! a file is one `openat` of a single name, one `read` into a reused buffer
+//! and a `close`; what a generation has
+//! (which memory and I/O source, PSI files) is found once, when its
+//! directories are opened, not at every scrape. The values are still read
+//! from the kernel at every call.
 
 use crate::cgroup::{cgroup_dir_name, CgroupRoot};
+use rustix::fs::{Access, AtFlags, Mode, OFlags};
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use upkeep_core::usage::{Pressure, Usage, UsageReader};
 
 /// The host's usage reader: cgroups where there are some, `/proc` otherwise.
@@ -31,6 +48,99 @@ pub struct HostUsage {
     node_name: String,
     ticks_per_second: f64,
     page_size: u64,
+    /// Directories kept open per service, and the read buffer.
+    cache: Arc<Mutex<Cache>>,
+}
+
+/// What [`HostUsage`] keeps between reads.
+#[derive(Default)]
+struct Cache {
+    services: HashMap<String, Dirs>,
+    buf: Vec<u8>,
+    path: String,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The open directories of one process generation of a service, and what
+/// they hold (found when they were opened).
+struct Dirs {
+    /// The generation they were opened for (cgroup leaf, main process).
+    cgroup: Option<String>,
+    pid: Option<u32>,
+    /// The generation's cgroup2 leaf.
+    leaf: Option<OwnedFd>,
+    /// The leaf has PSI files (`cpu.pressure`...).
+    psi: bool,
+    /// The service's cgroup2 directory, kept if it has `memory.*` (memory
+    /// controller) or `io.stat` (io controller) files.
+    service: Option<OwnedFd>,
+    memory_v2: bool,
+    io_v2: bool,
+    /// The service's v1 `memory` group (hybrid hosts, without `memory_v2`).
+    v1_memory: Option<OwnedFd>,
+    /// `/proc/PID` of the main process.
+    proc_dir: Option<OwnedFd>,
+}
+
+impl Dirs {
+    fn is_for(&self, cgroup: Option<&str>, pid: Option<u32>) -> bool {
+        self.cgroup.as_deref() == cgroup && self.pid == pid
+    }
+}
+
+fn open_dir(path: &Path) -> Option<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
+fn has(dir: BorrowedFd<'_>, name: &str) -> bool {
+    rustix::fs::accessat(dir, name, Access::EXISTS, AtFlags::empty()).is_ok()
+}
+
+/// Reads `name` (relative to `dir`) whole into `buf`: one `openat`, then
+/// one `read` into the reused buffer. `None` if it cannot be opened or read,
+/// or is not text.
+///
+/// Every file read here but `cgroup.procs` is printed by the kernel in one
+/// piece (a single `seq_file` record, which the first read at offset 0
+/// produces whole), so a read that does not fill the buffer has it all and
+/// the `read` that would return 0 is saved. `cgroup.procs` (one record per
+/// process, returned a page at a time) is read until a read returns 0.
+fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b str> {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let one_record = name != "cgroup.procs";
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if one_record && len < buf.len() {
+                    break;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    std::str::from_utf8(&buf[..len]).ok()
 }
 
 impl HostUsage {
@@ -62,6 +172,7 @@ impl HostUsage {
             v1_memory_dir,
             node_name: node_name.to_string(),
             ticks_per_second,
+            cache: Arc::default(),
         }
     }
 
@@ -81,16 +192,60 @@ impl HostUsage {
         dir.is_dir().then_some(dir)
     }
 
-    fn procs(leaf: Option<&Path>, pid: Option<u32>) -> Vec<u32> {
-        match leaf.and_then(|l| fs::read_to_string(l.join("cgroup.procs")).ok()) {
-            Some(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
-            None => pid.into_iter().collect(),
+    /// Opens the directories of a generation and finds what they hold.
+    fn open(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Dirs {
+        let leaf = self.leaf_dir(cgroup).and_then(|p| open_dir(&p));
+        let psi = leaf
+            .as_ref()
+            .is_some_and(|l| has(l.as_fd(), "cpu.pressure"));
+        let service_dir = self
+            .v2_dir
+            .as_ref()
+            .and_then(|d| open_dir(&d.join(cgroup_dir_name(service))));
+        let memory_v2 = service_dir
+            .as_ref()
+            .is_some_and(|d| has(d.as_fd(), "memory.current"));
+        let io_v2 = service_dir
+            .as_ref()
+            .is_some_and(|d| has(d.as_fd(), "io.stat"));
+        let v1_memory = if memory_v2 {
+            None
+        } else {
+            self.v1_memory_dir
+                .as_ref()
+                .and_then(|m| open_dir(&m.join(cgroup_dir_name(service))))
+        };
+        Dirs {
+            cgroup: cgroup.map(str::to_string),
+            pid,
+            leaf,
+            psi,
+            service: service_dir.filter(|_| memory_v2 || io_v2),
+            memory_v2,
+            io_v2,
+            v1_memory,
+            proc_dir: pid.and_then(|p| open_dir(Path::new(&format!("/proc/{p}")))),
         }
     }
 }
 
-fn read(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
+/// Reads `name` of process `p`: through the kept `/proc/PID` of the main
+/// process, else by its path.
+fn read_proc<'b>(
+    p: u32,
+    name: &str,
+    main: Option<(u32, BorrowedFd<'_>)>,
+    path: &mut String,
+    buf: &'b mut Vec<u8>,
+) -> Option<&'b str> {
+    match main {
+        Some((m, dir)) if m == p => read_at(dir, name, buf),
+        _ => {
+            path.clear();
+            let _ = write!(path, "/proc/{p}/{name}");
+            read_at(rustix::fs::CWD, path, buf)
+        }
+    }
 }
 
 /// The value of `key` in a flat-keyed cgroup file (`usage_usec 123`).
@@ -166,28 +321,47 @@ fn v1_limit(v: u64) -> Option<u64> {
     (v < (1u64 << 62)).then_some(v)
 }
 
-impl UsageReader for HostUsage {
+/// The processes of the generation: its leaf's `cgroup.procs`, else the
+/// main process alone.
+fn procs(leaf: Option<BorrowedFd<'_>>, pid: Option<u32>, buf: &mut Vec<u8>) -> Vec<u32> {
+    match leaf.and_then(|l| read_at(l, "cgroup.procs", buf)) {
+        Some(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+        None => pid.into_iter().collect(),
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn parsed(text: Option<&str>) -> Option<u64> {
+    text?.trim().parse().ok()
+}
+
+impl HostUsage {
+    /// Reads the usage of one generation through its open directories.
     #[allow(clippy::cast_precision_loss)]
-    fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage {
+    fn read_dirs(&self, d: &Dirs, pid: Option<u32>, buf: &mut Vec<u8>, path: &mut String) -> Usage {
         let mut u = Usage::default();
-        let leaf = self.leaf_dir(cgroup);
-        let leaf = leaf.as_deref();
-        let mut procs: Option<Vec<u32>> = None;
-        let mut procs = || procs.get_or_insert_with(|| Self::procs(leaf, pid)).clone();
+        let leaf = d.leaf.as_ref().map(AsFd::as_fd);
+        let main = pid.zip(d.proc_dir.as_ref().map(AsFd::as_fd));
+        // cgroup.procs, read at most once per call.
+        let mut procs_read: Option<Vec<u32>> = None;
 
         // CPU: cgroup2 keeps cpu.stat for every cgroup.
         if let Some(us) = leaf
-            .and_then(|l| read(&l.join("cpu.stat")))
-            .and_then(|t| flat_value(&t, "usage_usec"))
+            .and_then(|l| read_at(l, "cpu.stat", buf))
+            .and_then(|t| flat_value(t, "usage_usec"))
         {
             u.cpu_seconds = Some(us as f64 / 1e6);
             u.sources.push("cpu: cgroup v2 cpu.stat".into());
         } else {
-            let ticks: u64 = procs()
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
+            let ticks: u64 = ps
                 .iter()
-                .filter_map(|p| read(Path::new(&format!("/proc/{p}/stat"))))
-                .filter_map(|s| proc_cpu_ticks(&s))
+                .filter_map(|&p| read_proc(p, "stat", main, path, buf).and_then(proc_cpu_ticks))
                 .sum();
+            procs_read = Some(ps);
             if pid.is_some() {
                 u.cpu_seconds = Some(ticks as f64 / self.ticks_per_second);
                 u.sources
@@ -196,42 +370,49 @@ impl UsageReader for HostUsage {
         }
 
         // Memory and OOM kills.
-        if let Some(dir) = self.v2_memory(service) {
-            let current = read(&dir.join("memory.current")).and_then(|t| t.trim().parse().ok());
-            let stat = read(&dir.join("memory.stat")).unwrap_or_default();
-            let inactive = flat_value(&stat, "inactive_file").unwrap_or(0);
+        if let (true, Some(dir)) = (d.memory_v2, d.service.as_ref().map(AsFd::as_fd)) {
+            let current = parsed(read_at(dir, "memory.current", buf));
+            let (inactive, anon) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
+                (
+                    flat_value(s, "inactive_file").unwrap_or(0),
+                    flat_value(s, "anon"),
+                )
+            });
             u.memory_working_set_bytes = current.map(|c: u64| c.saturating_sub(inactive));
-            u.memory_rss_bytes = flat_value(&stat, "anon");
-            u.memory_limit_bytes =
-                read(&dir.join("memory.max")).and_then(|t| t.trim().parse().ok());
+            u.memory_rss_bytes = anon;
+            u.memory_limit_bytes = parsed(read_at(dir, "memory.max", buf));
             u.oom_events =
-                read(&dir.join("memory.events")).and_then(|t| flat_value(&t, "oom_kill"));
+                read_at(dir, "memory.events", buf).and_then(|t| flat_value(t, "oom_kill"));
             u.sources.push("memory: cgroup v2 memory controller".into());
-        } else if let Some(dir) = self.v1_memory(service) {
-            let usage =
-                read(&dir.join("memory.usage_in_bytes")).and_then(|t| t.trim().parse().ok());
-            let stat = read(&dir.join("memory.stat")).unwrap_or_default();
-            let inactive = flat_value(&stat, "total_inactive_file").unwrap_or(0);
+        } else if let Some(dir) = d.v1_memory.as_ref().map(AsFd::as_fd) {
+            let usage = parsed(read_at(dir, "memory.usage_in_bytes", buf));
+            let (inactive, rss) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
+                (
+                    flat_value(s, "total_inactive_file").unwrap_or(0),
+                    flat_value(s, "total_rss"),
+                )
+            });
             u.memory_working_set_bytes = usage.map(|c: u64| c.saturating_sub(inactive));
-            u.memory_rss_bytes = flat_value(&stat, "total_rss");
-            u.memory_limit_bytes = read(&dir.join("memory.limit_in_bytes"))
-                .and_then(|t| t.trim().parse().ok())
-                .and_then(v1_limit);
+            u.memory_rss_bytes = rss;
+            u.memory_limit_bytes =
+                parsed(read_at(dir, "memory.limit_in_bytes", buf)).and_then(v1_limit);
             u.oom_events =
-                read(&dir.join("memory.oom_control")).and_then(|t| flat_value(&t, "oom_kill"));
+                read_at(dir, "memory.oom_control", buf).and_then(|t| flat_value(t, "oom_kill"));
             u.sources.push("memory: cgroup v1 memory controller".into());
         } else if pid.is_some() {
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
             let (mut ws, mut rss) = (0u64, 0u64);
-            for p in procs() {
+            for &p in &ps {
                 // statm: far cheaper for the kernel to print than status.
                 if let Some((res, shared)) =
-                    read(Path::new(&format!("/proc/{p}/statm"))).and_then(|s| parse_statm(&s))
+                    read_proc(p, "statm", main, path, buf).and_then(parse_statm)
                 {
                     ws = ws.saturating_add(res.saturating_mul(self.page_size));
                     rss = rss
                         .saturating_add(res.saturating_sub(shared).saturating_mul(self.page_size));
                 }
             }
+            procs_read = Some(ps);
             u.memory_working_set_bytes = Some(ws);
             u.memory_rss_bytes = Some(rss);
             u.sources.push(
@@ -240,22 +421,21 @@ impl UsageReader for HostUsage {
         }
 
         // Storage I/O.
-        let io_stat = self
-            .v2_dir
-            .as_ref()
-            .map(|d| d.join(cgroup_dir_name(service)).join("io.stat"))
-            .and_then(|p| read(&p));
-        if let Some(t) = io_stat {
-            let (r, w) = parse_io_stat(&t);
+        let io_stat = match (d.io_v2, d.service.as_ref()) {
+            (true, Some(dir)) => read_at(dir.as_fd(), "io.stat", buf).map(parse_io_stat),
+            _ => None,
+        };
+        if let Some((r, w)) = io_stat {
             u.fs_read_bytes = Some(r);
             u.fs_write_bytes = Some(w);
             u.sources.push("io: cgroup v2 io.stat".into());
         } else if pid.is_some() {
+            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
             let (mut r, mut w) = (0u64, 0u64);
-            for p in procs() {
-                if let Some(s) = read(Path::new(&format!("/proc/{p}/io"))) {
-                    r = r.saturating_add(proc_value(&s, "read_bytes").unwrap_or(0));
-                    w = w.saturating_add(proc_value(&s, "write_bytes").unwrap_or(0));
+            for &p in &ps {
+                if let Some(s) = read_proc(p, "io", main, path, buf) {
+                    r = r.saturating_add(proc_value(s, "read_bytes").unwrap_or(0));
+                    w = w.saturating_add(proc_value(s, "write_bytes").unwrap_or(0));
                 }
             }
             u.fs_read_bytes = Some(r);
@@ -264,12 +444,39 @@ impl UsageReader for HostUsage {
         }
 
         // Pressure (PSI), where the kernel has it.
-        if let Some(l) = leaf {
-            u.pressure_cpu = read(&l.join("cpu.pressure")).and_then(|t| parse_pressure(&t));
-            u.pressure_memory = read(&l.join("memory.pressure")).and_then(|t| parse_pressure(&t));
-            u.pressure_io = read(&l.join("io.pressure")).and_then(|t| parse_pressure(&t));
+        if let (true, Some(l)) = (d.psi, leaf) {
+            u.pressure_cpu = read_at(l, "cpu.pressure", buf).and_then(parse_pressure);
+            u.pressure_memory = read_at(l, "memory.pressure", buf).and_then(parse_pressure);
+            u.pressure_io = read_at(l, "io.pressure", buf).and_then(parse_pressure);
         }
         u
+    }
+}
+
+impl UsageReader for HostUsage {
+    fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let Cache {
+            services,
+            buf,
+            path,
+        } = &mut *cache;
+        if !services.get(service).is_some_and(|d| d.is_for(cgroup, pid)) {
+            // A new generation (or a first read): open its directories.
+            services.insert(service.to_string(), self.open(service, cgroup, pid));
+        }
+        match services.get(service) {
+            Some(d) => self.read_dirs(d, pid, buf, path),
+            None => Usage::default(),
+        }
+    }
+
+    fn retain(&self, services: &[&str]) {
+        let live: std::collections::HashSet<&str> = services.iter().copied().collect();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .services
+            .retain(|name, _| live.contains(name.as_str()));
     }
 
     fn oom_kills(&self, service: &str) -> Option<u64> {
