@@ -82,12 +82,13 @@ sweep_stale_test_cgroups() {
         [[ -d $d && $(basename "$d") =~ ^upkeep-[0-9a-f]{12}$ ]] || continue
         find "$d" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null
         rmdir "$d" 2>/dev/null && continue
-        orphaned "$d" && stale+=("$d")
+        # Gone meanwhile (another run sweeps too) or no process: nothing to kill.
+        [ -n "$(cgroup_pids "$d")" ] && orphaned "$d" && stale+=("$d")
     done
     ((${#stale[@]})) || return 0
     sleep 10
     for d in "${stale[@]}"; do
-        orphaned "$d" || continue
+        [ -n "$(cgroup_pids "$d")" ] && orphaned "$d" || continue
         echo "--- killing the orphaned services of an earlier test run in $d: $(cgroup_pids "$d" | tr '\n' ' ')"
         kill -9 $(cgroup_pids "$d") 2>/dev/null
         sleep 0.5
