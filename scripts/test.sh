@@ -116,7 +116,9 @@ stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
 # the background at the lowest priority while they run (they mostly wait on
 # processes), and packaging/test-deb.sh finds it done.
 stage "build the tests" cargo test --workspace --locked --no-run
-nice -n 19 cargo build --release --locked -p upkeep >target/release-build.log 2>&1 &
+# In a session of its own (setsid), so that its compiler processes can be
+# given back normal priority as a group once the tests are done.
+setsid nice -n 19 cargo build --release --locked -p upkeep >target/release-build.log 2>&1 &
 release_build=$!
 # The output is kept in target/test-output.txt; grep it for "FAIL" or "panicked".
 if cargo nextest --version >/dev/null 2>&1; then
@@ -125,6 +127,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     echo "--- cargo-nextest is not installed: cargo test runs the test binaries one after another (about twice as long)"
     stage "cargo test" bash -o pipefail -c 'cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt'
+fi
+# The tests are done: the release build gets normal priority to finish (at
+# nice 19 other jobs on a busy machine would starve it).
+build_group=$(ps -o pgid= -p "$release_build" 2>/dev/null | tr -d ' ')
+if [ -n "$build_group" ] && [ "$build_group" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]; then
+    renice -n 0 -g "$build_group" >/dev/null 2>&1
 fi
 wait "$release_build" || echo "--- the background release build failed (target/release-build.log); test-deb.sh builds again" >&2
 stage "packaging/test-deb.sh" bash packaging/test-deb.sh
