@@ -56,48 +56,6 @@ for tool in etcd etcdctl openssl promtool systemd-analyze dpkg-deb strace readel
 done
 [ -x /usr/bin/python3 ] || die "/usr/bin/python3 is still missing after the installation"
 
-# Leftovers of earlier runs killed from outside (a `timeout`, an interrupted
-# session): a SIGKILLed test skips its cleanup, and its daemon's services
-# keep running in the daemon's cgroups (`upkeep-<12 hex digits>`, named after
-# its state directory), orphaned. Empty ones are removed; a non-empty one is
-# killed only when all its processes are orphans (their parent is pid 1 or
-# another of them) at two looks 10 s apart: the services of a live upkeep
-# are its children, and a test that restarts its daemon on purpose is back
-# within seconds.
-cgroup_pids() {
-    cat $(find "$1" -name cgroup.procs) 2>/dev/null
-}
-orphaned() {
-    local pids pid ppid
-    pids=" $(cgroup_pids "$1" | tr '\n' ' ') "
-    for pid in $pids; do
-        ppid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')
-        [ -z "$ppid" ] || [ "$ppid" = 1 ] || [[ $pids == *" $ppid "* ]] || return 1
-    done
-    return 0
-}
-sweep_stale_test_cgroups() {
-    local d stale=()
-    for d in /sys/fs/cgroup/upkeep-* /sys/fs/cgroup/*/upkeep-*; do
-        [[ -d $d && $(basename "$d") =~ ^upkeep-[0-9a-f]{12}$ ]] || continue
-        find "$d" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null
-        rmdir "$d" 2>/dev/null && continue
-        # Gone meanwhile (another run sweeps too) or no process: nothing to kill.
-        [ -n "$(cgroup_pids "$d")" ] && orphaned "$d" && stale+=("$d")
-    done
-    ((${#stale[@]})) || return 0
-    sleep 10
-    for d in "${stale[@]}"; do
-        [ -n "$(cgroup_pids "$d")" ] && orphaned "$d" || continue
-        echo "--- killing the orphaned services of an earlier test run in $d: $(cgroup_pids "$d" | tr '\n' ' ')"
-        kill -9 $(cgroup_pids "$d") 2>/dev/null
-        sleep 0.5
-        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    return 0
-}
-sweep_stale_test_cgroups
-
 failed=()
 stage() {
     local name=$1
