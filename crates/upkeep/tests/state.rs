@@ -224,6 +224,54 @@ fn removed_while_down_with_the_state_file_lost_is_still_stopped() {
     );
 }
 
+/// A pod whose file is deleted, with upkeep killed while the pod is still
+/// stopping and another manifest broken: the next upkeep still stops it
+/// (the removed file's last good text is kept until its pod is gone, so the
+/// next upkeep knows it was removed; found by a random-seed chaos run).
+#[test]
+fn a_pod_removed_and_upkeep_killed_during_its_stop_is_stopped_while_another_is_broken() {
+    require_root();
+    let slow = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  terminationGracePeriodSeconds: 4\n  containers:\n  - name: slow\n    image: x/slow:1\n    command: [\"/bin/sh\", \"-c\", \"trap '' TERM; while true; do sleep 0.2; done\", \"3020\"]\n";
+    let mut d = Daemon::prepare(
+        FAST,
+        &[("slow.yaml", slow), ("other.yaml", &pod("other", "3021"))],
+    );
+    set_keep(&d);
+    d.spawn();
+    let pid = pid_of(&mut d, "slow");
+    d.track(pid);
+    let other = pid_of(&mut d, "other");
+    d.track(other);
+    let path = d.dir.path().join("manifests/other.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("  oops: [\n");
+    std::fs::write(&path, text).unwrap();
+    wait_for("the manifest error", Duration::from_secs(20), || {
+        let (_, h) = d.health();
+        (!h["manifest_errors"].as_array()?.is_empty()).then_some(())
+    });
+    std::fs::remove_file(d.dir.path().join("manifests/slow.yaml")).unwrap();
+    wait_for(
+        "the removed pod's stop to begin",
+        Duration::from_secs(20),
+        || (d.service("slow")?["state"] == "stopping").then_some(()),
+    );
+    assert!(pid_alive(pid), "slow ignores SIGTERM: still stopping");
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(15));
+    d.spawn();
+    wait_for(
+        "the removed pod to be stopped by the next upkeep",
+        Duration::from_secs(30),
+        || (!pid_alive(pid)).then_some(()),
+    );
+    assert_eq!(
+        pid_of(&mut d, "other"),
+        other,
+        "the broken pod's last good version keeps running"
+    );
+}
+
 /// Case 4: A crash during a stop never leaves the old processes adopted as
 /// current: a record always describes the process that actually runs.
 #[test]

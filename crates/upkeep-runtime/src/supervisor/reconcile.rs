@@ -140,11 +140,39 @@ impl Supervisor {
 
     /// Saves the last good text of every manifest when it changed.
     pub(super) fn save_last_good(&mut self) {
-        let now: BTreeMap<PathBuf, String> = self
+        let mut now: BTreeMap<PathBuf, String> = self
             .tracker
             .pods()
             .map(|p| (p.file.clone(), p.text.to_string()))
             .collect();
+        // A removed file's text is kept while its services still run or
+        // stop: if upkeep dies meanwhile, the next one knows from it that
+        // they were removed (their file is gone) and stops them, even while
+        // another manifest is broken (then unknown processes are left
+        // running). Dropped at the first save after they are gone.
+        self.draining.retain(|_, h| !h.is_finished());
+        let current: std::collections::HashSet<String> = self
+            .tracker
+            .pods()
+            .flat_map(|p| p.services.iter().map(|s| s.name.clone()))
+            .collect();
+        for (path, text) in &self.saved_last_good {
+            if now.contains_key(path) {
+                continue;
+            }
+            if let manifest::FileOutcome::Pod(pod) =
+                manifest::parse(text.as_bytes(), path, &self.cfg)
+            {
+                let alive = pod.services.iter().any(|s| {
+                    !current.contains(&s.name)
+                        && (self.actors.contains_key(&s.name)
+                            || self.draining.contains_key(&s.name))
+                });
+                if alive {
+                    now.insert(path.clone(), text.clone());
+                }
+            }
+        }
         if now == self.saved_last_good {
             return;
         }
