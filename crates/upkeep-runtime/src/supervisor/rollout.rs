@@ -366,15 +366,16 @@ impl Coordinator {
         }
     }
 
-    /// Journals that `name` is about to apply `entry`'s change.
-    fn journal_grant(&mut self, name: &str, entry: &Entry) {
+    /// Journals where `name`'s change (`entry`) is: about to be applied,
+    /// or rolled back.
+    fn journal(&mut self, name: &str, entry: &Entry, phase: StepPhase) {
         self.journal.services.insert(
             name.to_string(),
             StepEntry {
                 to_hash: entry.hash.clone(),
                 from: (*entry.from).clone(),
                 granted_unix_ms: unix_ms(),
-                phase: StepPhase::Applying,
+                phase,
             },
         );
         self.save_journal();
@@ -790,7 +791,7 @@ impl Coordinator {
             };
             let old_pid = self.status(&name).and_then(|s| s.pid);
             self.set_metrics(true, Some(started.elapsed()));
-            self.journal_grant(&name, &entry);
+            self.journal(&name, &entry, StepPhase::Applying);
             let _ = entry.reply.send(StepCmd::Grant);
             info!(service = %name, change = entry.planned.as_str(), "applying the planned change");
             if let Err(why) = self.wait_ready(&name, old_pid, self.ready_timeout).await {
@@ -921,36 +922,19 @@ impl Coordinator {
         error!(service = %name, "planned change failed: {why}: rolling back to the last good spec and halting the rollout");
         let old_pid = self.status(name).and_then(|s| s.pid);
         // Journaled first: if upkeep dies now, the next one rolls back too.
-        self.journal.services.insert(
-            name.to_string(),
-            StepEntry {
-                to_hash: entry.hash.clone(),
-                from: (*entry.from).clone(),
-                granted_unix_ms: unix_ms(),
-                phase: StepPhase::RolledBack {
-                    why: why.to_string(),
-                },
-            },
-        );
-        self.save_journal();
+        let phase = StepPhase::RolledBack {
+            why: why.to_string(),
+        };
+        self.journal(name, &entry, phase);
         let _ = entry
             .reply
             .send(StepCmd::RollBack(format!("{name} on {}: {why}", self.node)));
-        let halt = Halt {
-            service: name.to_string(),
-            hash: entry.hash.clone(),
-            node: self.node.clone(),
-            reason: why.to_string(),
-        };
         self.halted.insert(name.to_string(), reason);
-        match upkeep_cluster::record_halt(&self.client, &self.keys, &halt).await {
-            Ok(()) => {
-                self.journal.services.remove(name);
-                self.save_journal();
-            }
-            Err(e) => {
-                error!(service = %name, "cannot record the halt in etcd: {e}; retrying");
-            }
+        // Recorded in etcd the one way every journaled halt is (retried
+        // every second while etcd is unreachable).
+        self.record_journaled_halts().await;
+        if self.journal.services.contains_key(name) {
+            error!(service = %name, "cannot record the halt in etcd yet: retrying");
         }
         if let Err(e) = self.wait_ready(name, old_pid, self.ready_timeout).await {
             error!(service = %name, "the last good spec is not ready either: {e}");
