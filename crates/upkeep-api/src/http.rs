@@ -90,7 +90,7 @@ impl From<String> for HttpConfig {
 struct State {
     shared: Arc<Shared>,
     config: HttpConfig,
-    metrics: Option<Metrics>,
+    metrics: Metrics,
 }
 
 /// Serves the status endpoints on `listener` with `config` (an
@@ -107,13 +107,7 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = config.into();
-    let metrics = match Metrics::new(shared.clone(), &config.version) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::error!("metrics registry: {e}; /metrics will answer 500");
-            None
-        }
-    };
+    let metrics = Metrics::new(shared.clone(), &config.version);
     let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let grace = config.shutdown_grace;
     let state = Arc::new(State {
@@ -361,22 +355,11 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 response(StatusCode::SERVICE_UNAVAILABLE, TEXT, msg.into_bytes())
             }
         }
-        Route::Metrics => match state.metrics.as_ref().map(Metrics::render) {
-            Some(Ok(body)) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
-            Some(Err(e)) => {
-                tracing::error!("http: encoding /metrics: {e}");
-                response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    TEXT,
-                    b"metrics encoding failed\n".to_vec(),
-                )
-            }
-            None => response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                TEXT,
-                b"metrics unavailable\n".to_vec(),
-            ),
-        },
+        Route::Metrics => response(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            state.metrics.render(),
+        ),
     }
 }
 

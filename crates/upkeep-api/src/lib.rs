@@ -20,6 +20,7 @@
 mod accept;
 pub mod client;
 pub mod control;
+pub mod expo;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -1,17 +1,15 @@
-//! `/metrics`: Prometheus collectors that build metric families at scrape
-//! time, from the status snapshot ([`SnapshotCollector`]) and from
-//! `/proc/self` ([`ProcessCollector`]). Names are a contract (design §8);
+//! `/metrics`: the families written at scrape time from the status
+//! snapshot ([`write_snapshot`]), from `/proc/self` ([`ProcessCollector`])
+//! and from the services' cgroups ([`crate::usage_metrics`]), straight into
+//! the text format ([`crate::expo`]). Names are a contract (design §8);
 //! `docs/metrics.md` describes each one.
 //!
 //! Nothing here keeps state between scrapes: counters are the executor's
-//! counters, copied out of the snapshot under its read lock.
+//! counters, read out of the snapshot under its read lock.
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
-use prometheus::{Encoder, Registry, TextEncoder};
-use std::collections::HashMap;
+use crate::expo::{Def, Kind, Text};
+use crate::usage_metrics::UsageCollector;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use upkeep_core::snapshot::{Histogram as ProbeHistogram, Shared, Snapshot, PROBE_BUCKETS};
@@ -24,120 +22,112 @@ pub const STATES: [&str; 6] = [
     "running", "starting", "backoff", "stopping", "stopped", "failed",
 ];
 
-/// A metric family's fixed metadata.
-pub(crate) struct Def {
-    pub(crate) name: &'static str,
-    pub(crate) help: &'static str,
-    pub(crate) kind: MetricType,
-    pub(crate) labels: &'static [&'static str],
-}
-
 const SERVICE_UP: Def = Def {
     name: "upkeep_service_up",
     help: "1 if the service has a running process, else 0.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const SERVICE_READY: Def = Def {
     name: "upkeep_service_ready",
     help: "1 if the service is ready (readiness probe passing, or none and started), else 0.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const SERVICE_STATE: Def = Def {
     name: "upkeep_service_state",
     help: "1 for the state the service is in (running, starting, backoff, stopping, stopped, failed), 0 for the others.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service", "state"],
 };
 const SERVICE_RESTARTS: Def = Def {
     name: "upkeep_service_restarts_total",
     help: "Starts of the service after its first start.",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &["service"],
 };
 const SERVICE_EXITS: Def = Def {
     name: "upkeep_service_exits_total",
     help: "Exits of the service's main process, by reason (exit code class or signal name).",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &["service", "reason"],
 };
 const SERVICE_START_TIME: Def = Def {
     name: "upkeep_service_start_time_seconds",
     help: "Unix time the service's current process started; absent while no process runs.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const SERVICE_BACKOFF: Def = Def {
     name: "upkeep_service_backoff_seconds",
     help: "Seconds left before the service's next start while it waits in backoff, 0 if none.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const PROBE_FAILURES: Def = Def {
     name: "upkeep_probe_failures_total",
     help: "Failed probe runs, by probe (liveness, readiness, startup).",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &["service", "probe"],
 };
 const PROBE_DURATION: Def = Def {
     name: "upkeep_probe_duration_seconds",
     help: "Duration of probe runs in seconds, by probe (liveness, readiness, startup).",
-    kind: MetricType::HISTOGRAM,
+    kind: Kind::Histogram,
     labels: &["service", "probe"],
 };
 const MANIFEST_ERRORS: Def = Def {
     name: "upkeep_manifest_errors",
     help: "Manifest files that currently fail to parse or validate (their last good version keeps running).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const SERVICE_STUCK: Def = Def {
     name: "upkeep_service_stuck_seconds",
     help: "Seconds that processes left by the service's last process have resisted SIGKILL (no new process starts meanwhile); 0 normally.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const INTERNAL_ERRORS: Def = Def {
     name: "upkeep_internal_errors_total",
     help: "Bugs upkeep caught and survived, by kind (scan_panic: a manifest scan failed and nothing was changed; actor_panic: a service's actor ended and was replaced; reaper_stopped: the reaping task ended and was restarted).",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &["kind"],
 };
 const LOG_DROPPED: Def = Def {
     name: "upkeep_log_dropped_bytes_total",
     help: "Bytes of the service's output dropped to keep its log files within their size bound (full disk, or written faster than rotation could keep).",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &["service"],
 };
 const ROLLOUT_PENDING: Def = Def {
     name: "upkeep_rollout_pending",
     help: "1 while a planned change of the service waits for the cluster's rollout lock or gate, else 0 (only with [cluster]).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const ROLLOUT_HALTED: Def = Def {
     name: "upkeep_rollout_halted",
     help: "1 when this node rolled back a change of the service and halted its rollout, else 0 (only with [cluster]).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["service"],
 };
 const ROLLOUT_LOCK_HELD: Def = Def {
     name: "upkeep_rollout_lock_held",
     help: "1 while this node holds the cluster's rollout lock (a planned step is under way), else 0 (only with [cluster]).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const ROLLOUT_WAIT: Def = Def {
     name: "upkeep_rollout_wait_seconds",
     help: "Seconds the oldest pending planned change of this node has waited, 0 if none (only with [cluster]).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const BUILD_INFO: Def = Def {
     name: "upkeep_build_info",
     help: "Always 1; the version label is the running upkeep's version.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &["version"],
 };
 
@@ -165,37 +155,37 @@ const SNAPSHOT_DEFS: [&Def; 18] = [
 const CPU_SECONDS: Def = Def {
     name: "process_cpu_seconds_total",
     help: "Total user and system CPU time spent by upkeep in seconds.",
-    kind: MetricType::COUNTER,
+    kind: Kind::Counter,
     labels: &[],
 };
 const RESIDENT_MEMORY: Def = Def {
     name: "process_resident_memory_bytes",
     help: "Resident memory size of upkeep in bytes.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const VIRTUAL_MEMORY: Def = Def {
     name: "process_virtual_memory_bytes",
     help: "Virtual memory size of upkeep in bytes.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const OPEN_FDS: Def = Def {
     name: "process_open_fds",
     help: "Number of open file descriptors of upkeep.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const MAX_FDS: Def = Def {
     name: "process_max_fds",
     help: "Maximum number of open file descriptors of upkeep (soft limit).",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 const START_TIME: Def = Def {
     name: "process_start_time_seconds",
     help: "Start time of upkeep since unix epoch in seconds.",
-    kind: MetricType::GAUGE,
+    kind: Kind::Gauge,
     labels: &[],
 };
 
@@ -208,85 +198,14 @@ const PROCESS_DEFS: [&Def; 6] = [
     &START_TIME,
 ];
 
-pub(crate) fn descs(defs: &[&Def]) -> Vec<Desc> {
-    defs.iter()
-        .filter_map(|d| {
-            let labels = d.labels.iter().map(|l| (*l).to_string()).collect();
-            match Desc::new(d.name.into(), d.help.into(), labels, HashMap::new()) {
-                Ok(desc) => Some(desc),
-                Err(e) => {
-                    // Names are constants checked by tests; this cannot happen at run time.
-                    tracing::error!(metric = d.name, "invalid metric descriptor: {e}");
-                    None
-                }
-            }
-        })
-        .collect()
-}
-
-pub(crate) fn family(def: &Def, metrics: Vec<Metric>) -> MetricFamily {
-    let mut mf = MetricFamily::default();
-    mf.set_name(def.name.into());
-    mf.set_help(def.help.into());
-    mf.set_field_type(def.kind);
-    mf.set_metric(metrics);
-    mf
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs
+/// Every family `/metrics` can show (docs/metrics.md documents each one).
+pub fn definitions() -> Vec<&'static Def> {
+    SNAPSHOT_DEFS
         .iter()
-        .map(|(k, v)| {
-            let mut lp = LabelPair::default();
-            lp.set_name((*k).into());
-            lp.set_value((*v).into());
-            lp
-        })
+        .chain(PROCESS_DEFS.iter())
+        .chain(crate::usage_metrics::DEFS.iter())
+        .copied()
         .collect()
-}
-
-pub(crate) fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::default();
-    m.set_label(labels(pairs));
-    m.set_gauge(g);
-    m
-}
-
-pub(crate) fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(value);
-    let mut m = Metric::default();
-    m.set_label(labels(pairs));
-    m.set_counter(c);
-    m
-}
-
-fn histogram(pairs: &[(&str, &str)], h: &ProbeHistogram) -> Metric {
-    let mut cumulative = 0u64;
-    let buckets: Vec<Bucket> = PROBE_BUCKETS
-        .iter()
-        .zip(h.counts.iter())
-        .map(|(bound, n)| {
-            cumulative = cumulative.saturating_add(*n);
-            let mut b = Bucket::default();
-            b.set_upper_bound(*bound);
-            b.set_cumulative_count(cumulative);
-            b
-        })
-        .collect();
-    // The encoder writes the +Inf bucket from _count, which must be >= every
-    // finite bucket (it is, unless the writer's counts disagree).
-    let count = h.count.max(cumulative.saturating_add(h.overflow));
-    let mut ph = Histogram::default();
-    ph.set_bucket(buckets);
-    ph.set_sample_count(count);
-    ph.set_sample_sum(if h.sum.is_finite() { h.sum } else { 0.0 });
-    let mut m = Metric::default();
-    m.set_label(labels(pairs));
-    m.set_histogram(ph);
-    m
 }
 
 pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
@@ -303,56 +222,78 @@ fn bool_value(b: bool) -> f64 {
     }
 }
 
-/// Builds the snapshot's metric families at `now` (pure: no clock, no I/O).
-/// Families with no samples (e.g. no exits yet) are left out, as the text
-/// format has no way to say "none".
-#[allow(clippy::cast_precision_loss)] // counters as f64 are what the format carries
-pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) -> Vec<MetricFamily> {
-    let (mut up, mut ready, mut state, mut restarts, mut exits) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut start, mut backoff, mut failures, mut durations) = (vec![], vec![], vec![], vec![]);
-    let mut stuck = vec![];
-    let mut dropped = vec![];
-    let (mut rollout_pending, mut rollout_halted, mut rollout_lock, mut rollout_wait) =
-        (vec![], vec![], vec![], vec![]);
-    if let Some(r) = &snapshot.rollout {
-        for name in snapshot.services.keys() {
-            let svc = [("service", name.as_str())];
-            rollout_pending.push(gauge(&svc, bool_value(r.pending.contains_key(name))));
-            rollout_halted.push(gauge(&svc, bool_value(r.halted.contains_key(name))));
-        }
-        rollout_lock.push(gauge(&[], bool_value(r.lock_held)));
-        rollout_wait.push(gauge(&[], r.wait_seconds));
+/// Writes one probe-duration histogram: cumulative buckets, `+Inf` from
+/// the count (never below the finite buckets), the sum.
+fn histogram(t: &mut Text, values: &[&str], h: &ProbeHistogram) {
+    let mut cumulative = 0u64;
+    let mut buckets = [(0.0, 0u64); PROBE_BUCKETS.len()];
+    for (slot, (bound, n)) in buckets
+        .iter_mut()
+        .zip(PROBE_BUCKETS.iter().zip(h.counts.iter()))
+    {
+        cumulative = cumulative.saturating_add(*n);
+        *slot = (*bound, cumulative);
     }
-    for s in snapshot.services.values() {
-        let svc = [("service", s.name.as_str())];
-        up.push(gauge(&svc, bool_value(s.pid.is_some())));
-        ready.push(gauge(&svc, bool_value(s.ready)));
+    let count = h.count.max(cumulative.saturating_add(h.overflow));
+    let sum = if h.sum.is_finite() { h.sum } else { 0.0 };
+    t.histogram(values, &buckets, sum, count);
+}
+
+/// Writes the snapshot's `upkeep_*` families at `now` (pure: no clock, no
+/// I/O). Families with no samples (e.g. no exits yet) are left out, as the
+/// text format has no way to say "none".
+#[allow(clippy::cast_precision_loss)] // counters as f64 are what the format carries
+pub fn write_snapshot(t: &mut Text, snapshot: &Snapshot, version: &str, now: SystemTime) {
+    let services = || snapshot.services.values();
+    if let Some(r) = &snapshot.rollout {
+        t.family(&ROLLOUT_PENDING);
+        for name in snapshot.services.keys() {
+            t.sample(&[name], bool_value(r.pending.contains_key(name)));
+        }
+        t.family(&ROLLOUT_HALTED);
+        for name in snapshot.services.keys() {
+            t.sample(&[name], bool_value(r.halted.contains_key(name)));
+        }
+        t.family(&ROLLOUT_LOCK_HELD);
+        t.sample(&[], bool_value(r.lock_held));
+        t.family(&ROLLOUT_WAIT);
+        t.sample(&[], r.wait_seconds);
+    }
+    t.family(&SERVICE_UP);
+    for s in services() {
+        t.sample(&[&s.name], bool_value(s.pid.is_some()));
+    }
+    t.family(&SERVICE_READY);
+    for s in services() {
+        t.sample(&[&s.name], bool_value(s.ready));
+    }
+    t.family(&SERVICE_STATE);
+    for s in services() {
         for st in STATES {
-            state.push(gauge(
-                &[("service", &s.name), ("state", st)],
-                bool_value(s.state == st),
-            ));
+            t.sample(&[&s.name, st], bool_value(s.state == st));
         }
         if !STATES.contains(&s.state.as_str()) {
-            state.push(gauge(&[("service", &s.name), ("state", &s.state)], 1.0));
+            t.sample(&[&s.name, &s.state], 1.0);
         }
-        restarts.push(counter(&svc, s.restarts as f64));
-        let lost = snapshot
-            .log_dropped_bytes
-            .get(&s.name)
-            .copied()
-            .unwrap_or(0);
-        dropped.push(counter(&svc, lost as f64));
+    }
+    t.family(&SERVICE_RESTARTS);
+    for s in services() {
+        t.sample(&[&s.name], s.restarts as f64);
+    }
+    t.family(&SERVICE_EXITS);
+    for s in services() {
         for (reason, n) in &s.exits {
-            exits.push(counter(
-                &[("service", &s.name), ("reason", reason)],
-                *n as f64,
-            ));
+            t.sample(&[&s.name, reason], *n as f64);
         }
-        if let (Some(t), Some(_)) = (s.start_time, s.pid) {
-            start.push(gauge(&svc, unix_seconds(t)));
+    }
+    t.family(&SERVICE_START_TIME);
+    for s in services() {
+        if let (Some(at), Some(_)) = (s.start_time, s.pid) {
+            t.sample(&[&s.name], unix_seconds(at));
         }
+    }
+    t.family(&SERVICE_BACKOFF);
+    for s in services() {
         let wait = match s.next_start_at {
             Some(at) => at
                 .duration_since(now)
@@ -360,93 +301,53 @@ pub fn snapshot_families(snapshot: &Snapshot, version: &str, now: SystemTime) ->
                 .unwrap_or(0.0),
             None => s.next_start_in_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
         };
-        backoff.push(gauge(&svc, wait));
+        t.sample(&[&s.name], wait);
+    }
+    t.family(&PROBE_FAILURES);
+    for s in services() {
+        for (probe, n) in &s.probe_failures {
+            t.sample(&[&s.name, probe], *n as f64);
+        }
+    }
+    t.family(&PROBE_DURATION);
+    for s in services() {
+        for (probe, h) in &s.probe_durations {
+            histogram(t, &[&s.name, probe], h);
+        }
+    }
+    t.family(&MANIFEST_ERRORS);
+    t.sample(&[], snapshot.manifest_errors.len() as f64);
+    t.family(&SERVICE_STUCK);
+    for s in services() {
         let stuck_for = s
             .stuck_since
-            .and_then(|t| now.duration_since(t).ok())
+            .and_then(|at| now.duration_since(at).ok())
             .map_or(0.0, |d| d.as_secs_f64());
-        stuck.push(gauge(&svc, stuck_for));
-        for (probe, n) in &s.probe_failures {
-            failures.push(counter(
-                &[("service", &s.name), ("probe", probe)],
-                *n as f64,
-            ));
-        }
-        for (probe, h) in &s.probe_durations {
-            durations.push(histogram(&[("service", &s.name), ("probe", probe)], h));
-        }
+        t.sample(&[&s.name], stuck_for);
     }
-    let families = vec![
-        family(&SERVICE_UP, up),
-        family(&SERVICE_READY, ready),
-        family(&SERVICE_STATE, state),
-        family(&SERVICE_RESTARTS, restarts),
-        family(&SERVICE_EXITS, exits),
-        family(&SERVICE_START_TIME, start),
-        family(&SERVICE_BACKOFF, backoff),
-        family(&PROBE_FAILURES, failures),
-        family(&PROBE_DURATION, durations),
-        family(
-            &MANIFEST_ERRORS,
-            vec![gauge(&[], snapshot.manifest_errors.len() as f64)],
-        ),
-        family(&SERVICE_STUCK, stuck),
-        family(
-            &INTERNAL_ERRORS,
-            ["scan_panic", "actor_panic", "reaper_stopped"]
-                .iter()
-                .map(|k| {
-                    let n = snapshot.internal_errors.get(*k).copied().unwrap_or(0);
-                    counter(&[("kind", k)], n as f64)
-                })
-                .collect(),
-        ),
-        family(&LOG_DROPPED, dropped),
-        family(&ROLLOUT_PENDING, rollout_pending),
-        family(&ROLLOUT_HALTED, rollout_halted),
-        family(&ROLLOUT_LOCK_HELD, rollout_lock),
-        family(&ROLLOUT_WAIT, rollout_wait),
-        family(&BUILD_INFO, vec![gauge(&[("version", version)], 1.0)]),
-    ];
-    families
-        .into_iter()
-        .filter(|f| !f.get_metric().is_empty())
-        .collect()
+    t.family(&INTERNAL_ERRORS);
+    for kind in ["scan_panic", "actor_panic", "reaper_stopped"] {
+        let n = snapshot.internal_errors.get(kind).copied().unwrap_or(0);
+        t.sample(&[kind], n as f64);
+    }
+    t.family(&LOG_DROPPED);
+    for s in services() {
+        let lost = snapshot
+            .log_dropped_bytes
+            .get(&s.name)
+            .copied()
+            .unwrap_or(0);
+        t.sample(&[&s.name], lost as f64);
+    }
+    t.family(&BUILD_INFO);
+    t.sample(&[version], 1.0);
 }
 
-/// Collects the `upkeep_*` families from the shared snapshot at scrape time.
-pub struct SnapshotCollector {
-    shared: Arc<Shared>,
-    version: String,
-    descs: Vec<Desc>,
-}
-
-impl SnapshotCollector {
-    /// A collector over `shared`, labelling `upkeep_build_info` with `version`.
-    pub fn new(shared: Arc<Shared>, version: &str) -> Self {
-        SnapshotCollector {
-            shared,
-            version: version.into(),
-            descs: descs(&SNAPSHOT_DEFS),
-        }
-    }
-}
-
-impl Collector for SnapshotCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let now = SystemTime::now();
-        // A writer that panicked leaves the last snapshot it wrote: still worth showing.
-        let snap = self
-            .shared
-            .snapshot
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        snapshot_families(&snap, &self.version, now)
-    }
+/// [`write_snapshot`] into a body of its own (tests, benchmarks).
+pub fn snapshot_text(snapshot: &Snapshot, version: &str, now: SystemTime) -> String {
+    let mut t = Text::with_capacity(64 * 1024);
+    write_snapshot(&mut t, snapshot, version, now);
+    t.into_string()
 }
 
 /// Values read from `/proc/self/stat`.
@@ -508,7 +409,6 @@ pub fn parse_btime(text: &str) -> Option<u64> {
 /// file descriptors and start time. A value that cannot be read is left out
 /// of the scrape (and logged at debug level), never an error.
 pub struct ProcessCollector {
-    descs: Vec<Desc>,
     ticks_per_second: f64,
     boot_time: Option<u64>,
 }
@@ -533,7 +433,6 @@ impl ProcessCollector {
             .as_deref()
             .and_then(parse_btime);
         ProcessCollector {
-            descs: descs(&PROCESS_DEFS),
             ticks_per_second,
             boot_time,
         }
@@ -550,41 +449,44 @@ fn read_proc(path: &str) -> Option<String> {
     }
 }
 
-impl Collector for ProcessCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
+impl ProcessCollector {
+    /// Writes the `process_*` families of the calling process.
     #[allow(clippy::cast_precision_loss)]
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::new();
+    pub fn write(&self, t: &mut Text) {
         if let Some(stat) = read_proc("/proc/self/stat").as_deref().and_then(parse_stat) {
             let cpu = (stat.utime + stat.stime) as f64 / self.ticks_per_second;
-            out.push(family(&CPU_SECONDS, vec![counter(&[], cpu)]));
+            t.family(&CPU_SECONDS);
+            t.sample(&[], cpu);
             if let Some(boot) = self.boot_time {
                 let start = boot as f64 + stat.starttime as f64 / self.ticks_per_second;
-                out.push(family(&START_TIME, vec![gauge(&[], start)]));
+                t.family(&START_TIME);
+                t.sample(&[], start);
             }
         }
         if let Some(status) = read_proc("/proc/self/status") {
             if let Some(rss) = parse_status_bytes(&status, "VmRSS") {
-                out.push(family(&RESIDENT_MEMORY, vec![gauge(&[], rss as f64)]));
+                t.family(&RESIDENT_MEMORY);
+                t.sample(&[], rss as f64);
             }
             if let Some(vsz) = parse_status_bytes(&status, "VmSize") {
-                out.push(family(&VIRTUAL_MEMORY, vec![gauge(&[], vsz as f64)]));
+                t.family(&VIRTUAL_MEMORY);
+                t.sample(&[], vsz as f64);
             }
         }
         match open_fds() {
-            Ok(n) => out.push(family(&OPEN_FDS, vec![gauge(&[], n as f64)])),
+            Ok(n) => {
+                t.family(&OPEN_FDS);
+                t.sample(&[], n as f64);
+            }
             Err(e) => tracing::debug!("metrics: listing /proc/self/fd: {e}"),
         }
         if let Some(max) = read_proc("/proc/self/limits")
             .as_deref()
             .and_then(parse_max_open_files)
         {
-            out.push(family(&MAX_FDS, vec![gauge(&[], max as f64)]));
+            t.family(&MAX_FDS);
+            t.sample(&[], max as f64);
         }
-        out
     }
 }
 
@@ -603,30 +505,55 @@ fn open_fds() -> std::io::Result<u64> {
     Ok(n as u64)
 }
 
-/// The `/metrics` registry: the snapshot collector plus the process collector.
+/// Everything `/metrics` shows: the snapshot's `upkeep_*` families,
+/// `process_*` for upkeep itself and the services' `container_*` usage,
+/// written straight into the text format ([`crate::expo`]).
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    version: String,
+    process: ProcessCollector,
+    usage: UsageCollector,
+    /// The size of the last body, to allocate the next one at once.
+    last_len: AtomicUsize,
 }
 
 impl Metrics {
-    /// Registers both collectors for `shared`, with `version` for `upkeep_build_info`.
-    pub fn new(shared: Arc<Shared>, version: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        registry.register(Box::new(SnapshotCollector::new(shared.clone(), version)))?;
-        registry.register(Box::new(ProcessCollector::new()))?;
-        registry.register(Box::new(crate::usage_metrics::UsageCollector::new(
-            shared.clone(),
-        )))?;
-        Ok(Metrics { registry })
+    /// `/metrics` over `shared`, with `version` for `upkeep_build_info`.
+    pub fn new(shared: Arc<Shared>, version: &str) -> Self {
+        Metrics {
+            inner: Arc::new(Inner {
+                usage: UsageCollector::new(shared.clone()),
+                shared,
+                version: version.into(),
+                process: ProcessCollector::new(),
+                last_len: AtomicUsize::new(16 * 1024),
+            }),
+        }
     }
 
-    /// Gathers and encodes every family in the text format.
-    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
-        let families = self.registry.gather();
-        let mut buf = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&families, &mut buf)?;
-        Ok(buf)
+    /// The whole `/metrics` body now.
+    pub fn render(&self) -> Vec<u8> {
+        let i = &*self.inner;
+        let mut t = Text::with_capacity(i.last_len.load(Ordering::Relaxed) + 4096);
+        {
+            // A writer that panicked leaves the last snapshot it wrote: still worth showing.
+            let snap = i
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            write_snapshot(&mut t, &snap, &i.version, SystemTime::now());
+        }
+        i.process.write(&mut t);
+        i.usage.write(&mut t);
+        let body = t.into_bytes();
+        i.last_len.store(body.len(), Ordering::Relaxed);
+        body
     }
 }
 
@@ -637,9 +564,20 @@ mod tests {
     use upkeep_core::snapshot::ServiceStatus;
 
     #[test]
-    fn every_descriptor_is_valid() {
-        assert_eq!(descs(&SNAPSHOT_DEFS).len(), SNAPSHOT_DEFS.len());
-        assert_eq!(descs(&PROCESS_DEFS).len(), PROCESS_DEFS.len());
+    fn every_definition_is_valid_and_named_once() {
+        let mut names = std::collections::BTreeSet::new();
+        for d in definitions() {
+            assert!(d.is_valid(), "{}", d.name);
+            assert!(names.insert(d.name), "{} twice", d.name);
+        }
+    }
+
+    /// The value of the sample line that starts with `series` (name and
+    /// labels exactly as written).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
     }
 
     #[test]
@@ -682,16 +620,27 @@ mod tests {
         for v in [0.0005, 0.002, 0.002, 0.3, 100.0] {
             h.observe(v);
         }
-        let m = histogram(&[("service", "a"), ("probe", "liveness")], &h);
-        let ph = m.get_histogram();
-        let counts: Vec<u64> = ph
-            .get_bucket()
-            .iter()
-            .map(Bucket::cumulative_count)
+        let mut t = Text::default();
+        t.family(&PROBE_DURATION);
+        histogram(&mut t, &["a", "liveness"], &h);
+        let counts: Vec<u64> = t
+            .as_str()
+            .lines()
+            .filter(|l| l.starts_with("upkeep_probe_duration_seconds_bucket{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
-        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4]);
-        // The overflow only shows in _count (the encoder's +Inf bucket).
-        assert_eq!(ph.get_sample_count(), 5);
+        // The overflow only shows in +Inf and _count.
+        assert_eq!(counts, [1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 5]);
+        let text = t.as_str();
+        assert!(
+            text.contains("{service=\"a\",probe=\"liveness\",le=\"+Inf\"} 5\n"),
+            "{text}"
+        );
+        let count = value(
+            text,
+            "upkeep_probe_duration_seconds_count{service=\"a\",probe=\"liveness\"}",
+        );
+        assert_eq!(count, Some(5.0));
     }
 
     #[test]
@@ -701,26 +650,57 @@ mod tests {
         let mut s = ServiceStatus::new("etcd", "/m/etcd.yaml", now);
         s.next_start_at = Some(now + Duration::from_millis(2500));
         snap.services.insert("etcd".into(), s);
-        let fams = snapshot_families(&snap, "1.0", now);
-        let backoff = fams
-            .iter()
-            .find(|f| f.name() == "upkeep_service_backoff_seconds")
-            .unwrap();
-        assert!((backoff.get_metric()[0].get_gauge().get_value() - 2.5).abs() < 1e-9);
+        let text = snapshot_text(&snap, "1.0", now);
+        let backoff = value(&text, "upkeep_service_backoff_seconds{service=\"etcd\"}");
+        assert!((backoff.unwrap() - 2.5).abs() < 1e-9, "{text}");
         // No process: no start time sample, so the family is left out entirely.
-        assert!(fams
-            .iter()
-            .all(|f| f.name() != "upkeep_service_start_time_seconds"));
-        let state = fams
-            .iter()
-            .find(|f| f.name() == "upkeep_service_state")
-            .unwrap();
-        let ones: Vec<&str> = state
-            .get_metric()
-            .iter()
-            .filter(|m| m.get_gauge().get_value() == 1.0)
-            .map(|m| m.get_label()[1].value())
+        assert!(
+            !text.contains("upkeep_service_start_time_seconds"),
+            "{text}"
+        );
+        let ones: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("upkeep_service_state{") && l.ends_with(" 1"))
             .collect();
-        assert_eq!(ones, ["stopped"]);
+        assert_eq!(
+            ones,
+            ["upkeep_service_state{service=\"etcd\",state=\"stopped\"} 1"]
+        );
+        // No rollout section without [cluster]; the build info is there.
+        assert!(!text.contains("upkeep_rollout"), "{text}");
+        assert_eq!(
+            value(&text, "upkeep_build_info{version=\"1.0\"}"),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn render_has_every_part_and_passes_the_format_rules() {
+        let now = SystemTime::now();
+        let shared = Arc::new(Shared::default());
+        {
+            let mut snap = shared.snapshot.write().unwrap();
+            let mut s = ServiceStatus::new("a\"b", "/x", now);
+            s.pid = Some(1);
+            s.start_time = Some(now);
+            snap.services.insert(s.name.clone(), s);
+        }
+        let body = String::from_utf8(Metrics::new(shared, "v").render()).unwrap();
+        assert!(
+            body.contains("upkeep_service_up{service=\"a\\\"b\"} 1\n"),
+            "{body}"
+        );
+        assert!(body.contains("\nprocess_cpu_seconds_total "), "{body}");
+        // Every family's samples follow its TYPE line, each family once.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut current = String::new();
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                current = rest.split(' ').next().unwrap().to_string();
+                assert!(seen.insert(current.clone()), "{current} twice");
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(&current), "{line} outside {current}");
+            }
+        }
     }
 }

@@ -3,9 +3,8 @@
 //! existing dashboards and alerts work unchanged. Read at scrape time
 //! through the snapshot's [`UsageReader`]; docs/metrics.md lists the sources.
 
-use crate::metrics::{counter, descs, family, gauge, unix_seconds, Def};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{MetricFamily, MetricType};
+use crate::expo::{Def, Kind, Text};
+use crate::metrics::unix_seconds;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,88 +19,88 @@ macro_rules! def {
         const $id: Def = Def {
             name: $name,
             help: $help,
-            kind: MetricType::$kind,
+            kind: Kind::$kind,
             labels: LABELS,
         };
     };
 }
 
-def!(CPU, "container_cpu_usage_seconds_total", COUNTER,
+def!(CPU, "container_cpu_usage_seconds_total", Counter,
     "Cumulative CPU time consumed by the container's current process (and its children) in seconds.");
 def!(
     WORKING_SET,
     "container_memory_working_set_bytes",
-    GAUGE,
+    Gauge,
     "Current working set of the container in bytes (memory usage minus inactive file cache)."
 );
 def!(
     RSS,
     "container_memory_rss",
-    GAUGE,
+    Gauge,
     "Size of RSS (anonymous memory) of the container in bytes."
 );
 def!(
     OOM,
     "container_oom_events_total",
-    COUNTER,
+    Counter,
     "Count of out of memory events observed for the container (OOM kills in its memory cgroup)."
 );
 def!(
     START,
     "container_start_time_seconds",
-    GAUGE,
+    Gauge,
     "Start time of the container's current process since unix epoch in seconds."
 );
 def!(
     FS_READS,
     "container_fs_reads_bytes_total",
-    COUNTER,
+    Counter,
     "Cumulative count of bytes read."
 );
 def!(
     FS_WRITES,
     "container_fs_writes_bytes_total",
-    COUNTER,
+    Counter,
     "Cumulative count of bytes written."
 );
 def!(
     CPU_WAIT,
     "container_pressure_cpu_waiting_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration tasks in the container have waited due to CPU congestion."
 );
 def!(
     CPU_STALL,
     "container_pressure_cpu_stalled_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration no tasks in the container could make progress due to CPU congestion."
 );
 def!(
     MEM_WAIT,
     "container_pressure_memory_waiting_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration tasks in the container have waited due to memory congestion."
 );
 def!(
     MEM_STALL,
     "container_pressure_memory_stalled_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration no tasks in the container could make progress due to memory congestion."
 );
 def!(
     IO_WAIT,
     "container_pressure_io_waiting_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration tasks in the container have waited due to IO congestion."
 );
 def!(
     IO_STALL,
     "container_pressure_io_stalled_seconds_total",
-    COUNTER,
+    Counter,
     "Total time duration no tasks in the container could make progress due to IO congestion."
 );
 
-const DEFS: [&Def; 13] = [
+pub(crate) const DEFS: [&Def; 13] = [
     &CPU,
     &WORKING_SET,
     &RSS,
@@ -153,66 +152,78 @@ pub fn label_values(t: &Target, node_name: &str) -> [String; 4] {
     }
 }
 
-/// Builds the `container_*` families from usages already read (pure).
-#[allow(clippy::cast_precision_loss)]
-pub fn usage_families(rows: &[(Target, Usage)], node_name: &str) -> Vec<MetricFamily> {
-    let mut out: Vec<Vec<prometheus::proto::Metric>> = vec![Vec::new(); DEFS.len()];
-    for (t, u) in rows {
-        let v = label_values(t, node_name);
-        let l: Vec<(&str, &str)> = LABELS
-            .iter()
-            .copied()
-            .zip(v.iter().map(String::as_str))
-            .collect();
-        let mut push = |i: usize, value: Option<f64>| {
-            if let Some(x) = value {
-                let m = if DEFS[i].kind == MetricType::COUNTER {
-                    counter(&l, x)
-                } else {
-                    gauge(&l, x)
-                };
-                out[i].push(m);
-            }
-        };
-        push(0, u.cpu_seconds);
-        push(1, u.memory_working_set_bytes.map(|b| b as f64));
-        push(2, u.memory_rss_bytes.map(|b| b as f64));
-        push(3, u.oom_events.map(|b| b as f64));
-        push(4, t.start_time.map(unix_seconds));
-        push(5, u.fs_read_bytes.map(|b| b as f64));
-        push(6, u.fs_write_bytes.map(|b| b as f64));
-        let psi = |p: Option<Pressure>| (p.map(|p| p.waiting), p.map(|p| p.stalled));
-        let (w, s) = psi(u.pressure_cpu);
-        push(7, w);
-        push(8, s);
-        let (w, s) = psi(u.pressure_memory);
-        push(9, w);
-        push(10, s);
-        let (w, s) = psi(u.pressure_io);
-        push(11, w);
-        push(12, s);
+/// One service's row of a read: its labels (worked out once per read) and
+/// its usage.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// `container`, `pod`, `namespace`, `service` ([`label_values`]).
+    pub labels: [String; 4],
+    /// Start of the current process.
+    pub start_time: Option<SystemTime>,
+    /// What was read.
+    pub usage: Usage,
+}
+
+impl Row {
+    /// The row of `t` on node `node_name` with usage `usage`.
+    pub fn new(t: &Target, node_name: &str, usage: Usage) -> Self {
+        Row {
+            labels: label_values(t, node_name),
+            start_time: t.start_time,
+            usage,
+        }
     }
-    DEFS.iter()
-        .zip(out)
-        .filter(|(_, m)| !m.is_empty())
-        .map(|(d, m)| family(d, m))
-        .collect()
+}
+
+/// Writes the `container_*` families of usages already read (pure). What
+/// a host cannot tell is left out, never written as zero.
+#[allow(clippy::cast_precision_loss)]
+pub fn write_usage(t: &mut Text, rows: &[Row]) {
+    let each = |t: &mut Text, def: &'static Def, value: &dyn Fn(&Row) -> Option<f64>| {
+        t.family(def);
+        for r in rows {
+            if let Some(v) = value(r) {
+                let [c, p, n, s] = &r.labels;
+                t.sample(&[c, p, n, s], v);
+            }
+        }
+    };
+    let bytes = |b: Option<u64>| b.map(|b| b as f64);
+    each(t, &CPU, &|r| r.usage.cpu_seconds);
+    each(t, &WORKING_SET, &|r| {
+        bytes(r.usage.memory_working_set_bytes)
+    });
+    each(t, &RSS, &|r| bytes(r.usage.memory_rss_bytes));
+    each(t, &OOM, &|r| bytes(r.usage.oom_events));
+    each(t, &START, &|r| r.start_time.map(unix_seconds));
+    each(t, &FS_READS, &|r| bytes(r.usage.fs_read_bytes));
+    each(t, &FS_WRITES, &|r| bytes(r.usage.fs_write_bytes));
+    let waiting = |p: Option<Pressure>| p.map(|p| p.waiting);
+    let stalled = |p: Option<Pressure>| p.map(|p| p.stalled);
+    each(t, &CPU_WAIT, &|r| waiting(r.usage.pressure_cpu));
+    each(t, &CPU_STALL, &|r| stalled(r.usage.pressure_cpu));
+    each(t, &MEM_WAIT, &|r| waiting(r.usage.pressure_memory));
+    each(t, &MEM_STALL, &|r| stalled(r.usage.pressure_memory));
+    each(t, &IO_WAIT, &|r| waiting(r.usage.pressure_io));
+    each(t, &IO_STALL, &|r| stalled(r.usage.pressure_io));
+}
+
+/// [`write_usage`] into a body of its own (tests, benchmarks).
+pub fn usage_text(rows: &[Row]) -> String {
+    let mut t = Text::default();
+    write_usage(&mut t, rows);
+    t.into_string()
 }
 
 /// Scrapes this close together share one read of the usage files.
 pub const MAX_AGE: Duration = Duration::from_millis(250);
 
-/// What one read gave: each live service with its usage.
-type Rows = Vec<(Target, Usage)>;
-
 /// Reads every running service's usage at scrape time (a scrape within
 /// [`MAX_AGE`] of the last read reuses it).
 pub struct UsageCollector {
     shared: Arc<Shared>,
-    descs: Vec<Desc>,
-    /// The last read (what was read, not the families built from it: a
-    /// fresh read then builds the families once and copies nothing).
-    last: Mutex<Option<(Instant, Rows)>>,
+    /// The last read and when it was made.
+    last: Mutex<Option<(Instant, Vec<Row>)>>,
 }
 
 impl UsageCollector {
@@ -220,9 +231,34 @@ impl UsageCollector {
     pub fn new(shared: Arc<Shared>) -> Self {
         UsageCollector {
             shared,
-            descs: descs(&DEFS),
             last: Mutex::new(None),
         }
+    }
+
+    /// Writes the `container_*` families, reading the files afresh unless
+    /// the last read is younger than [`MAX_AGE`].
+    pub fn write(&self, t: &mut Text) {
+        let Some(reader) = self.shared.usage.get() else {
+            return;
+        };
+        // Held while reading: concurrent scrapes wait for one read.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, rows)) = last.as_ref() {
+            if at.elapsed() < MAX_AGE {
+                write_usage(t, rows);
+                return;
+            }
+        }
+        let targets = targets(&self.shared);
+        let node = reader.node_name();
+        let rows: Vec<Row> = targets
+            .iter()
+            .map(|t| Row::new(t, node, read_usage(reader.as_ref(), t)))
+            .collect();
+        let live: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
+        reader.retain(&live);
+        write_usage(t, &rows);
+        *last = Some((Instant::now(), rows));
     }
 }
 
@@ -252,44 +288,13 @@ pub fn read_usage(reader: &dyn UsageReader, t: &Target) -> Usage {
     reader.read(&t.service, t.cgroup.as_deref(), Some(t.pid))
 }
 
-impl Collector for UsageCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let Some(reader) = self.shared.usage.get() else {
-            return Vec::new();
-        };
-        // Held while reading: concurrent scrapes wait for one read.
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, rows)) = last.as_ref() {
-            if at.elapsed() < MAX_AGE {
-                return usage_families(rows, reader.node_name());
-            }
-        }
-        let rows: Vec<(Target, Usage)> = targets(&self.shared)
-            .into_iter()
-            .map(|t| {
-                let u = read_usage(reader.as_ref(), &t);
-                (t, u)
-            })
-            .collect();
-        let live: Vec<&str> = rows.iter().map(|(t, _)| t.service.as_str()).collect();
-        reader.retain(&live);
-        let fams = usage_families(&rows, reader.node_name());
-        *last = Some((Instant::now(), rows));
-        fams
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn descriptors_are_valid() {
-        assert_eq!(descs(&DEFS).len(), DEFS.len());
+    fn definitions_are_valid() {
+        assert!(DEFS.iter().all(|d| d.is_valid()));
     }
 
     #[test]
@@ -333,15 +338,20 @@ mod tests {
             memory_working_set_bytes: Some(100),
             ..Usage::default()
         };
-        let fams = usage_families(&[(t, u)], "n");
-        let names: Vec<&str> = fams.iter().map(|f| f.name()).collect();
+        let text = usage_text(&[Row::new(&t, "n", u)]);
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
         assert_eq!(
-            names,
+            types,
             [
-                "container_cpu_usage_seconds_total",
-                "container_memory_working_set_bytes"
+                "container_cpu_usage_seconds_total counter",
+                "container_memory_working_set_bytes gauge"
             ]
         );
-        assert!((fams[0].get_metric()[0].get_counter().get_value() - 1.5).abs() < 1e-9);
+        assert!(text.contains(
+            "container_cpu_usage_seconds_total{container=\"a\",pod=\"\",namespace=\"\",service=\"a\"} 1.5\n"
+        ));
     }
 }
