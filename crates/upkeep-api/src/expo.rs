@@ -221,6 +221,11 @@ fn float_into(out: &mut String, v: f64) {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        // Most values are counts and bytes: integers print faster than
+        // floats, and the same (2^53 and beyond are left to the float path).
+        #[allow(clippy::cast_possible_truncation)]
+        let _ = write!(out, "{}", v as i64);
     } else {
         // Writing to a String cannot fail.
         let _ = write!(out, "{v}");
