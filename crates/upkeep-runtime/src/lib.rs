@@ -12,6 +12,8 @@
 //! - [`spawn`]: building service commands (env, PATH, session, uid/gid,
 //!   cgroup), process-group signals, hostPath volumes.
 //! - [`lock`] and [`state`]: the state directory.
+//! - [`nofile`]: upkeep's open-files limit, raised at start-up; the one
+//!   its children get back.
 
 #![warn(missing_docs)]
 // All the unsafe code of the runtime lives in `spawn` (the one audited module:
@@ -24,6 +26,7 @@ pub mod events;
 pub mod executor;
 pub mod lock;
 pub mod logs;
+pub mod nofile;
 pub mod probe;
 pub mod reaper;
 pub mod signal;

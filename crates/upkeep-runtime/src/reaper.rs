@@ -157,7 +157,11 @@ impl Reaper {
 
     /// Like [`Reaper::spawn`], but also hands back the child's pipes (for exec
     /// probes that read the output).
+    ///
+    /// The child gets upkeep's original soft open-files limit back if
+    /// upkeep raised its own ([`crate::spawn::restore_nofile_before_exec`]).
     pub fn spawn_with_pipes(&self, cmd: &mut Command) -> io::Result<(Spawned, Pipes)> {
+        crate::spawn::restore_nofile_before_exec(cmd);
         let _read = self.gate.read().unwrap_or_else(|e| e.into_inner());
         // A failed exec is reaped by std itself, inside spawn(), while we hold
         // the read gate: the reaper cannot steal that status.

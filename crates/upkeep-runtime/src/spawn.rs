@@ -1,7 +1,10 @@
 //! Building the `std::process::Command` for a service: clean environment,
 //! program resolved against the service's own `PATH`, own session and process
 //! group, default signal state, optional uid/gid drop, cgroup joined before
-//! `exec`, stdin from `/dev/null`, stdout/stderr straight to the log file.
+//! `exec`, stdin from `/dev/null`, stdout/stderr straight to the log file,
+//! and the soft open-files limit upkeep started with (it raises its own:
+//! [`crate::nofile`]; [`restore_nofile_before_exec`] does the same for every
+//! other command spawned through the reaper).
 //!
 //! Spawning itself goes through [`crate::reaper::Reaper`]; see
 //! [`SpawnRequest::spawn`]. Services never get `PR_SET_PDEATHSIG`: they must
@@ -153,6 +156,7 @@ impl<'a> SpawnRequest<'a> {
             None => Vec::new(),
         };
         let mounts = self.mounts.cloned();
+        let nofile = crate::nofile::restore_target();
         let step_w = step_w.map(|fd| fd.as_raw_fd());
         // SAFETY: the closure only makes async-signal-safe syscalls on data
         // prepared before the fork and does not allocate.
@@ -165,7 +169,7 @@ impl<'a> SpawnRequest<'a> {
                     }
                     io::Error::from_raw_os_error(f.errno)
                 };
-                child_setup(&cgroup_fds, ids, mounts.as_ref()).map_err(failed)?;
+                child_setup(&cgroup_fds, ids, mounts.as_ref(), nofile).map_err(failed)?;
                 if let Some(dir) = &late_cwd {
                     if libc::chdir(dir.as_ptr()) < 0 {
                         return Err(io::Error::last_os_error());
@@ -297,6 +301,7 @@ impl<'a> SpawnRequest<'a> {
             .map_err(|e| Clone3Error::Unsupported(format!("open {}: {e}", cg.path().display())))?;
         let (err_r, err_w) = pipe_cloexec(0).map_err(fail)?;
         let mounts = self.mounts;
+        let nofile = crate::nofile::restore_target();
 
         let mut unsupported: Option<String> = None;
         let mut failed_step = STEP_EXEC;
@@ -335,6 +340,7 @@ impl<'a> SpawnRequest<'a> {
                         &v1_fds,
                         ids,
                         mounts,
+                        nofile,
                         cwd_c.as_ref(),
                         &prog_c,
                         &argv_p,
@@ -603,6 +609,7 @@ unsafe fn child_exec(
     v1_fds: &[OwnedFd],
     ids: Option<(Option<u32>, u32)>,
     mounts: Option<&MountPlan>,
+    nofile: Option<u64>,
     cwd: Option<&std::ffi::CString>,
     prog: &std::ffi::CString,
     argv: &[*const libc::c_char],
@@ -635,7 +642,7 @@ unsafe fn child_exec(
             report(errno());
         }
     }
-    if let Err(f) = child_setup(v1_fds, ids, mounts) {
+    if let Err(f) = child_setup(v1_fds, ids, mounts, nofile) {
         report_step(f.errno, f.step);
     }
     if let Some(dir) = cwd {
@@ -668,10 +675,15 @@ fn errno() -> i32 {
 }
 
 /// Runs in the child between fork and exec. Async-signal-safe only.
+///
+/// `nofile`: the soft `RLIMIT_NOFILE` to set back (upkeep raised its own,
+/// see [`crate::nofile`]), from [`crate::nofile::restore_target`] read
+/// before the fork.
 fn child_setup(
     cgroup_fds: &[OwnedFd],
     ids: Option<(Option<u32>, u32)>,
     mounts: Option<&MountPlan>,
+    nofile: Option<u64>,
 ) -> Result<(), ChildFailure> {
     let fail = |step: u32| ChildFailure {
         errno: errno(),
@@ -735,6 +747,13 @@ fn child_setup(
                     libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
                 }
             }
+        }
+        // After the loop above, which is bounded by the (raised) limit.
+        if let Some(soft) = nofile {
+            set_nofile_soft(soft).map_err(|errno| ChildFailure {
+                errno,
+                step: STEP_EXEC,
+            })?;
         }
         if let Some((uid, gid)) = ids {
             // Raw syscalls, never glibc's wrappers: after a raw clone3 from
@@ -904,6 +923,65 @@ pub(crate) fn set_thread_priority(nice: libc::c_int) {
     unsafe {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
+/// Sets the calling process's soft `RLIMIT_NOFILE` to `soft`, capped at
+/// its hard limit, which stays as it is: two raw `prlimit64` calls (read,
+/// then set) on stack memory, async-signal-safe and allocation-free, for a
+/// child between fork (or clone3) and exec. Lowering the soft limit needs
+/// no privilege, so this fails only where the syscall is filtered. `Err`:
+/// the errno.
+fn set_nofile_soft(soft: u64) -> Result<(), i32> {
+    // struct rlimit64 { __u64 rlim_cur; __u64 rlim_max; }
+    let mut lim = [0u64; 2];
+    // SAFETY: prlimit64(2) on ourselves (pid 0) with no new limit and a
+    // valid out pointer to a struct rlimit64.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null::<u64>(),
+            lim.as_mut_ptr(),
+        )
+    };
+    if got < 0 {
+        return Err(errno());
+    }
+    lim[0] = soft.min(lim[1]);
+    // SAFETY: prlimit64(2) on ourselves with a valid struct rlimit64 and no
+    // out pointer.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            lim.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+        )
+    };
+    if set < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Gives `cmd`'s child the soft open-files limit upkeep started with, if
+/// upkeep raised its own ([`crate::nofile`]); does nothing otherwise. The
+/// [`Reaper`] calls it for every command it spawns (exec probes, `preStop`
+/// hooks, anything else upkeep runs); services get the same from
+/// [`child_setup`] on both spawn paths. Runs after std's own pre-exec steps
+/// (uid drop included: lowering a soft limit needs no privilege).
+pub fn restore_nofile_before_exec(cmd: &mut Command) {
+    let Some(soft) = crate::nofile::restore_target() else {
+        return;
+    };
+    // SAFETY: the closure only makes raw syscalls on stack memory
+    // (async-signal-safe) and does not allocate on success; an error is
+    // built from a raw errno (no allocation either).
+    unsafe {
+        cmd.pre_exec(move || set_nofile_soft(soft).map_err(io::Error::from_raw_os_error));
     }
 }
 

@@ -32,6 +32,10 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         );
     }
 
+    // Soft open-files limit up to the hard limit before anything is
+    // spawned; every child gets the original back (docs/operations.md).
+    upkeep_runtime::nofile::raise_soft_limit();
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

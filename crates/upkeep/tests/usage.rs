@@ -206,3 +206,56 @@ fn status_watch_refreshes_in_place() {
     assert_eq!(row[6], "0m", "{last}");
     assert!(row[7].ends_with("Mi"), "{last}");
 }
+
+/// (soft, hard) "Max open files" of a process, from `/proc/PID/limits`.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in /proc/{pid}/limits:\n{text}"));
+    let w: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (w[0].parse().unwrap(), w[1].parse().unwrap())
+}
+
+#[test]
+fn services_probes_and_hooks_get_the_soft_limit_upkeep_started_with() {
+    require_root();
+    let hook_out = tempfile::tempdir().unwrap();
+    let seen = hook_out.path().join("prestop");
+    // The readiness probe passes only if it sees 1024 / 4096.
+    let cfg = "[services.lim]\ncommand = [\"/bin/sleep\", \"1000\"]\nreadiness = { exec = [\"/bin/sh\", \"-c\", \"test `ulimit -Sn` = 1024 && test `ulimit -Hn` = 4096\"], period = \"200ms\" }\n";
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooked\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  \
+         - name: hooked\n    image: x/hooked:1\n    command: [\"/bin/sleep\", \"1000\"]\n    lifecycle:\n      preStop:\n        exec:\n          \
+         command: [\"/bin/sh\", \"-c\", \"echo `ulimit -Sn` `ulimit -Hn` > {}.tmp && mv {0}.tmp {0}\"]\n",
+        seen.display()
+    );
+    let mut d = Daemon::prepare(cfg, &[("hooked.yaml", &pod)]);
+    // As under systemd's default (soft 1024), with room above it.
+    d.spawn_wrapped(&["prlimit", "--nofile=1024:4096", "--"]);
+    assert_eq!(nofile_of(d.pid()), (4096, 4096), "upkeep raised its own");
+    assert!(
+        d.stderr()
+            .contains("soft limit raised from 1024 to the hard limit 4096"),
+        "{}",
+        d.stderr()
+    );
+
+    let lim = d.wait_pid("lim", Duration::from_secs(10), |_| true);
+    assert_eq!(nofile_of(lim), (1024, 4096), "host service");
+    let hooked = d.wait_pid("hooked", Duration::from_secs(10), |_| true);
+    assert_eq!(nofile_of(hooked), (1024, 4096), "static pod");
+    // Exec probe.
+    d.wait_service("lim", Duration::from_secs(10), "ready", |s| {
+        s["ready"] == true
+    });
+    // preStop hook.
+    std::fs::remove_file(d.manifests.join("hooked.yaml")).unwrap();
+    let text = wait_for("the preStop hook's output", Duration::from_secs(15), || {
+        std::fs::read_to_string(&seen).ok()
+    });
+    assert_eq!(text.trim(), "1024 4096");
+    // upkeep itself keeps the raised limit.
+    assert_eq!(nofile_of(d.pid()), (4096, 4096));
+}
