@@ -14,6 +14,7 @@
 //! - [`lock`] and [`state`]: the state directory.
 //! - [`nofile`]: upkeep's open-files limit, raised at start-up; the one
 //!   its children get back.
+//! - [`usage`]: what services use (cgroup and `/proc` files), for `/metrics`.
 
 #![warn(missing_docs)]
 // All the unsafe code of the runtime lives in `spawn` (the one audited module:

@@ -7,27 +7,39 @@
 //! - memory and OOM kills: the service's cgroup2 `memory.*` files where the
 //!   memory controller is enabled there, else its v1 `memory` group (hybrid
 //!   hosts, when it has a memory limit), else the sum over its processes of
-//!   `/proc/PID/status`;
+//!   `/proc/PID/statm`;
 //! - storage I/O: cgroup2 `io.stat` where the io controller is enabled, else
 //!   the sum over its processes of `/proc/PID/io`.
 //!
 //! Every read is a few small files; a file that cannot be read leaves its
 //! figure out (`None`), it is never an error.
 //!
-//! A scrape reads about 8 files for each of up to hundreds of services, so
+//! A scrape reads about 7 files for each of up to hundreds of services, so
 //! each file costs as few system calls as the kernel allows (docs/benchmarks.md,
-//! "/metrics with per-service resource usage"): the reader keeps, per
-//! service and process generation, the directories it reads from open
-//! (`O_PATH`: the generation leaf, the service's cgroup where it has memory
-//! or io files, its v1 `memory` group, `/proc/PID` of the main process), so
-//! a file is one `openat` of a single name, one `read` into a reused buffer
-//! and a `close`; what a generation has
-//! (which memory and I/O source, PSI files) is found once, when its
-//! directories are opened, not at every scrape. The values are still read
-//! from the kernel at every call.
+//! "/metrics with per-service resource usage"). Opening a cgroup file is
+//! the expensive part (kernfs: a path walk that cannot stay lockless, and an
+//! open file plus a page of buffer to set up and tear down), so the reader
+//! opens the files of a process generation once, at its first read, and
+//! keeps them: each later read of one is a single `pread` at offset 0, which
+//! makes the kernel print the file afresh. That covers the generation's
+//! cgroup files and `/proc/PID/{statm,io,stat}` of its main process (they
+//! stay bound to that process: a reused pid is never read by mistake); other
+//! processes of the service are read by path. What a generation has (which
+//! memory and I/O source, PSI files) is found at that first read too. The
+//! values are still read from the kernel at every call.
+//!
+//! Kept descriptors are bounded by a budget: at most a quarter of the soft
+//! open-files limit in force ([`Budget`]), so the reader can never starve a
+//! spawn (or anything else) of descriptors. upkeep raises its soft limit to
+//! the hard limit at start-up ([`crate::nofile`]), under which every service
+//! fits; a generation that does not fit is read by opening each file by
+//! path, as before, and keeps nothing. A generation's descriptors are
+//! released when its process is replaced or its service stops
+//! ([`UsageReader::retain`] after each scrape), and the budget follows the
+//! soft limit at every scrape.
 
 use crate::cgroup::{cgroup_dir_name, CgroupRoot};
-use rustix::fs::{Access, AtFlags, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -48,14 +60,20 @@ pub struct HostUsage {
     node_name: String,
     ticks_per_second: f64,
     page_size: u64,
-    /// Directories kept open per service, and the read buffer.
+    /// The soft open-files limit in force (the budget's base; tests inject
+    /// their own).
+    soft_limit: fn() -> Option<u64>,
+    /// Files kept open per service, the budget, and the read buffer.
     cache: Arc<Mutex<Cache>>,
 }
 
 /// What [`HostUsage`] keeps between reads.
 #[derive(Default)]
 struct Cache {
-    services: HashMap<String, Dirs>,
+    services: HashMap<String, Gen>,
+    budget: Budget,
+    /// The budget's limit has been set from the soft limit.
+    budget_set: bool,
     buf: Vec<u8>,
     path: String,
 }
@@ -64,71 +82,256 @@ impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("services", &self.services.len())
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
 
-/// The open directories of one process generation of a service, and what
-/// they hold (found when they were opened).
-struct Dirs {
-    /// The generation they were opened for (cgroup leaf, main process).
-    cgroup: Option<String>,
-    pid: Option<u32>,
-    /// The generation's cgroup2 leaf.
-    leaf: Option<OwnedFd>,
-    /// The leaf has PSI files (`cpu.pressure`...).
-    psi: bool,
-    /// The service's cgroup2 directory, kept if it has `memory.*` (memory
-    /// controller) or `io.stat` (io controller) files.
-    service: Option<OwnedFd>,
-    memory_v2: bool,
-    io_v2: bool,
-    /// The service's v1 `memory` group (hybrid hosts, without `memory_v2`).
-    v1_memory: Option<OwnedFd>,
-    /// `/proc/PID` of the main process.
-    proc_dir: Option<OwnedFd>,
+/// How many descriptors the reader may keep open: a fraction of the soft
+/// open-files limit in force, so that it never holds more than a quarter
+/// of what upkeep may open (with a 1024 limit: 256, the other 768 stay for
+/// log files, pidfds, probes, spawns). Pure bookkeeping, no I/O.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    /// Descriptors it may keep.
+    limit: usize,
+    /// Descriptors kept now.
+    kept: usize,
 }
 
-impl Dirs {
+impl Budget {
+    /// The share of the soft limit that kept descriptors may take: 1/4.
+    const DIVISOR: u64 = 4;
+
+    /// The limit for a soft open-files limit of `soft` (`None`: unlimited,
+    /// which Linux does not allow for open files; then its default
+    /// ceiling, `fs.nr_open` = 1048576, is assumed).
+    fn limit_for(soft: Option<u64>) -> usize {
+        let soft = soft.unwrap_or(1 << 20);
+        usize::try_from(soft / Self::DIVISOR).unwrap_or(usize::MAX)
+    }
+
+    /// Follows a new soft limit. Descriptors kept beyond the new limit are
+    /// [`Budget::excess`] until given back.
+    fn set_soft_limit(&mut self, soft: Option<u64>) {
+        self.limit = Self::limit_for(soft);
+    }
+
+    /// True if `n` more descriptors may be kept.
+    fn fits(&self, n: usize) -> bool {
+        self.kept.saturating_add(n) <= self.limit
+    }
+
+    /// Counts `n` more kept descriptors; callers check [`Budget::fits`]
+    /// first.
+    fn take(&mut self, n: usize) {
+        self.kept = self.kept.saturating_add(n);
+    }
+
+    /// Counts `n` descriptors closed.
+    fn give_back(&mut self, n: usize) {
+        self.kept = self.kept.saturating_sub(n);
+    }
+
+    /// Descriptors kept beyond the limit (after the soft limit went down).
+    fn excess(&self) -> usize {
+        self.kept.saturating_sub(self.limit)
+    }
+}
+
+/// The directories a generation's files live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// The generation's cgroup2 leaf.
+    Leaf,
+    /// The service's cgroup2 directory (memory and io controller files).
+    Service,
+    /// The service's v1 `memory` group (hybrid hosts).
+    V1Memory,
+    /// `/proc/PID` of the main process.
+    Proc,
+}
+
+/// Every file the reader may read for a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum File {
+    CpuStat,
+    Procs,
+    CpuPressure,
+    MemoryPressure,
+    IoPressure,
+    MemoryCurrent,
+    MemoryStat,
+    MemoryMax,
+    MemoryEvents,
+    IoStat,
+    V1Usage,
+    V1Stat,
+    V1Limit,
+    V1OomControl,
+    Stat,
+    Statm,
+    Io,
+}
+
+/// How many [`File`]s there are.
+const FILES: usize = 17;
+
+impl File {
+    const ALL: [File; FILES] = [
+        File::CpuStat,
+        File::Procs,
+        File::CpuPressure,
+        File::MemoryPressure,
+        File::IoPressure,
+        File::MemoryCurrent,
+        File::MemoryStat,
+        File::MemoryMax,
+        File::MemoryEvents,
+        File::IoStat,
+        File::V1Usage,
+        File::V1Stat,
+        File::V1Limit,
+        File::V1OomControl,
+        File::Stat,
+        File::Statm,
+        File::Io,
+    ];
+
+    fn dir(self) -> Dir {
+        match self {
+            File::CpuStat
+            | File::Procs
+            | File::CpuPressure
+            | File::MemoryPressure
+            | File::IoPressure => Dir::Leaf,
+            File::MemoryCurrent
+            | File::MemoryStat
+            | File::MemoryMax
+            | File::MemoryEvents
+            | File::IoStat => Dir::Service,
+            File::V1Usage | File::V1Stat | File::V1Limit | File::V1OomControl => Dir::V1Memory,
+            File::Stat | File::Statm | File::Io => Dir::Proc,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            File::CpuStat => "cpu.stat",
+            File::Procs => "cgroup.procs",
+            File::CpuPressure => "cpu.pressure",
+            File::MemoryPressure => "memory.pressure",
+            File::IoPressure => "io.pressure",
+            File::MemoryCurrent => "memory.current",
+            File::MemoryStat | File::V1Stat => "memory.stat",
+            File::MemoryMax => "memory.max",
+            File::MemoryEvents => "memory.events",
+            File::IoStat => "io.stat",
+            File::V1Usage => "memory.usage_in_bytes",
+            File::V1Limit => "memory.limit_in_bytes",
+            File::V1OomControl => "memory.oom_control",
+            File::Stat => "stat",
+            File::Statm => "statm",
+            File::Io => "io",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
+    /// The kernel prints the file in one piece (one `seq_file` record,
+    /// which the first read at offset 0 returns whole): every file here
+    /// but `cgroup.procs` (one record per process, a page at a time).
+    fn one_record(self) -> bool {
+        self != File::Procs
+    }
+}
+
+/// One process generation of a service: where its files are, which it
+/// has, and their descriptors while they fit in the budget.
+struct Gen {
+    /// The generation (cgroup leaf, main process).
+    cgroup: Option<String>,
+    pid: Option<u32>,
+    /// The paths of its directories, by [`Dir`] (`None`: it has none).
+    dirs: [Option<String>; 4],
+    /// The files it has ([`File::bit`]), found at its first read.
+    has: u32,
+    /// Its files' descriptors (by [`File`]), all of them or none.
+    kept: Option<Box<[Option<OwnedFd>; FILES]>>,
+}
+
+impl Gen {
     fn is_for(&self, cgroup: Option<&str>, pid: Option<u32>) -> bool {
         self.cgroup.as_deref() == cgroup && self.pid == pid
     }
+
+    fn has(&self, f: File) -> bool {
+        self.has & f.bit() != 0
+    }
+
+    /// The descriptors it would keep.
+    fn wants(&self) -> usize {
+        self.has.count_ones() as usize
+    }
+
+    /// The descriptors it keeps.
+    fn kept_count(&self) -> usize {
+        self.kept
+            .as_ref()
+            .map_or(0, |k| k.iter().filter(|f| f.is_some()).count())
+    }
+
+    fn dir_path(&self, d: Dir) -> Option<&str> {
+        self.dirs[d as usize].as_deref()
+    }
+
+    /// Opens file `f` by its path.
+    fn open(&self, f: File, path: &mut String) -> Option<OwnedFd> {
+        path.clear();
+        let _ = write!(path, "{}/{}", self.dir_path(f.dir())?, f.name());
+        open_file(path)
+    }
+
+    /// Opens every file it has and keeps them; returns how many it keeps.
+    fn keep(&mut self, path: &mut String) -> usize {
+        let mut kept: Box<[Option<OwnedFd>; FILES]> = Box::default();
+        for f in File::ALL {
+            if self.has(f) {
+                kept[f as usize] = self.open(f, path);
+            }
+        }
+        self.kept = Some(kept);
+        self.kept_count()
+    }
 }
 
-fn open_dir(path: &Path) -> Option<OwnedFd> {
-    rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()
+fn open_file(path: &str) -> Option<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
 }
 
-fn has(dir: BorrowedFd<'_>, name: &str) -> bool {
-    rustix::fs::accessat(dir, name, Access::EXISTS, AtFlags::empty()).is_ok()
-}
-
-/// Reads `name` (relative to `dir`) whole into `buf`: one `openat`, then
-/// one `read` into the reused buffer. `None` if it cannot be opened or read,
-/// or is not text.
+/// Reads an open file whole into `buf`, from offset 0 (`pread`: a kept
+/// file's `seq_file` prints its content again). `Err` if it cannot be read,
+/// `Ok(None)` if it is not text.
 ///
-/// Every file read here but `cgroup.procs` is printed by the kernel in one
-/// piece (a single `seq_file` record, which the first read at offset 0
-/// produces whole), so a read that does not fill the buffer has it all and
-/// the `read` that would return 0 is saved. `cgroup.procs` (one record per
-/// process, returned a page at a time) is read until a read returns 0.
-fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b str> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+/// With `one_record` (see [`File::one_record`]) a read that does not fill
+/// the buffer has it all, and the read that would return 0 is saved;
+/// otherwise it reads until a read returns 0.
+fn read_fd<'b>(
+    fd: BorrowedFd<'_>,
+    one_record: bool,
+    buf: &'b mut Vec<u8>,
+) -> Result<Option<&'b str>, rustix::io::Errno> {
     if buf.len() < 4096 {
         buf.resize(4096, 0);
     }
-    let one_record = name != "cgroup.procs";
     let mut len = 0;
     loop {
         if len == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
-        match rustix::io::read(&fd, &mut buf[len..]) {
+        match rustix::io::pread(fd, &mut buf[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
@@ -137,10 +340,49 @@ fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut Vec<u8>) -> Option<
                 }
             }
             Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return None,
+            Err(e) => return Err(e),
         }
     }
-    std::str::from_utf8(&buf[..len]).ok()
+    Ok(std::str::from_utf8(&buf[..len]).ok())
+}
+
+/// Reads the file at `path` whole into `buf`: one `open`, then reads into
+/// the reused buffer as [`read_fd`] does.
+fn read_path<'b>(path: &str, one_record: bool, buf: &'b mut Vec<u8>) -> Option<&'b str> {
+    let fd = open_file(path)?;
+    read_fd(fd.as_fd(), one_record, buf).ok().flatten()
+}
+
+/// Reads file `f` of generation `g`: its kept descriptor, else by path.
+/// A kept descriptor that cannot be read (its cgroup was removed, its
+/// process is gone) sets `stale`: the generation is opened again at its
+/// next read.
+fn read_file<'b>(
+    g: &Gen,
+    f: File,
+    stale: &mut bool,
+    path: &mut String,
+    buf: &'b mut Vec<u8>,
+) -> Option<&'b str> {
+    if !g.has(f) {
+        return None;
+    }
+    match &g.kept {
+        Some(kept) => {
+            let fd = kept[f as usize].as_ref()?;
+            match read_fd(fd.as_fd(), f.one_record(), buf) {
+                Ok(text) => text,
+                Err(_) => {
+                    *stale = true;
+                    None
+                }
+            }
+        }
+        None => {
+            let fd = g.open(f, path)?;
+            read_fd(fd.as_fd(), f.one_record(), buf).ok().flatten()
+        }
+    }
 }
 
 impl HostUsage {
@@ -172,8 +414,19 @@ impl HostUsage {
             v1_memory_dir,
             node_name: node_name.to_string(),
             ticks_per_second,
+            soft_limit: crate::nofile::soft_limit,
             cache: Arc::default(),
         }
+    }
+
+    /// How many descriptors the reader keeps open now (at most a quarter
+    /// of the soft open-files limit).
+    pub fn kept_descriptors(&self) -> usize {
+        self.lock().budget.kept
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn leaf_dir(&self, cgroup: Option<&str>) -> Option<PathBuf> {
@@ -192,60 +445,100 @@ impl HostUsage {
         dir.is_dir().then_some(dir)
     }
 
-    /// Opens the directories of a generation and finds what they hold.
-    fn open(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Dirs {
-        let leaf = self.leaf_dir(cgroup).and_then(|p| open_dir(&p));
-        let psi = leaf
-            .as_ref()
-            .is_some_and(|l| has(l.as_fd(), "cpu.pressure"));
-        let service_dir = self
-            .v2_dir
-            .as_ref()
-            .and_then(|d| open_dir(&d.join(cgroup_dir_name(service))));
-        let memory_v2 = service_dir
-            .as_ref()
-            .is_some_and(|d| has(d.as_fd(), "memory.current"));
-        let io_v2 = service_dir
-            .as_ref()
-            .is_some_and(|d| has(d.as_fd(), "io.stat"));
-        let v1_memory = if memory_v2 {
-            None
-        } else {
-            self.v1_memory_dir
-                .as_ref()
-                .and_then(|m| open_dir(&m.join(cgroup_dir_name(service))))
-        };
-        Dirs {
+    /// Finds what a generation has by opening its files, and keeps them
+    /// if they fit in `budget`.
+    fn open(
+        &self,
+        service: &str,
+        cgroup: Option<&str>,
+        pid: Option<u32>,
+        budget: &mut Budget,
+        path: &mut String,
+    ) -> Gen {
+        let text = |p: PathBuf| p.into_os_string().into_string().ok();
+        let mut g = Gen {
             cgroup: cgroup.map(str::to_string),
             pid,
-            leaf,
-            psi,
-            service: service_dir.filter(|_| memory_v2 || io_v2),
-            memory_v2,
-            io_v2,
-            v1_memory,
-            proc_dir: pid.and_then(|p| open_dir(Path::new(&format!("/proc/{p}")))),
+            dirs: [
+                self.leaf_dir(cgroup).and_then(text),
+                self.v2_dir
+                    .as_ref()
+                    .map(|d| d.join(cgroup_dir_name(service)))
+                    .and_then(text),
+                self.v1_memory_dir
+                    .as_ref()
+                    .map(|d| d.join(cgroup_dir_name(service)))
+                    .and_then(text),
+                pid.map(|p| format!("/proc/{p}")),
+            ],
+            has: 0,
+            kept: None,
+        };
+        let mut fds: Box<[Option<OwnedFd>; FILES]> = Box::default();
+        let mut try_open = |g: &mut Gen, f: File| -> bool {
+            match g.open(f, path) {
+                Some(fd) => {
+                    fds[f as usize] = Some(fd);
+                    g.has |= f.bit();
+                    true
+                }
+                None => false,
+            }
+        };
+        let cpu_v2 = try_open(&mut g, File::CpuStat);
+        try_open(&mut g, File::Procs);
+        for f in [File::CpuPressure, File::MemoryPressure, File::IoPressure] {
+            try_open(&mut g, f);
         }
+        let memory_cgroup = if try_open(&mut g, File::MemoryCurrent) {
+            for f in [File::MemoryStat, File::MemoryMax, File::MemoryEvents] {
+                try_open(&mut g, f);
+            }
+            true
+        } else if try_open(&mut g, File::V1Usage) {
+            for f in [File::V1Stat, File::V1Limit, File::V1OomControl] {
+                try_open(&mut g, f);
+            }
+            true
+        } else {
+            false
+        };
+        let io_v2 = try_open(&mut g, File::IoStat);
+        // The main process's own files, for what no cgroup file gives.
+        if !cpu_v2 {
+            try_open(&mut g, File::Stat);
+        }
+        if !memory_cgroup {
+            try_open(&mut g, File::Statm);
+        }
+        if !io_v2 {
+            try_open(&mut g, File::Io);
+        }
+        let n = fds.iter().filter(|f| f.is_some()).count();
+        if budget.fits(n) {
+            budget.take(n);
+            g.kept = Some(fds);
+        }
+        g
     }
 }
 
-/// Reads `name` of process `p`: through the kept `/proc/PID` of the main
-/// process, else by its path.
+/// Reads `f` (a `/proc/PID` file) of process `p`: through the generation
+/// when `p` is its main process and it has the file, else by path.
 fn read_proc<'b>(
     p: u32,
-    name: &str,
-    main: Option<(u32, BorrowedFd<'_>)>,
+    f: File,
+    g: &Gen,
+    stale: &mut bool,
     path: &mut String,
     buf: &'b mut Vec<u8>,
 ) -> Option<&'b str> {
-    match main {
-        Some((m, dir)) if m == p => read_at(dir, name, buf),
-        _ => {
-            path.clear();
-            let _ = write!(path, "/proc/{p}/{name}");
-            read_at(rustix::fs::CWD, path, buf)
-        }
+    if g.pid == Some(p) && g.has(f) {
+        return read_file(g, f, stale, path, buf);
     }
+    path.clear();
+    let _ = write!(path, "/proc/{p}/{}", f.name());
+    read_path(path, true, buf)
 }
 
 /// The value of `key` in a flat-keyed cgroup file (`usage_usec 123`).
@@ -323,10 +616,10 @@ fn v1_limit(v: u64) -> Option<u64> {
 
 /// The processes of the generation: its leaf's `cgroup.procs`, else the
 /// main process alone.
-fn procs(leaf: Option<BorrowedFd<'_>>, pid: Option<u32>, buf: &mut Vec<u8>) -> Vec<u32> {
-    match leaf.and_then(|l| read_at(l, "cgroup.procs", buf)) {
+fn procs(g: &Gen, stale: &mut bool, path: &mut String, buf: &mut Vec<u8>) -> Vec<u32> {
+    match read_file(g, File::Procs, stale, path, buf) {
         Some(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
-        None => pid.into_iter().collect(),
+        None => g.pid.into_iter().collect(),
     }
 }
 
@@ -339,27 +632,30 @@ fn parsed(text: Option<&str>) -> Option<u64> {
 }
 
 impl HostUsage {
-    /// Reads the usage of one generation through its open directories.
+    /// Reads the usage of one generation; `stale` is set if a kept file
+    /// could not be read.
     #[allow(clippy::cast_precision_loss)]
-    fn read_dirs(&self, d: &Dirs, pid: Option<u32>, buf: &mut Vec<u8>, path: &mut String) -> Usage {
+    fn read_gen(&self, g: &Gen, stale: &mut bool, buf: &mut Vec<u8>, path: &mut String) -> Usage {
         let mut u = Usage::default();
-        let leaf = d.leaf.as_ref().map(AsFd::as_fd);
-        let main = pid.zip(d.proc_dir.as_ref().map(AsFd::as_fd));
+        let pid = g.pid;
         // cgroup.procs, read at most once per call.
         let mut procs_read: Option<Vec<u32>> = None;
 
         // CPU: cgroup2 keeps cpu.stat for every cgroup.
-        if let Some(us) = leaf
-            .and_then(|l| read_at(l, "cpu.stat", buf))
-            .and_then(|t| flat_value(t, "usage_usec"))
+        if let Some(us) =
+            read_file(g, File::CpuStat, stale, path, buf).and_then(|t| flat_value(t, "usage_usec"))
         {
             u.cpu_seconds = Some(us as f64 / 1e6);
             u.sources.push("cpu: cgroup v2 cpu.stat".into());
         } else {
-            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
+            let ps = procs_read
+                .take()
+                .unwrap_or_else(|| procs(g, stale, path, buf));
             let ticks: u64 = ps
                 .iter()
-                .filter_map(|&p| read_proc(p, "stat", main, path, buf).and_then(proc_cpu_ticks))
+                .filter_map(|&p| {
+                    read_proc(p, File::Stat, g, stale, path, buf).and_then(proc_cpu_ticks)
+                })
                 .sum();
             procs_read = Some(ps);
             if pid.is_some() {
@@ -370,42 +666,46 @@ impl HostUsage {
         }
 
         // Memory and OOM kills.
-        if let (true, Some(dir)) = (d.memory_v2, d.service.as_ref().map(AsFd::as_fd)) {
-            let current = parsed(read_at(dir, "memory.current", buf));
-            let (inactive, anon) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
-                (
-                    flat_value(s, "inactive_file").unwrap_or(0),
-                    flat_value(s, "anon"),
-                )
-            });
+        if g.has(File::MemoryCurrent) {
+            let current = parsed(read_file(g, File::MemoryCurrent, stale, path, buf));
+            let (inactive, anon) =
+                read_file(g, File::MemoryStat, stale, path, buf).map_or((0, None), |s| {
+                    (
+                        flat_value(s, "inactive_file").unwrap_or(0),
+                        flat_value(s, "anon"),
+                    )
+                });
             u.memory_working_set_bytes = current.map(|c: u64| c.saturating_sub(inactive));
             u.memory_rss_bytes = anon;
-            u.memory_limit_bytes = parsed(read_at(dir, "memory.max", buf));
-            u.oom_events =
-                read_at(dir, "memory.events", buf).and_then(|t| flat_value(t, "oom_kill"));
+            u.memory_limit_bytes = parsed(read_file(g, File::MemoryMax, stale, path, buf));
+            u.oom_events = read_file(g, File::MemoryEvents, stale, path, buf)
+                .and_then(|t| flat_value(t, "oom_kill"));
             u.sources.push("memory: cgroup v2 memory controller".into());
-        } else if let Some(dir) = d.v1_memory.as_ref().map(AsFd::as_fd) {
-            let usage = parsed(read_at(dir, "memory.usage_in_bytes", buf));
-            let (inactive, rss) = read_at(dir, "memory.stat", buf).map_or((0, None), |s| {
-                (
-                    flat_value(s, "total_inactive_file").unwrap_or(0),
-                    flat_value(s, "total_rss"),
-                )
-            });
+        } else if g.has(File::V1Usage) {
+            let usage = parsed(read_file(g, File::V1Usage, stale, path, buf));
+            let (inactive, rss) =
+                read_file(g, File::V1Stat, stale, path, buf).map_or((0, None), |s| {
+                    (
+                        flat_value(s, "total_inactive_file").unwrap_or(0),
+                        flat_value(s, "total_rss"),
+                    )
+                });
             u.memory_working_set_bytes = usage.map(|c: u64| c.saturating_sub(inactive));
             u.memory_rss_bytes = rss;
             u.memory_limit_bytes =
-                parsed(read_at(dir, "memory.limit_in_bytes", buf)).and_then(v1_limit);
-            u.oom_events =
-                read_at(dir, "memory.oom_control", buf).and_then(|t| flat_value(t, "oom_kill"));
+                parsed(read_file(g, File::V1Limit, stale, path, buf)).and_then(v1_limit);
+            u.oom_events = read_file(g, File::V1OomControl, stale, path, buf)
+                .and_then(|t| flat_value(t, "oom_kill"));
             u.sources.push("memory: cgroup v1 memory controller".into());
         } else if pid.is_some() {
-            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
+            let ps = procs_read
+                .take()
+                .unwrap_or_else(|| procs(g, stale, path, buf));
             let (mut ws, mut rss) = (0u64, 0u64);
             for &p in &ps {
                 // statm: far cheaper for the kernel to print than status.
                 if let Some((res, shared)) =
-                    read_proc(p, "statm", main, path, buf).and_then(parse_statm)
+                    read_proc(p, File::Statm, g, stale, path, buf).and_then(parse_statm)
                 {
                     ws = ws.saturating_add(res.saturating_mul(self.page_size));
                     rss = rss
@@ -421,19 +721,17 @@ impl HostUsage {
         }
 
         // Storage I/O.
-        let io_stat = match (d.io_v2, d.service.as_ref()) {
-            (true, Some(dir)) => read_at(dir.as_fd(), "io.stat", buf).map(parse_io_stat),
-            _ => None,
-        };
-        if let Some((r, w)) = io_stat {
+        if let Some((r, w)) = read_file(g, File::IoStat, stale, path, buf).map(parse_io_stat) {
             u.fs_read_bytes = Some(r);
             u.fs_write_bytes = Some(w);
             u.sources.push("io: cgroup v2 io.stat".into());
         } else if pid.is_some() {
-            let ps = procs_read.take().unwrap_or_else(|| procs(leaf, pid, buf));
+            let ps = procs_read
+                .take()
+                .unwrap_or_else(|| procs(g, stale, path, buf));
             let (mut r, mut w) = (0u64, 0u64);
             for &p in &ps {
-                if let Some(s) = read_proc(p, "io", main, path, buf) {
+                if let Some(s) = read_proc(p, File::Io, g, stale, path, buf) {
                     r = r.saturating_add(proc_value(s, "read_bytes").unwrap_or(0));
                     w = w.saturating_add(proc_value(s, "write_bytes").unwrap_or(0));
                 }
@@ -444,39 +742,89 @@ impl HostUsage {
         }
 
         // Pressure (PSI), where the kernel has it.
-        if let (true, Some(l)) = (d.psi, leaf) {
-            u.pressure_cpu = read_at(l, "cpu.pressure", buf).and_then(parse_pressure);
-            u.pressure_memory = read_at(l, "memory.pressure", buf).and_then(parse_pressure);
-            u.pressure_io = read_at(l, "io.pressure", buf).and_then(parse_pressure);
-        }
+        u.pressure_cpu = read_file(g, File::CpuPressure, stale, path, buf).and_then(parse_pressure);
+        u.pressure_memory =
+            read_file(g, File::MemoryPressure, stale, path, buf).and_then(parse_pressure);
+        u.pressure_io = read_file(g, File::IoPressure, stale, path, buf).and_then(parse_pressure);
         u
     }
 }
 
 impl UsageReader for HostUsage {
     fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.lock();
         let Cache {
             services,
+            budget,
+            budget_set,
             buf,
             path,
         } = &mut *cache;
-        if !services.get(service).is_some_and(|d| d.is_for(cgroup, pid)) {
-            // A new generation (or a first read): open its directories.
-            services.insert(service.to_string(), self.open(service, cgroup, pid));
+        if !*budget_set {
+            budget.set_soft_limit((self.soft_limit)());
+            *budget_set = true;
         }
-        match services.get(service) {
-            Some(d) => self.read_dirs(d, pid, buf, path),
-            None => Usage::default(),
+        if !services.get(service).is_some_and(|g| g.is_for(cgroup, pid)) {
+            // A new generation (or a first read): release the last one's
+            // files, find what this one has.
+            if let Some(old) = services.remove(service) {
+                budget.give_back(old.kept_count());
+            }
+            let g = self.open(service, cgroup, pid, budget, path);
+            services.insert(service.to_string(), g);
         }
+        let Some(g) = services.get_mut(service) else {
+            return Usage::default();
+        };
+        // Read by path so far, and room in the budget now (other services
+        // stopped, or the limit went up): keep its files from now on.
+        if g.kept.is_none() && budget.fits(g.wants()) {
+            let n = g.keep(path);
+            budget.take(n);
+        }
+        let mut stale = false;
+        let u = self.read_gen(g, &mut stale, buf, path);
+        if stale {
+            // Opened again at the next read.
+            if let Some(old) = services.remove(service) {
+                budget.give_back(old.kept_count());
+            }
+        }
+        u
     }
 
     fn retain(&self, services: &[&str]) {
         let live: std::collections::HashSet<&str> = services.iter().copied().collect();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .services
-            .retain(|name, _| live.contains(name.as_str()));
+        let soft = (self.soft_limit)();
+        let mut cache = self.lock();
+        let Cache {
+            services,
+            budget,
+            budget_set,
+            ..
+        } = &mut *cache;
+        services.retain(|name, g| {
+            let keep = live.contains(name.as_str());
+            if !keep {
+                budget.give_back(g.kept_count());
+            }
+            keep
+        });
+        // The budget follows the soft limit; what no longer fits is read by
+        // path from now on.
+        budget.set_soft_limit(soft);
+        *budget_set = true;
+        if budget.excess() > 0 {
+            for g in services.values_mut() {
+                if budget.excess() == 0 {
+                    break;
+                }
+                if g.kept.is_some() {
+                    budget.give_back(g.kept_count());
+                    g.kept = None;
+                }
+            }
+        }
     }
 
     fn oom_kills(&self, service: &str) -> Option<u64> {
@@ -539,6 +887,107 @@ mod tests {
         assert_eq!(parse_statm("2000 300 100 10 0 500 0\n"), Some((300, 100)));
         let stat = "42 (a (b) c) R 1 42 42 0 -1 0 0 0 0 0 250 75 0 0 20 0 1 0 100 0 0";
         assert_eq!(proc_cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn the_budget_is_a_quarter_of_the_soft_limit() {
+        assert_eq!(Budget::limit_for(Some(1024)), 256);
+        assert_eq!(Budget::limit_for(Some(256)), 64);
+        assert_eq!(Budget::limit_for(Some(3)), 0);
+        assert_eq!(Budget::limit_for(None), 1 << 18);
+
+        // 1024 (the raise failed, or hard = soft = 1024): 7 descriptors per
+        // service (a hybrid host, no memory cgroup), 36 services keep
+        // theirs, the others are read by path; at least 768 stay free.
+        let mut b = Budget::default();
+        b.set_soft_limit(Some(1024));
+        let mut kept_services = 0;
+        for _ in 0..100 {
+            if b.fits(7) {
+                b.take(7);
+                kept_services += 1;
+            }
+        }
+        assert_eq!(kept_services, 36);
+        assert_eq!(b.kept, 252);
+        assert!(1024 - b.kept >= 768);
+        assert!(!b.fits(7));
+        assert!(b.fits(4), "a smaller generation still fits");
+
+        // A service stops: its descriptors make room for another.
+        b.give_back(7);
+        assert!(b.fits(7));
+
+        // The raised limit (systemd's default hard limit): every one of 100
+        // services keeps its files, even with a memory cgroup (11 each).
+        let mut b = Budget::default();
+        b.set_soft_limit(Some(524_288));
+        for _ in 0..100 {
+            assert!(b.fits(11));
+            b.take(11);
+        }
+        assert_eq!(b.excess(), 0);
+
+        // The soft limit goes down under what is kept: the excess is what
+        // must be closed.
+        b.set_soft_limit(Some(1024));
+        assert_eq!(b.excess(), 1100 - 256);
+        b.give_back(1100 - 256);
+        assert_eq!(b.excess(), 0);
+        assert!(!b.fits(1));
+        // Never below zero.
+        b.give_back(10_000);
+        assert_eq!(b.kept, 0);
+    }
+
+    #[test]
+    fn files_are_kept_within_the_budget_and_read_by_path_beyond_it() {
+        // /proc only (no cgroups): the main process's stat, statm and io,
+        // here this test process's own.
+        let me = std::process::id();
+        let mut r = HostUsage::new(None, "node");
+        // Soft limit 8: a budget of 2, the generation's 3 files do not fit.
+        r.soft_limit = || Some(8);
+        let by_path = r.read("svc", None, Some(me));
+        assert_eq!(r.kept_descriptors(), 0);
+        assert!(by_path.cpu_seconds.is_some(), "{by_path:?}");
+        assert!(
+            by_path.memory_working_set_bytes.unwrap_or(0) > 0,
+            "{by_path:?}"
+        );
+        assert!(by_path.fs_read_bytes.is_some(), "{by_path:?}");
+
+        // Soft limit 12: a budget of 3, kept from the next read on (the
+        // budget follows the limit at each scrape's retain).
+        r.soft_limit = || Some(12);
+        r.retain(&["svc"]);
+        let kept = r.read("svc", None, Some(me));
+        assert_eq!(r.kept_descriptors(), 3);
+        assert_eq!(kept.sources, by_path.sources);
+        assert!(kept.memory_working_set_bytes.unwrap_or(0) > 0, "{kept:?}");
+        // Read again through the kept files: fresh values.
+        let again = r.read("svc", None, Some(me));
+        assert!(again.cpu_seconds >= kept.cpu_seconds, "{again:?}");
+        assert_eq!(r.kept_descriptors(), 3);
+
+        // The limit goes down: the excess is closed at the next retain.
+        r.soft_limit = || Some(8);
+        r.retain(&["svc"]);
+        assert_eq!(r.kept_descriptors(), 0);
+        assert!(r.read("svc", None, Some(me)).cpu_seconds.is_some());
+        assert_eq!(r.kept_descriptors(), 0);
+
+        // A new generation releases the last one's files; a stopped
+        // service releases its own.
+        r.soft_limit = || Some(1024);
+        r.retain(&["svc"]);
+        r.read("svc", None, Some(me));
+        r.read("other", None, Some(me));
+        assert_eq!(r.kept_descriptors(), 6);
+        assert_eq!(r.read("svc", None, None), Usage::default());
+        assert_eq!(r.kept_descriptors(), 3);
+        r.retain(&["svc"]);
+        assert_eq!(r.kept_descriptors(), 0);
     }
 
     #[test]

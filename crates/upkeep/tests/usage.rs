@@ -259,3 +259,86 @@ fn services_probes_and_hooks_get_the_soft_limit_upkeep_started_with() {
     // upkeep itself keeps the raised limit.
     assert_eq!(nofile_of(d.pid()), (4096, 4096));
 }
+
+/// Samples of `family` in a /metrics body.
+fn count_samples(body: &str, family: &str) -> usize {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .count()
+}
+
+#[test]
+fn a_tiny_open_files_limit_still_leaves_room_to_spawn_and_scrape() {
+    require_root();
+    // 36 host services under a hard limit of 256: the usage reader may keep
+    // 64 descriptors (a quarter), about 9 services' files; the others are
+    // read by path.
+    const N: usize = 36;
+    let mut cfg = String::new();
+    for i in 0..N {
+        cfg.push_str(&format!(
+            "[services.s{i:02}]\ncommand = [\"/bin/sleep\", \"1000\"]\n"
+        ));
+    }
+    let mut d = Daemon::prepare(&cfg, &[]);
+    d.spawn_wrapped(&["prlimit", "--nofile=256:256", "--"]);
+    let upkeep = d.pid();
+    assert_eq!(nofile_of(upkeep), (256, 256));
+    let pids: Vec<u32> = (0..N)
+        .map(|i| d.wait_pid(&format!("s{i:02}"), Duration::from_secs(30), |_| true))
+        .collect();
+    assert_eq!(nofile_of(pids[0]), (256, 256));
+    let before = fd_count(upkeep);
+
+    // Fresh reads (scrapes further apart than the 250 ms during which they
+    // share one): every service has its figures each time.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        let (code, body) = http_get(d.port, "/metrics").expect("/metrics answers");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            count_samples(&body, "container_cpu_usage_seconds_total"),
+            N,
+            "{body}"
+        );
+        assert_eq!(
+            count_samples(&body, "container_memory_working_set_bytes"),
+            N,
+            "{body}"
+        );
+    }
+    // The reader keeps at most 64 (here 63: 9 services of 7 files); 8 more
+    // for whatever else upkeep may have open for a moment (a state file
+    // being saved). Without the budget: 255, the limit.
+    let after = fd_count(upkeep);
+    assert!(
+        after <= before + 256 / 4 + 8,
+        "the usage reader keeps at most a quarter of the limit: {before} descriptors before the scrapes, {after} after"
+    );
+
+    // Services still spawn: a killed one is restarted, a new one starts.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    let again = d.wait_pid("s00", Duration::from_secs(30), |p| p != pids[0]);
+    d.write_manifest(
+        "late.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: late\nspec:\n  containers:\n  - name: late\n    image: x/late:1\n    command: [\"/bin/sleep\", \"1000\"]\n",
+    );
+    let late = d.wait_pid("late", Duration::from_secs(30), |_| true);
+    assert!(pid_alive(again) && pid_alive(late));
+    wait_for(
+        "the new service on /metrics",
+        Duration::from_secs(10),
+        || {
+            let (code, body) = http_get(d.port, "/metrics")?;
+            (code == 200
+                && count_samples(&body, "container_cpu_usage_seconds_total") == N + 1
+                && body.contains("service=\"late\""))
+            .then_some(())
+        },
+    );
+    assert!(
+        !d.stderr().contains("Too many open files"),
+        "{}",
+        d.stderr()
+    );
+}
