@@ -250,11 +250,7 @@ impl UsageCollector {
             }
         }
         let targets = targets(&self.shared);
-        let node = reader.node_name();
-        let rows: Vec<Row> = targets
-            .iter()
-            .map(|t| Row::new(t, node, read_usage(reader.as_ref(), t)))
-            .collect();
+        let rows = read_rows(reader.as_ref(), &targets);
         let live: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
         reader.retain(&live);
         write_usage(t, &rows);
@@ -281,6 +277,44 @@ pub fn targets(shared: &Shared) -> Vec<Target> {
             })
         })
         .collect()
+}
+
+/// From this many services on, a read is split between two threads: the
+/// kernel printing the files is most of a read, and a master has two
+/// cores or more (on one, the split costs one thread start, about 30 µs).
+const SPLIT_FROM: usize = 16;
+
+/// Reads the usage of every target with `reader`, in their order.
+pub fn read_rows(reader: &dyn UsageReader, targets: &[Target]) -> Vec<Row> {
+    let node = reader.node_name();
+    let read = |ts: &[Target]| -> Vec<Row> {
+        ts.iter()
+            .map(|t| Row::new(t, node, read_usage(reader, t)))
+            .collect()
+    };
+    if targets.len() < SPLIT_FROM {
+        return read(targets);
+    }
+    let (first, second) = targets.split_at(targets.len() / 2);
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new()
+            .name("upkeep-usage".into())
+            .spawn_scoped(s, || read(second));
+        let mut rows = read(first);
+        match other.map(|h| h.join()) {
+            Ok(Ok(more)) => rows.extend(more),
+            Ok(Err(_)) => {
+                // A reader bug: the panic was printed; the other half is
+                // left out of this scrape rather than failing it.
+                tracing::error!("usage: reading half of the services panicked");
+            }
+            Err(e) => {
+                tracing::debug!("usage: no second reading thread ({e}); reading on one");
+                rows.extend(read(second));
+            }
+        }
+        rows
+    })
 }
 
 /// Reads the usage of `t` with `reader`.

@@ -67,14 +67,20 @@ pub struct HostUsage {
     cache: Arc<Mutex<Cache>>,
 }
 
+thread_local! {
+    /// Each reading thread's buffer and path scratch.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, String)> = std::cell::RefCell::default();
+}
+
 /// What [`HostUsage`] keeps between reads.
 #[derive(Default)]
 struct Cache {
-    services: HashMap<String, Gen>,
+    /// Shared with reads under way, which read outside the lock.
+    services: HashMap<String, Arc<Gen>>,
     budget: Budget,
     /// The budget's limit has been set from the soft limit.
     budget_set: bool,
-    buf: Vec<u8>,
+    /// Path scratch for opening a generation's files.
     path: String,
 }
 
@@ -752,42 +758,64 @@ impl HostUsage {
 
 impl UsageReader for HostUsage {
     fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage {
-        let mut cache = self.lock();
-        let Cache {
-            services,
-            budget,
-            budget_set,
-            buf,
-            path,
-        } = &mut *cache;
-        if !*budget_set {
-            budget.set_soft_limit((self.soft_limit)());
-            *budget_set = true;
-        }
-        if !services.get(service).is_some_and(|g| g.is_for(cgroup, pid)) {
-            // A new generation (or a first read): release the last one's
-            // files, find what this one has.
-            if let Some(old) = services.remove(service) {
-                budget.give_back(old.kept_count());
+        // The files are read outside the lock, so that a scrape can read
+        // several services at once (`UsageCollector` splits them between
+        // two threads); the lock only guards the map and the budget.
+        let g = {
+            let mut cache = self.lock();
+            let Cache {
+                services,
+                budget,
+                budget_set,
+                path,
+                ..
+            } = &mut *cache;
+            if !*budget_set {
+                budget.set_soft_limit((self.soft_limit)());
+                *budget_set = true;
             }
-            let g = self.open(service, cgroup, pid, budget, path);
-            services.insert(service.to_string(), g);
-        }
-        let Some(g) = services.get_mut(service) else {
-            return Usage::default();
+            if !services.get(service).is_some_and(|g| g.is_for(cgroup, pid)) {
+                // A new generation (or a first read): release the last one's
+                // files, find what this one has.
+                if let Some(old) = services.remove(service) {
+                    budget.give_back(old.kept_count());
+                }
+                let g = self.open(service, cgroup, pid, budget, path);
+                services.insert(service.to_string(), Arc::new(g));
+            }
+            let Some(g) = services.get_mut(service) else {
+                return Usage::default();
+            };
+            // Read by path so far, and room in the budget now (other services
+            // stopped, or the limit went up): keep its files from now on
+            // (unless another read holds it at this moment: next time).
+            if let Some(g) = Arc::get_mut(g) {
+                if g.kept.is_none() && budget.fits(g.wants()) {
+                    let n = g.keep(path);
+                    budget.take(n);
+                }
+            }
+            Arc::clone(g)
         };
-        // Read by path so far, and room in the budget now (other services
-        // stopped, or the limit went up): keep its files from now on.
-        if g.kept.is_none() && budget.fits(g.wants()) {
-            let n = g.keep(path);
-            budget.take(n);
-        }
         let mut stale = false;
-        let u = self.read_gen(g, &mut stale, buf, path);
+        let u = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (buf, path) = &mut *s;
+            self.read_gen(&g, &mut stale, buf, path)
+        });
         if stale {
             // Opened again at the next read.
-            if let Some(old) = services.remove(service) {
-                budget.give_back(old.kept_count());
+            let mut cache = self.lock();
+            let Cache {
+                services, budget, ..
+            } = &mut *cache;
+            if services
+                .get(service)
+                .is_some_and(|cur| Arc::ptr_eq(cur, &g))
+            {
+                if let Some(old) = services.remove(service) {
+                    budget.give_back(old.kept_count());
+                }
             }
         }
         u
@@ -815,13 +843,21 @@ impl UsageReader for HostUsage {
         budget.set_soft_limit(soft);
         *budget_set = true;
         if budget.excess() > 0 {
-            for g in services.values_mut() {
-                if budget.excess() == 0 {
-                    break;
-                }
-                if g.kept.is_some() {
+            // Forgotten, so opened again (by path, or kept if there is room)
+            // at their next read.
+            let drop: Vec<String> = services
+                .iter()
+                .filter(|(_, g)| g.kept.is_some())
+                .scan(budget.excess(), |left, (name, g)| {
+                    (*left > 0).then(|| {
+                        *left = left.saturating_sub(g.kept_count());
+                        name.clone()
+                    })
+                })
+                .collect();
+            for name in drop {
+                if let Some(g) = services.remove(&name) {
                     budget.give_back(g.kept_count());
-                    g.kept = None;
                 }
             }
         }
