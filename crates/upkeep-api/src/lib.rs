@@ -5,7 +5,9 @@
 //! Layout:
 //! - [`http`]: the hyper server and its routes ([`serve_http`]).
 //! - [`health`]: the `/health` JSON, an explicit allow-list view of the snapshot.
-//! - [`metrics`]: the Prometheus collectors (snapshot and `process_*`).
+//! - [`metrics`]: the `/metrics` body (snapshot, `process_*`), with
+//!   [`usage_metrics`] (the services' `container_*` usage) and [`expo`] (the
+//!   text exposition format they are written in).
 //! - [`control`]: the control socket server ([`serve_control`]) and client.
 //! - [`client`]: `upkeep status`: the `/health` client and the table.
 //!
