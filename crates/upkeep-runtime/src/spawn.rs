@@ -917,8 +917,10 @@ pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) {
     }
 }
 
-/// Best-effort nice value of the calling thread.
-pub(crate) fn set_thread_priority(nice: libc::c_int) {
+/// Best-effort nice value of the calling thread (threads it starts
+/// afterwards inherit it). A negative value needs `CAP_SYS_NICE` or
+/// `RLIMIT_NICE`; without them the thread keeps its priority.
+pub fn set_thread_priority(nice: libc::c_int) {
     // SAFETY: setpriority on our own thread id; no memory is involved.
     unsafe {
         let tid = libc::gettid();

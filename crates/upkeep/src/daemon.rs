@@ -87,6 +87,13 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
         let http_thread = std::thread::Builder::new()
             .name("upkeep-http".into())
             .spawn(move || {
+                // Like the log rotation thread, a little above the services
+                // (nice -5, as root): a scrape is a few ms of CPU every few
+                // seconds, and when a crash loop or a busy control plane
+                // saturates the cores, /health and /metrics would otherwise
+                // wait for a CPU for longer than they take (the threads a
+                // scrape starts to read usage files inherit it).
+                upkeep_runtime::spawn::set_thread_priority(-5);
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
