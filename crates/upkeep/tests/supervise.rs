@@ -324,11 +324,22 @@ fn sigterm_stops_services_in_reverse_dependency_order_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("order.log");
     let cfg = format!(
-        "{FAST}[services.base]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo base >> {0}; exit 0' TERM; while true; do sleep 0.05; done\"]\nreadiness = {{ exec = [\"/bin/true\"], period = \"1s\" }}\n\n[services.top]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo top >> {0}; exit 0' TERM; while true; do sleep 0.05; done\"]\nafter = [\"base\"]\n",
-        log.display()
+        "{FAST}[services.base]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo base >> {0}; exit 0' TERM; touch {1}/base.up; while true; do sleep 0.05; done\"]\nreadiness = {{ exec = [\"/bin/true\"], period = \"1s\" }}\n\n[services.top]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'echo top >> {0}; exit 0' TERM; touch {1}/top.up; while true; do sleep 0.05; done\"]\nafter = [\"base\"]\n",
+        log.display(),
+        dir.path().display()
     );
     let mut d = Daemon::start(&cfg, &[]);
     d.wait_pid("top", Duration::from_secs(15), |_| true);
+    // A pid is there as soon as the shell is exec'd; its trap only once the
+    // shell has run that far (a SIGTERM before it kills it without a word).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !(dir.path().join("base.up").exists() && dir.path().join("top.up").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the services never set their traps"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let base = d.service("base").unwrap()["pid"].as_u64().unwrap() as u32;
     let top = d.service("top").unwrap()["pid"].as_u64().unwrap() as u32;
     d.signal(libc::SIGTERM);
