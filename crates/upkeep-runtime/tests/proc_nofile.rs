@@ -11,7 +11,6 @@ mod proc_common;
 use proc_common::*;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use upkeep_core::probe::ProbeResult;
@@ -21,16 +20,9 @@ use upkeep_runtime::probe::{run_once, ExecContext};
 use upkeep_runtime::spawn::SpawnRequest;
 use upkeep_spec::ProbeHandler;
 
-/// (soft, hard) "Max open files" of a process, from `/proc/PID/limits`.
-fn nofile_of(pid: u32) -> (u64, u64) {
-    let text = read(Path::new(&format!("/proc/{pid}/limits")));
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap_or_else(|| panic!("no open-files line in /proc/{pid}/limits:\n{text}"));
-    let w: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
-    (w[0].parse().unwrap(), w[1].parse().unwrap())
-}
+#[path = "../../../tests/support/limits.rs"]
+mod limits;
+use limits::nofile_of;
 
 /// Waits until `pid` runs `sleep` (past its exec), then returns its limit.
 async fn limit_after_exec(pid: u32) -> (u64, u64) {

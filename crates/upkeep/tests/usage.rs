@@ -207,16 +207,9 @@ fn status_watch_refreshes_in_place() {
     assert!(row[7].ends_with("Mi"), "{last}");
 }
 
-/// (soft, hard) "Max open files" of a process, from `/proc/PID/limits`.
-fn nofile_of(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap_or_else(|| panic!("no open-files line in /proc/{pid}/limits:\n{text}"));
-    let w: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
-    (w[0].parse().unwrap(), w[1].parse().unwrap())
-}
+#[path = "../../../tests/support/limits.rs"]
+mod limits;
+use limits::nofile_of;
 
 #[test]
 fn services_probes_and_hooks_get_the_soft_limit_upkeep_started_with() {
