@@ -21,10 +21,11 @@
 //! (even on SIGKILL) and are never inherited by services (the descriptors
 //! are close-on-exec).
 //!
-//! One moment excepted: a child forked by upkeep holds the flock until it
-//! execs, so right after upkeep is killed the lock may outlive it for a few
-//! milliseconds; a contender whose recorded holder is dead waits up to
-//! [`DEAD_HOLDER_WAIT`] for it to go.
+//! One moment excepted: a child forked by upkeep holds both (the socket and
+//! the flock) until it execs, so right after upkeep is killed the locks may
+//! outlive it for a few milliseconds (longer on a busy machine); a contender
+//! whose recorded holder is dead waits up to [`DEAD_HOLDER_WAIT`], in all,
+//! for them to go.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -101,20 +102,43 @@ fn bind_abstract(name: &str) -> io::Result<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
-/// The pid of the process listening on the abstract socket `name`, if it
-/// can be learned without waiting.
-fn abstract_owner(name: &str) -> Option<u32> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )
-    .ok()?;
-    let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
-    rustix::net::connect(&fd, &addr).ok()?;
-    let cred = rustix::net::sockopt::socket_peercred(&fd).ok()?;
-    u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+/// Who holds the abstract socket, as far as a connection tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocketOwner {
+    /// The process that called listen() (`SO_PEERCRED`) still exists.
+    Pid(u32),
+    /// That process is gone (the kernel reports pid 0): the socket is only
+    /// held by a child of it that has not exec'd yet.
+    Gone,
+    /// Could not connect or ask.
+    Unknown,
+}
+
+/// Who listens on the abstract socket `name`, learned without waiting.
+fn abstract_owner(name: &str) -> SocketOwner {
+    let ask = || -> Option<i32> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .ok()?;
+        let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
+        // Fails with EAGAIN once the backlog is full of our own earlier
+        // looks (nobody accepts): then the lock file tells.
+        rustix::net::connect(&fd, &addr).ok()?;
+        // nix's ucred keeps pid as a plain integer: it is 0 once the
+        // listening process has exited, which rustix's non-zero Pid cannot hold.
+        let cred =
+            nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+        Some(cred.pid())
+    };
+    match ask() {
+        Some(0) => SocketOwner::Gone,
+        Some(pid) => u32::try_from(pid).map_or(SocketOwner::Unknown, SocketOwner::Pid),
+        None => SocketOwner::Unknown,
+    }
 }
 
 /// The pid written in the lock file at `path`, if readable.
@@ -143,11 +167,29 @@ impl StateLock {
         // First the name nobody can delete, before touching the lock file.
         let canonical = fs::canonicalize(state_dir).map_err(io)?;
         let name = abstract_name(&canonical);
-        let Some(socket) = bind_abstract(&name).map_err(io)? else {
-            return Err(LockError::Held {
-                pid: abstract_owner(&name).or_else(|| pid_in_file(&path)),
-                dir: state_dir.to_path_buf(),
-            });
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+        let socket = loop {
+            if let Some(socket) = bind_abstract(&name).map_err(io)? {
+                break socket;
+            }
+            // SO_PEERCRED names the process that called listen(): when it is
+            // dead, the socket is only held by a child of it that had not
+            // exec'd yet, as for the lock file below.
+            let (pid, holder_dead) = match abstract_owner(&name) {
+                SocketOwner::Pid(p) => (Some(p), !process_alive(p)),
+                SocketOwner::Gone => (pid_in_file(&path), true),
+                SocketOwner::Unknown => {
+                    let p = pid_in_file(&path);
+                    (p, p.is_some_and(|p| !process_alive(p)))
+                }
+            };
+            if !holder_dead || std::time::Instant::now() >= deadline {
+                return Err(LockError::Held {
+                    pid,
+                    dir: state_dir.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -157,7 +199,6 @@ impl StateLock {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,

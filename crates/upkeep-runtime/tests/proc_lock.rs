@@ -155,3 +155,52 @@ fn the_lock_left_to_a_killed_upkeeps_child_is_waited_for() {
     assert_eq!(read(lock.path()).trim(), std::process::id().to_string());
     holder.wait().unwrap();
 }
+
+#[test]
+fn the_socket_left_to_a_killed_upkeeps_child_is_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = {
+        let lock = acquire_soon(tmp.path());
+        lock.socket_name().to_string()
+    };
+    // What a SIGKILLed upkeep leaves behind when one of its children had not
+    // exec'd yet: the listening socket, held by the child while the process
+    // that called listen() (what SO_PEERCRED names) is gone. Python binds and
+    // listens, forks a child that keeps the socket for a moment, and exits.
+    let ready = tmp.path().join("ready");
+    let script = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(b"\0" + sys.argv[1].encode())
+s.listen(8)
+if os.fork() == 0:
+    open(sys.argv[2], "w").close()
+    time.sleep(0.7)
+    os._exit(0)
+os._exit(0)
+"#;
+    let mut listener = std::process::Command::new("python3")
+        .args(["-c", script, &name])
+        .arg(&ready)
+        .spawn()
+        .expect("python3 is installed");
+    // This binary runs no reaper: waiting on a std Child is safe here.
+    let gone_pid = listener.id();
+    assert!(listener.wait().unwrap().success());
+    // As upkeep leaves it: the lock file names the dead upkeep.
+    fs::write(tmp.path().join(LOCK_FILE), format!("{gone_pid}\n")).unwrap();
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < DEADLINE, "the child never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The socket's owner is dead: acquire waits instead of refusing
+    // ("another upkeep (pid N) is already running" about a dead pid).
+    let lock = StateLock::acquire(tmp.path()).expect("waited for the leftover holder");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(300),
+        "acquired while the child still held the socket? {:?}",
+        start.elapsed()
+    );
+    assert_eq!(lock.socket_name(), name);
+}
