@@ -80,8 +80,6 @@ struct Cache {
     budget: Budget,
     /// The budget's limit has been set from the soft limit.
     budget_set: bool,
-    /// Path scratch for opening a generation's files.
-    path: String,
 }
 
 impl std::fmt::Debug for Cache {
@@ -184,26 +182,6 @@ enum File {
 const FILES: usize = 17;
 
 impl File {
-    const ALL: [File; FILES] = [
-        File::CpuStat,
-        File::Procs,
-        File::CpuPressure,
-        File::MemoryPressure,
-        File::IoPressure,
-        File::MemoryCurrent,
-        File::MemoryStat,
-        File::MemoryMax,
-        File::MemoryEvents,
-        File::IoStat,
-        File::V1Usage,
-        File::V1Stat,
-        File::V1Limit,
-        File::V1OomControl,
-        File::Stat,
-        File::Statm,
-        File::Io,
-    ];
-
     fn dir(self) -> Dir {
         match self {
             File::CpuStat
@@ -298,18 +276,6 @@ impl Gen {
         path.clear();
         let _ = write!(path, "{}/{}", self.dir_path(f.dir())?, f.name());
         open_file(path)
-    }
-
-    /// Opens every file it has and keeps them; returns how many it keeps.
-    fn keep(&mut self, path: &mut String) -> usize {
-        let mut kept: Box<[Option<OwnedFd>; FILES]> = Box::default();
-        for f in File::ALL {
-            if self.has(f) {
-                kept[f as usize] = self.open(f, path);
-            }
-        }
-        self.kept = Some(kept);
-        self.kept_count()
     }
 }
 
@@ -435,6 +401,69 @@ impl HostUsage {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The kept generation of `service` if it is the one asked for and
+    /// needs nothing opened (a generation read by path for want of budget
+    /// is opened again once there is room for it).
+    fn current(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Option<Arc<Gen>> {
+        let mut cache = self.lock();
+        if !cache.budget_set {
+            cache.budget.set_soft_limit((self.soft_limit)());
+            cache.budget_set = true;
+        }
+        let g = cache.services.get(service)?;
+        if !g.is_for(cgroup, pid) || (g.kept.is_none() && cache.budget.fits(g.wants())) {
+            return None;
+        }
+        Some(Arc::clone(g))
+    }
+
+    /// Opens the generation asked for (outside the lock), then puts it in
+    /// the map in place of the last one, keeping its descriptors if they
+    /// fit in the budget. The descriptors given up are closed after the
+    /// lock is released.
+    fn replace(
+        &self,
+        service: &str,
+        cgroup: Option<&str>,
+        pid: Option<u32>,
+        path: &mut String,
+    ) -> Arc<Gen> {
+        let mut g = self.open(service, cgroup, pid, path);
+        let mut closing: Vec<Arc<Gen>> = Vec::new();
+        let mut unkept = None;
+        let g = {
+            let mut cache = self.lock();
+            let Cache {
+                services, budget, ..
+            } = &mut *cache;
+            match services.get(service) {
+                // Another read put it there meanwhile: use that one.
+                Some(cur) if cur.is_for(cgroup, pid) && cur.kept.is_some() => {
+                    unkept = g.kept.take();
+                    Arc::clone(cur)
+                }
+                _ => {
+                    if let Some(old) = services.remove(service) {
+                        budget.give_back(old.kept_count());
+                        closing.push(old);
+                    }
+                    let n = g.kept_count();
+                    if budget.fits(n) {
+                        budget.take(n);
+                    } else {
+                        unkept = g.kept.take();
+                    }
+                    let g = Arc::new(g);
+                    services.insert(service.to_string(), Arc::clone(&g));
+                    g
+                }
+            }
+        };
+        drop(unkept);
+        drop(closing);
+        g
+    }
+
     fn leaf_dir(&self, cgroup: Option<&str>) -> Option<PathBuf> {
         let rel = cgroup?.trim_start_matches('/');
         Some(self.v2_mount.as_ref()?.join(rel))
@@ -451,14 +480,13 @@ impl HostUsage {
         dir.is_dir().then_some(dir)
     }
 
-    /// Finds what a generation has by opening its files, and keeps them
-    /// if they fit in `budget`.
+    /// Finds what a generation has by opening its files, and holds their
+    /// descriptors (the caller keeps them if they fit in the budget).
     fn open(
         &self,
         service: &str,
         cgroup: Option<&str>,
         pid: Option<u32>,
-        budget: &mut Budget,
         path: &mut String,
     ) -> Gen {
         let text = |p: PathBuf| p.into_os_string().into_string().ok();
@@ -520,11 +548,7 @@ impl HostUsage {
         if !io_v2 {
             try_open(&mut g, File::Io);
         }
-        let n = fds.iter().filter(|f| f.is_some()).count();
-        if budget.fits(n) {
-            budget.take(n);
-            g.kept = Some(fds);
-        }
+        g.kept = Some(fds);
         g
     }
 }
@@ -758,109 +782,95 @@ impl HostUsage {
 
 impl UsageReader for HostUsage {
     fn read(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Usage {
-        // The files are read outside the lock, so that a scrape can read
-        // several services at once (`UsageCollector` splits them between
-        // two threads); the lock only guards the map and the budget.
-        let g = {
-            let mut cache = self.lock();
-            let Cache {
-                services,
-                budget,
-                budget_set,
-                path,
-                ..
-            } = &mut *cache;
-            if !*budget_set {
-                budget.set_soft_limit((self.soft_limit)());
-                *budget_set = true;
-            }
-            if !services.get(service).is_some_and(|g| g.is_for(cgroup, pid)) {
-                // A new generation (or a first read): release the last one's
-                // files, find what this one has.
-                if let Some(old) = services.remove(service) {
-                    budget.give_back(old.kept_count());
-                }
-                let g = self.open(service, cgroup, pid, budget, path);
-                services.insert(service.to_string(), Arc::new(g));
-            }
-            let Some(g) = services.get_mut(service) else {
-                return Usage::default();
-            };
-            // Read by path so far, and room in the budget now (other services
-            // stopped, or the limit went up): keep its files from now on
-            // (unless another read holds it at this moment: next time).
-            if let Some(g) = Arc::get_mut(g) {
-                if g.kept.is_none() && budget.fits(g.wants()) {
-                    let n = g.keep(path);
-                    budget.take(n);
-                }
-            }
-            Arc::clone(g)
-        };
-        let mut stale = false;
-        let u = SCRATCH.with(|s| {
+        // No system call is made under the lock (files are opened, read and
+        // closed outside it), so that the two threads of a scrape
+        // (`UsageCollector` splits the services between them) never wait
+        // for each other: the lock only guards the map and the budget.
+        SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (buf, path) = &mut *s;
-            self.read_gen(&g, &mut stale, buf, path)
-        });
-        if stale {
-            // Opened again at the next read.
-            let mut cache = self.lock();
-            let Cache {
-                services, budget, ..
-            } = &mut *cache;
-            if services
-                .get(service)
-                .is_some_and(|cur| Arc::ptr_eq(cur, &g))
-            {
-                if let Some(old) = services.remove(service) {
-                    budget.give_back(old.kept_count());
-                }
+            let g = match self.current(service, cgroup, pid) {
+                Some(g) => g,
+                None => self.replace(service, cgroup, pid, path),
+            };
+            let mut stale = false;
+            let u = self.read_gen(&g, &mut stale, buf, path);
+            if stale {
+                // Opened again at the next read.
+                let old = {
+                    let mut cache = self.lock();
+                    let Cache {
+                        services, budget, ..
+                    } = &mut *cache;
+                    let current = services
+                        .get(service)
+                        .is_some_and(|cur| Arc::ptr_eq(cur, &g));
+                    let old = if current {
+                        services.remove(service)
+                    } else {
+                        None
+                    };
+                    if let Some(o) = &old {
+                        budget.give_back(o.kept_count());
+                    }
+                    old
+                };
+                // Its descriptors are closed here, outside the lock.
+                drop(old);
             }
-        }
-        u
+            u
+        })
     }
 
     fn retain(&self, services: &[&str]) {
         let live: std::collections::HashSet<&str> = services.iter().copied().collect();
         let soft = (self.soft_limit)();
-        let mut cache = self.lock();
-        let Cache {
-            services,
-            budget,
-            budget_set,
-            ..
-        } = &mut *cache;
-        services.retain(|name, g| {
-            let keep = live.contains(name.as_str());
-            if !keep {
-                budget.give_back(g.kept_count());
-            }
-            keep
-        });
-        // The budget follows the soft limit; what no longer fits is read by
-        // path from now on.
-        budget.set_soft_limit(soft);
-        *budget_set = true;
-        if budget.excess() > 0 {
-            // Forgotten, so opened again (by path, or kept if there is room)
-            // at their next read.
-            let drop: Vec<String> = services
-                .iter()
-                .filter(|(_, g)| g.kept.is_some())
-                .scan(budget.excess(), |left, (name, g)| {
-                    (*left > 0).then(|| {
-                        *left = left.saturating_sub(g.kept_count());
-                        name.clone()
-                    })
-                })
+        // Closed after the lock is released.
+        let mut closing: Vec<Arc<Gen>> = Vec::new();
+        {
+            let mut cache = self.lock();
+            let Cache {
+                services,
+                budget,
+                budget_set,
+            } = &mut *cache;
+            let gone: Vec<String> = services
+                .keys()
+                .filter(|name| !live.contains(name.as_str()))
+                .cloned()
                 .collect();
-            for name in drop {
+            for name in gone {
                 if let Some(g) = services.remove(&name) {
                     budget.give_back(g.kept_count());
+                    closing.push(g);
+                }
+            }
+            // The budget follows the soft limit; what no longer fits is read
+            // by path from now on.
+            budget.set_soft_limit(soft);
+            *budget_set = true;
+            if budget.excess() > 0 {
+                // Forgotten, so opened again (by path, or kept if there is
+                // room) at their next read.
+                let drop: Vec<String> = services
+                    .iter()
+                    .filter(|(_, g)| g.kept.is_some())
+                    .scan(budget.excess(), |left, (name, g)| {
+                        (*left > 0).then(|| {
+                            *left = left.saturating_sub(g.kept_count());
+                            name.clone()
+                        })
+                    })
+                    .collect();
+                for name in drop {
+                    if let Some(g) = services.remove(&name) {
+                        budget.give_back(g.kept_count());
+                        closing.push(g);
+                    }
                 }
             }
         }
+        drop(closing);
     }
 
     fn oom_kills(&self, service: &str) -> Option<u64> {
