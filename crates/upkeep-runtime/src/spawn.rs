@@ -307,48 +307,21 @@ impl<'a> SpawnRequest<'a> {
         let mut failed_step = STEP_EXEC;
         let result = reaper.spawn_raw(|| {
             let mut pidfd: libc::c_int = -1;
-            let args = CloneArgs {
-                flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
-                pidfd: (&mut pidfd as *mut libc::c_int) as u64,
-                child_tid: 0,
-                parent_tid: 0,
-                exit_signal: libc::SIGCHLD as u64,
-                stack: 0,
-                stack_size: 0,
-                tls: 0,
-                set_tid: 0,
-                set_tid_size: 0,
-                cgroup: cg_dir.as_raw_fd() as u64,
+            let child = ChildArgs {
+                stdin: &stdin,
+                stdout: stdout.as_ref(),
+                stderr: stderr.as_ref(),
+                v1_fds: &v1_fds,
+                ids,
+                mounts,
+                nofile,
+                cwd: cwd_c.as_ref(),
+                prog: &prog_c,
+                argv: &argv_p,
+                envp: &env_p,
+                err_w: err_w.as_raw_fd(),
             };
-            // SAFETY: clone3 without CLONE_VM is a fork; the child branch below
-            // only makes async-signal-safe calls on data prepared above and
-            // never returns.
-            let pid = unsafe {
-                libc::syscall(
-                    libc::SYS_clone3,
-                    &args as *const CloneArgs,
-                    std::mem::size_of::<CloneArgs>(),
-                )
-            };
-            if pid == 0 {
-                // SAFETY: in the child; see child_exec.
-                unsafe {
-                    child_exec(
-                        &stdin,
-                        stdout.as_ref(),
-                        stderr.as_ref(),
-                        &v1_fds,
-                        ids,
-                        mounts,
-                        nofile,
-                        cwd_c.as_ref(),
-                        &prog_c,
-                        &argv_p,
-                        &env_p,
-                        err_w.as_raw_fd(),
-                    )
-                }
-            }
+            let pid = clone_into_cgroup(&child, cg_dir.as_raw_fd(), &mut pidfd);
             if pid < 0 {
                 let e = io::Error::last_os_error();
                 // Only "this kernel or this cgroup cannot do clone3 into a
@@ -574,6 +547,12 @@ enum Clone3Error {
 }
 
 const CLONE_PIDFD: u64 = 0x1000;
+/// `CLONE_VM`: the child shares the parent's memory.
+#[cfg(target_arch = "x86_64")]
+const CLONE_VM: u64 = 0x100;
+/// `CLONE_VFORK`: the parent's thread waits for the child's exec or exit.
+#[cfg(target_arch = "x86_64")]
+const CLONE_VFORK: u64 = 0x4000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `struct clone_args` of clone3(2) (version 2, with `cgroup`).
@@ -590,6 +569,248 @@ struct CloneArgs {
     set_tid: u64,
     set_tid_size: u64,
     cgroup: u64,
+}
+
+/// What [`child_exec`] needs, prepared by the parent before the clone.
+struct ChildArgs<'a> {
+    stdin: &'a OwnedFd,
+    stdout: Option<&'a OwnedFd>,
+    stderr: Option<&'a OwnedFd>,
+    v1_fds: &'a [OwnedFd],
+    ids: Option<(Option<u32>, u32)>,
+    mounts: Option<&'a MountPlan>,
+    nofile: Option<u64>,
+    cwd: Option<&'a std::ffi::CString>,
+    prog: &'a std::ffi::CString,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    err_w: libc::c_int,
+}
+
+/// Runs [`child_exec`] on `args` in a freshly cloned child; never returns.
+///
+/// # Safety
+/// Only as the entry of a child made by [`clone_into_cgroup`], with `arg`
+/// pointing to a [`ChildArgs`] that outlives the child's exec.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn child_entry(arg: *const ChildArgs<'_>) -> ! {
+    // SAFETY: per the contract above.
+    unsafe {
+        let a = &*arg;
+        child_exec(
+            a.stdin, a.stdout, a.stderr, a.v1_fds, a.ids, a.mounts, a.nofile, a.cwd, a.prog,
+            a.argv, a.envp, a.err_w,
+        )
+    }
+}
+
+/// Size of the stack a vfork-style child runs on (it calls [`child_exec`]
+/// and nothing else: a few KiB at most), plus one guard page below it.
+#[cfg(target_arch = "x86_64")]
+const CHILD_STACK: usize = 128 * 1024;
+
+/// A stack for vfork-style children, mapped once per spawning thread and
+/// reused (the parent is suspended until its child execs or exits, so one
+/// child at a time uses it).
+#[cfg(target_arch = "x86_64")]
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ChildStack {
+    fn map() -> io::Result<ChildStack> {
+        let page = 4096;
+        let len = CHILD_STACK + page;
+        // SAFETY: a fresh private anonymous mapping; its lowest page is made
+        // inaccessible so that an overflow faults instead of writing into
+        // whatever lies below.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::mprotect(base, page, libc::PROT_NONE) < 0 {
+                let e = io::Error::last_os_error();
+                libc::munmap(base, len);
+                return Err(e);
+            }
+            Ok(ChildStack { base, len })
+        }
+    }
+
+    /// The highest address (the stack grows down), 16-byte aligned.
+    fn top(&self) -> u64 {
+        self.base as u64 + self.len as u64
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped; no child uses it any
+        // more (each one has exec'd or exited before its clone returned).
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static CHILD_STACK_OF_THREAD: std::cell::RefCell<Option<ChildStack>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Clones a child that runs [`child_exec`] on `child` and is born in the
+/// cgroup open as `cgroup_fd`; stores its pidfd in `pidfd`. Returns the
+/// child's pid to the parent, or -1 with errno set.
+///
+/// On x86_64 the child shares upkeep's memory and upkeep's calling thread
+/// waits until it has exec'd or exited (`CLONE_VM | CLONE_VFORK`, as
+/// glibc's `posix_spawn` does): no copy of upkeep's page tables and no
+/// write-protection of all its memory at every spawn. A fork did both,
+/// holding upkeep's memory-map lock meanwhile, so every other upkeep thread
+/// that touched memory (a `/metrics` scrape) waited for each restart of a
+/// crash loop, and each of its writes afterwards took a copy-on-write
+/// fault. All signals are blocked around the clone so that no upkeep
+/// signal handler ever runs in the child on the shared memory;
+/// [`child_setup`] resets every disposition before it unblocks them.
+/// Elsewhere, and when no stack can be mapped, the child is a plain fork.
+fn clone_into_cgroup(
+    child: &ChildArgs<'_>,
+    cgroup_fd: libc::c_int,
+    pidfd: &mut libc::c_int,
+) -> i64 {
+    let mut args = CloneArgs {
+        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+        pidfd: std::ptr::from_mut(pidfd) as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_fd as u64,
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        // `try_with`: a thread being torn down has no stack left; it forks.
+        let shared = CHILD_STACK_OF_THREAD.try_with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                match ChildStack::map() {
+                    Ok(st) => *slot = Some(st),
+                    Err(e) => {
+                        tracing::debug!("no stack for a vfork-style child ({e}); forking");
+                        return None;
+                    }
+                }
+            }
+            let top = slot.as_ref()?.top();
+            args.flags |= CLONE_VM | CLONE_VFORK;
+            args.stack = top - CHILD_STACK as u64;
+            args.stack_size = CHILD_STACK as u64;
+            // SAFETY: see clone3_vfork; the child runs child_entry on the
+            // thread's own stack mapping, reads `child` (alive until the
+            // clone returns, which is after the child's exec or exit) and
+            // never returns.
+            Some(unsafe { clone3_vfork(&args, child) })
+        });
+        if let Ok(Some(pid)) = shared {
+            return pid;
+        }
+    }
+    // SAFETY: clone3 without CLONE_VM is a fork; the child branch only
+    // makes async-signal-safe calls on data prepared before the clone and
+    // never returns.
+    unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if pid == 0 {
+            child_exec(
+                child.stdin,
+                child.stdout,
+                child.stderr,
+                child.v1_fds,
+                child.ids,
+                child.mounts,
+                child.nofile,
+                child.cwd,
+                child.prog,
+                child.argv,
+                child.envp,
+                child.err_w,
+            );
+        }
+        pid
+    }
+}
+
+/// `clone3(args)` with `CLONE_VM | CLONE_VFORK` and a stack in `args`: the
+/// child starts on that stack and calls [`child_entry`]`(child)`; the
+/// parent gets the pid (or -1, errno set) once the child has exec'd or
+/// exited. All signals are blocked in the calling thread around the call
+/// (the child inherits that mask and unblocks only after resetting every
+/// disposition).
+///
+/// # Safety
+/// `args` must describe a valid stack nobody else uses, and `child` must
+/// stay valid until this returns.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_vfork(args: &CloneArgs, child: &ChildArgs<'_>) -> i64 {
+    // SAFETY: (the whole function) sigprocmask on the calling thread with
+    // valid sets; the raw clone3 below returns in the parent like any
+    // syscall (rcx and r11 clobbered) and in the child switches to the new
+    // stack, where it only calls child_entry, which never returns.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let ret: i64;
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            // The child, on its own stack (rsp = the stack's top, 16-byte
+            // aligned): no frame to return to.
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_ref(args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") std::ptr::from_ref(child),
+            in("r13") child_entry as *const () as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        let errno_saved = if ret < 0 { -ret as i32 } else { 0 };
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if ret < 0 {
+            // The raw syscall returns -errno; callers read errno.
+            *libc::__errno_location() = errno_saved;
+            return -1;
+        }
+        ret
+    }
 }
 
 /// The child side of the clone3 path: stdio, [`child_setup`], cwd, execve;
@@ -704,9 +925,6 @@ fn child_setup(
         if let Some(plan) = mounts {
             child_mounts(plan)?;
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         // Every disposition back to default, including the real-time signals
         // glibc's signal() refuses to touch (32, 33): the raw syscall with an
         // all-zero kernel sigaction (= SIG_DFL, no flags, empty mask). The
@@ -724,6 +942,11 @@ fn child_setup(
                 );
             }
         }
+        // Only now unblocked (a vfork-style child starts with every signal
+        // blocked): no handler of upkeep's can run here any more.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         // Descriptors upkeep inherited without close-on-exec (from whoever
         // started it) must not reach services: mark all of them close-on-exec.
         // Closing them here would also close std's exec-error pipe.
