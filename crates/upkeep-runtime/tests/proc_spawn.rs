@@ -123,16 +123,7 @@ async fn signal_mask_and_dispositions_are_reset() {
     // Block SIGUSR1 and ignore SIGUSR2 in the spawning thread: the child must
     // start with neither.
     let pid = std::thread::spawn(|| {
-        // SAFETY: changes this thread's mask and the process-wide SIGUSR2
-        // disposition, which nothing else in this test binary uses.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR1);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
+        block_usr1_ignore_usr2();
         let env = std_env();
         let a = argv(&["sleep", "30"]);
         let sp = SpawnRequest::new(&a, &env).spawn(&reaper()).unwrap();
@@ -142,18 +133,9 @@ async fn signal_mask_and_dispositions_are_reset() {
     .join()
     .unwrap();
     let _c = Cleanup::pids(vec![pid]);
-    // SAFETY: restore the default disposition.
-    unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
-    let status = read(&PathBuf::from(format!("/proc/{pid}/status")));
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap()
-    };
-    assert_eq!(field("SigBlk:"), "0000000000000000");
-    assert_eq!(field("SigIgn:"), "0000000000000000");
+    default_sigusr2();
+    assert_eq!(status_field(pid, "SigBlk:"), "0000000000000000");
+    assert_eq!(status_field(pid, "SigIgn:"), "0000000000000000");
     kill(pid);
 }
 

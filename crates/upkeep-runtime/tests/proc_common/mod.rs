@@ -169,3 +169,56 @@ pub fn proc_exists(pid: u32) -> bool {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Removes a test's cgroup and its prefix when dropped (killing what is
+/// left in it first).
+pub struct CgroupGuard(
+    pub upkeep_runtime::cgroup::CgroupRoot,
+    pub upkeep_runtime::cgroup::Cgroup,
+);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let _ = self.1.kill();
+        for _ in 0..200 {
+            if !self.1.populated() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.1.remove();
+        let _ = self.0.remove();
+    }
+}
+
+/// Blocks SIGUSR1 in the calling thread and ignores SIGUSR2 (and SIGPIPE)
+/// process-wide: a state a spawned child must not inherit. Callers restore
+/// SIGUSR2 with [`default_sigusr2`].
+pub fn block_usr1_ignore_usr2() {
+    // SAFETY: changes this thread's mask and process-wide dispositions of
+    // signals the test binaries do not otherwise use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// SIGUSR2 back to its default disposition.
+pub fn default_sigusr2() {
+    // SAFETY: restores a default disposition.
+    unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
+}
+
+/// A field of `/proc/PID/status` (`"SigBlk:"`), trimmed.
+pub fn status_field(pid: u32, name: &str) -> String {
+    let status = read(Path::new(&format!("/proc/{pid}/status")));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+}
