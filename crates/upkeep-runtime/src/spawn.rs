@@ -587,7 +587,7 @@ struct ChildArgs<'a> {
     err_w: libc::c_int,
 }
 
-/// Runs [`child_exec`] on `args` in a freshly cloned child; never returns.
+/// Runs [`child_exec`] on `arg` in a freshly cloned child; never returns.
 ///
 /// # Safety
 /// Only as the entry of a child made by [`clone_into_cgroup`], with `arg`
@@ -595,13 +595,7 @@ struct ChildArgs<'a> {
 #[cfg(target_arch = "x86_64")]
 unsafe extern "C" fn child_entry(arg: *const ChildArgs<'_>) -> ! {
     // SAFETY: per the contract above.
-    unsafe {
-        let a = &*arg;
-        child_exec(
-            a.stdin, a.stdout, a.stderr, a.v1_fds, a.ids, a.mounts, a.nofile, a.cwd, a.prog,
-            a.argv, a.envp, a.err_w,
-        )
-    }
+    unsafe { child_exec(&*arg) }
 }
 
 /// Size of the stack a vfork-style child runs on (it calls [`child_exec`]
@@ -741,20 +735,7 @@ fn clone_into_cgroup(
             std::mem::size_of::<CloneArgs>(),
         );
         if pid == 0 {
-            child_exec(
-                child.stdin,
-                child.stdout,
-                child.stderr,
-                child.v1_fds,
-                child.ids,
-                child.mounts,
-                child.nofile,
-                child.cwd,
-                child.prog,
-                child.argv,
-                child.envp,
-                child.err_w,
-            );
+            child_exec(child);
         }
         pid
     }
@@ -820,23 +801,23 @@ unsafe fn clone3_vfork(args: &CloneArgs, child: &ChildArgs<'_>) -> i64 {
 /// # Safety
 /// Only to be called in a freshly cloned child; uses nothing but
 /// async-signal-safe syscalls on memory prepared before the clone.
-#[allow(clippy::too_many_arguments)]
 // The whole body runs in the cloned child under the contract above.
 #[allow(unsafe_op_in_unsafe_fn)]
-unsafe fn child_exec(
-    stdin: &OwnedFd,
-    stdout: Option<&OwnedFd>,
-    stderr: Option<&OwnedFd>,
-    v1_fds: &[OwnedFd],
-    ids: Option<(Option<u32>, u32)>,
-    mounts: Option<&MountPlan>,
-    nofile: Option<u64>,
-    cwd: Option<&std::ffi::CString>,
-    prog: &std::ffi::CString,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    err_w: libc::c_int,
-) -> ! {
+unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
+    let ChildArgs {
+        stdin,
+        stdout,
+        stderr,
+        v1_fds,
+        ids,
+        mounts,
+        nofile,
+        cwd,
+        prog,
+        argv,
+        envp,
+        err_w,
+    } = *a;
     let report_step = |errno: i32, step: u32| -> ! {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&errno.to_ne_bytes());
