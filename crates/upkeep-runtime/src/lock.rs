@@ -176,20 +176,14 @@ impl StateLock {
             // dead, the socket is only held by a child of it that had not
             // exec'd yet, as for the lock file below.
             let (pid, holder_dead) = match abstract_owner(&name) {
-                SocketOwner::Pid(p) => (Some(p), !process_alive(p)),
+                SocketOwner::Pid(p) => (Some(p), known_dead(Some(p))),
                 SocketOwner::Gone => (pid_in_file(&path), true),
                 SocketOwner::Unknown => {
                     let p = pid_in_file(&path);
-                    (p, p.is_some_and(|p| !process_alive(p)))
+                    (p, known_dead(p))
                 }
             };
-            if !holder_dead || std::time::Instant::now() >= deadline {
-                return Err(LockError::Held {
-                    pid,
-                    dir: state_dir.to_path_buf(),
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            held_unless_dead(pid, holder_dead, deadline, state_dir)?;
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -207,14 +201,7 @@ impl StateLock {
                     let _ = file.seek(SeekFrom::Start(0));
                     let _ = file.read_to_string(&mut text);
                     let pid: Option<u32> = text.trim().parse().ok();
-                    let holder_dead = pid.is_some_and(|p| !process_alive(p));
-                    if !holder_dead || std::time::Instant::now() >= deadline {
-                        return Err(LockError::Held {
-                            pid,
-                            dir: state_dir.to_path_buf(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    held_unless_dead(pid, known_dead(pid), deadline, state_dir)?;
                 }
                 Err(e) => return Err(io(e.into())),
             }
@@ -249,6 +236,31 @@ impl StateLock {
     pub fn file(&self) -> &File {
         &self.file
     }
+}
+
+/// True if `pid` is known and that process is gone.
+fn known_dead(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| !process_alive(p))
+}
+
+/// After a refused attempt on one of the two locks: `Err(Held)` naming
+/// `pid`, unless its holder is dead (a child of the dead upkeep that has not
+/// exec'd yet still holds it) and `deadline` has not passed; then it waits a
+/// moment for the next attempt.
+fn held_unless_dead(
+    pid: Option<u32>,
+    holder_dead: bool,
+    deadline: std::time::Instant,
+    dir: &Path,
+) -> Result<(), LockError> {
+    if !holder_dead || std::time::Instant::now() >= deadline {
+        return Err(LockError::Held {
+            pid,
+            dir: dir.to_path_buf(),
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    Ok(())
 }
 
 /// True if `pid` exists and is not a zombie.
