@@ -78,8 +78,17 @@ struct Cache {
     /// Shared with reads under way, which read outside the lock.
     services: HashMap<String, Arc<Gen>>,
     budget: Budget,
-    /// The budget's limit has been set from the soft limit.
-    budget_set: bool,
+}
+
+impl Cache {
+    /// Removes `service`'s generation from the map and gives its
+    /// descriptors back to the budget. The caller drops it once the lock is
+    /// released, which closes them (unless a read under way still holds it).
+    fn forget(&mut self, service: &str) -> Option<Arc<Gen>> {
+        let g = self.services.remove(service)?;
+        self.budget.give_back(g.kept_count());
+        Some(g)
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -360,6 +369,17 @@ fn read_file<'b>(
 impl HostUsage {
     /// A reader over the cgroups of `root` (or `/proc` alone without one).
     pub fn new(root: Option<&CgroupRoot>, node_name: &str) -> Self {
+        Self::with_soft_limit(root, node_name, crate::nofile::soft_limit)
+    }
+
+    /// [`HostUsage::new`] with the source of the soft open-files limit
+    /// (tests inject their own); the budget follows it from the start and
+    /// again at every [`UsageReader::retain`].
+    fn with_soft_limit(
+        root: Option<&CgroupRoot>,
+        node_name: &str,
+        soft_limit: fn() -> Option<u64>,
+    ) -> Self {
         #[allow(clippy::cast_precision_loss)]
         let ticks_per_second = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
             Ok(Some(t)) if t > 0 => t as f64,
@@ -386,8 +406,14 @@ impl HostUsage {
             v1_memory_dir,
             node_name: node_name.to_string(),
             ticks_per_second,
-            soft_limit: crate::nofile::soft_limit,
-            cache: Arc::default(),
+            soft_limit,
+            cache: Arc::new(Mutex::new(Cache {
+                budget: Budget {
+                    limit: Budget::limit_for(soft_limit()),
+                    kept: 0,
+                },
+                ..Cache::default()
+            })),
         }
     }
 
@@ -405,11 +431,7 @@ impl HostUsage {
     /// needs nothing opened (a generation read by path for want of budget
     /// is opened again once there is room for it).
     fn current(&self, service: &str, cgroup: Option<&str>, pid: Option<u32>) -> Option<Arc<Gen>> {
-        let mut cache = self.lock();
-        if !cache.budget_set {
-            cache.budget.set_soft_limit((self.soft_limit)());
-            cache.budget_set = true;
-        }
+        let cache = self.lock();
         let g = cache.services.get(service)?;
         if !g.is_for(cgroup, pid) || (g.kept.is_none() && cache.budget.fits(g.wants())) {
             return None;
@@ -433,28 +455,22 @@ impl HostUsage {
         let mut unkept = None;
         let g = {
             let mut cache = self.lock();
-            let Cache {
-                services, budget, ..
-            } = &mut *cache;
-            match services.get(service) {
+            match cache.services.get(service) {
                 // Another read put it there meanwhile: use that one.
                 Some(cur) if cur.is_for(cgroup, pid) && cur.kept.is_some() => {
                     unkept = g.kept.take();
                     Arc::clone(cur)
                 }
                 _ => {
-                    if let Some(old) = services.remove(service) {
-                        budget.give_back(old.kept_count());
-                        closing.push(old);
-                    }
+                    closing.extend(cache.forget(service));
                     let n = g.kept_count();
-                    if budget.fits(n) {
-                        budget.take(n);
+                    if cache.budget.fits(n) {
+                        cache.budget.take(n);
                     } else {
                         unkept = g.kept.take();
                     }
                     let g = Arc::new(g);
-                    services.insert(service.to_string(), Arc::clone(&g));
+                    cache.services.insert(service.to_string(), Arc::clone(&g));
                     g
                 }
             }
@@ -799,21 +815,15 @@ impl UsageReader for HostUsage {
                 // Opened again at the next read.
                 let old = {
                     let mut cache = self.lock();
-                    let Cache {
-                        services, budget, ..
-                    } = &mut *cache;
-                    let current = services
+                    let current = cache
+                        .services
                         .get(service)
                         .is_some_and(|cur| Arc::ptr_eq(cur, &g));
-                    let old = if current {
-                        services.remove(service)
+                    if current {
+                        cache.forget(service)
                     } else {
                         None
-                    };
-                    if let Some(o) = &old {
-                        budget.give_back(o.kept_count());
                     }
-                    old
                 };
                 // Its descriptors are closed here, outside the lock.
                 drop(old);
@@ -829,33 +839,26 @@ impl UsageReader for HostUsage {
         let mut closing: Vec<Arc<Gen>> = Vec::new();
         {
             let mut cache = self.lock();
-            let Cache {
-                services,
-                budget,
-                budget_set,
-            } = &mut *cache;
-            let gone: Vec<String> = services
+            let gone: Vec<String> = cache
+                .services
                 .keys()
                 .filter(|name| !live.contains(name.as_str()))
                 .cloned()
                 .collect();
             for name in gone {
-                if let Some(g) = services.remove(&name) {
-                    budget.give_back(g.kept_count());
-                    closing.push(g);
-                }
+                closing.extend(cache.forget(&name));
             }
             // The budget follows the soft limit; what no longer fits is read
             // by path from now on.
-            budget.set_soft_limit(soft);
-            *budget_set = true;
-            if budget.excess() > 0 {
+            cache.budget.set_soft_limit(soft);
+            if cache.budget.excess() > 0 {
                 // Forgotten, so opened again (by path, or kept if there is
                 // room) at their next read.
-                let drop: Vec<String> = services
+                let drop: Vec<String> = cache
+                    .services
                     .iter()
                     .filter(|(_, g)| g.kept.is_some())
-                    .scan(budget.excess(), |left, (name, g)| {
+                    .scan(cache.budget.excess(), |left, (name, g)| {
                         (*left > 0).then(|| {
                             *left = left.saturating_sub(g.kept_count());
                             name.clone()
@@ -863,10 +866,7 @@ impl UsageReader for HostUsage {
                     })
                     .collect();
                 for name in drop {
-                    if let Some(g) = services.remove(&name) {
-                        budget.give_back(g.kept_count());
-                        closing.push(g);
-                    }
+                    closing.extend(cache.forget(&name));
                 }
             }
         }
@@ -991,9 +991,8 @@ mod tests {
         // /proc only (no cgroups): the main process's stat, statm and io,
         // here this test process's own.
         let me = std::process::id();
-        let mut r = HostUsage::new(None, "node");
         // Soft limit 8: a budget of 2, the generation's 3 files do not fit.
-        r.soft_limit = || Some(8);
+        let mut r = HostUsage::with_soft_limit(None, "node", || Some(8));
         let by_path = r.read("svc", None, Some(me));
         assert_eq!(r.kept_descriptors(), 0);
         assert!(by_path.cpu_seconds.is_some(), "{by_path:?}");
