@@ -14,7 +14,6 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 use upkeep_core::probe::ProbeResult;
-use upkeep_runtime::cgroup::{Cgroup, CgroupRoot};
 use upkeep_runtime::nofile::{raise_soft_limit, restore_target, Raise};
 use upkeep_runtime::probe::{run_once, ExecContext};
 use upkeep_runtime::spawn::SpawnRequest;
@@ -33,25 +32,6 @@ async fn limit_after_exec(pid: u32) -> (u64, u64) {
     })
     .await;
     nofile_of(pid)
-}
-
-/// Removes the test's cgroups however the test ends.
-struct RootGuard(CgroupRoot);
-
-impl Drop for RootGuard {
-    fn drop(&mut self) {
-        if let Some(cg) = Cgroup::find_existing(&self.0, "svc") {
-            let _ = cg.kill();
-            for _ in 0..200 {
-                if !cg.populated() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = cg.remove();
-        }
-        let _ = self.0.remove();
-    }
 }
 
 #[tokio::test]
@@ -106,14 +86,12 @@ async fn children_get_the_soft_limit_upkeep_started_with() {
     }
 
     // clone3 into the service's cgroup, as root and after a uid drop.
-    let prefix = format!("upkeep-test-nofile-{}.slice", std::process::id());
-    let root = CgroupRoot::detect(&prefix).unwrap();
-    let _guard = RootGuard(root.clone());
-    let cg = Cgroup::create(&root, "svc").unwrap();
+    let g = CgroupGuard::new("nofile");
+    let cg = &g.cg;
     for uid in [None, Some(nobody)] {
         let req = SpawnRequest {
             uid,
-            cgroup: Some(&cg),
+            cgroup: Some(cg),
             ..SpawnRequest::new(&argv, &env)
         };
         let sp = req.spawn(&reaper()).unwrap();

@@ -7,16 +7,13 @@ mod proc_common;
 use proc_common::*;
 use std::os::unix::fs::PermissionsExt;
 use upkeep_core::ExitStatus;
-use upkeep_runtime::cgroup::{Cgroup, CgroupRoot};
 use upkeep_runtime::spawn::{Output, SpawnRequest};
 
 #[tokio::test]
 async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     require_root();
-    let prefix = format!("upkeep-test-clone3-{}.slice", std::process::id());
-    let root = CgroupRoot::detect(&prefix).expect("cgroup2 is mounted here");
-    let cg = Cgroup::create(&root, "svc").unwrap();
-    let _g = CgroupGuard(root.clone(), cg.clone());
+    let g = CgroupGuard::new("clone3");
+    let (prefix, cg) = (&g.prefix, &g.cg);
     let env = std_env();
     let dir = tempfile::tempdir().unwrap();
     let reaper = reaper();
@@ -26,7 +23,7 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let out = std::fs::File::create(&out_path).unwrap();
     let argv = vec!["cat".to_string(), "/proc/self/cgroup".to_string()];
     let mut req = SpawnRequest::new(&argv, &env);
-    req.cgroup = Some(&cg);
+    req.cgroup = Some(cg);
     req.stdout = Output::Fd(std::os::fd::AsFd::as_fd(&out));
     let sp = req.spawn(&reaper).unwrap();
     assert_eq!(exit_of(sp).await, ExitStatus::Exited(0));
@@ -43,7 +40,7 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o644)).unwrap();
     let argv = vec![noexec.display().to_string()];
     let mut req = SpawnRequest::new(&argv, &env);
-    req.cgroup = Some(&cg);
+    req.cgroup = Some(cg);
     let err = match req.spawn(&reaper) {
         Ok(_) => panic!("spawn must fail"),
         Err(e) => e.to_string(),
@@ -55,7 +52,7 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     std::fs::set_permissions(&badint, std::fs::Permissions::from_mode(0o755)).unwrap();
     let argv = vec![badint.display().to_string()];
     let mut req = SpawnRequest::new(&argv, &env);
-    req.cgroup = Some(&cg);
+    req.cgroup = Some(cg);
     let err = match req.spawn(&reaper) {
         Ok(_) => panic!("spawn must fail"),
         Err(e) => e.to_string(),
@@ -65,7 +62,7 @@ async fn born_in_the_cgroup_and_exec_errors_are_clear() {
     let argv = vec!["true".to_string()];
     let missing = dir.path().join("missing");
     let mut req = SpawnRequest::new(&argv, &env);
-    req.cgroup = Some(&cg);
+    req.cgroup = Some(cg);
     req.working_dir = Some(&missing);
     let err = match req.spawn(&reaper) {
         Ok(_) => panic!("spawn must fail"),

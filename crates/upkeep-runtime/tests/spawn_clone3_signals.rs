@@ -7,16 +7,13 @@
 mod proc_common;
 
 use proc_common::*;
-use upkeep_runtime::cgroup::{Cgroup, CgroupRoot};
 use upkeep_runtime::spawn::SpawnRequest;
 
 #[tokio::test]
 async fn the_child_gets_default_signals_and_the_spawning_thread_keeps_its_mask() {
     require_root();
-    let prefix = format!("upkeep-test-clone3-sig-{}.slice", std::process::id());
-    let root = CgroupRoot::detect(&prefix).expect("cgroup2 is mounted here");
-    let cg = Cgroup::create(&root, "svc").unwrap();
-    let _g = CgroupGuard(root.clone(), cg.clone());
+    let g = CgroupGuard::new("clone3-sig");
+    let (prefix, cg) = (&g.prefix, &g.cg);
     let reaper = reaper();
     // The spawning thread blocks SIGUSR1 and ignores SIGUSR2; around the
     // clone it blocks everything (so no handler of ours runs in a child that
@@ -32,7 +29,7 @@ async fn the_child_gets_default_signals_and_the_spawning_thread_keeps_its_mask()
             let env = std_env();
             let argv = vec!["sleep".to_string(), "30".to_string()];
             let mut req = SpawnRequest::new(&argv, &env);
-            req.cgroup = Some(&cg);
+            req.cgroup = Some(cg);
             let sp = req.spawn(&reaper).unwrap();
             std::mem::forget(sp.pidfd);
             // SAFETY: a zeroed sigset_t is a valid out-parameter.

@@ -170,24 +170,40 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Removes a test's cgroup and its prefix when dropped (killing what is
-/// left in it first).
-pub struct CgroupGuard(
-    pub upkeep_runtime::cgroup::CgroupRoot,
-    pub upkeep_runtime::cgroup::Cgroup,
-);
+/// A test's cgroup `svc` under a prefix of its own, both removed when
+/// dropped (what is left in the cgroup is killed first). Needs root.
+pub struct CgroupGuard {
+    /// The prefix, `upkeep-test-<tag>-<pid>.slice`.
+    pub prefix: String,
+    pub root: upkeep_runtime::cgroup::CgroupRoot,
+    pub cg: upkeep_runtime::cgroup::Cgroup,
+}
+
+impl CgroupGuard {
+    /// Creates the prefix and `svc` in it.
+    pub fn new(tag: &str) -> Self {
+        let prefix = format!("upkeep-test-{tag}-{}.slice", std::process::id());
+        let root =
+            upkeep_runtime::cgroup::CgroupRoot::detect(&prefix).expect("cgroup2 is mounted here");
+        let cg = upkeep_runtime::cgroup::Cgroup::create(&root, "svc").unwrap_or_else(|e| {
+            let _ = root.remove();
+            panic!("cannot create {prefix}/svc: {e}")
+        });
+        CgroupGuard { prefix, root, cg }
+    }
+}
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
-        let _ = self.1.kill();
+        let _ = self.cg.kill();
         for _ in 0..200 {
-            if !self.1.populated() {
+            if !self.cg.populated() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.1.remove();
-        let _ = self.0.remove();
+        let _ = self.cg.remove();
+        let _ = self.root.remove();
     }
 }
 
