@@ -332,14 +332,9 @@ fn sigterm_stops_services_in_reverse_dependency_order_and_exits_0() {
     d.wait_pid("top", Duration::from_secs(15), |_| true);
     // A pid is there as soon as the shell is exec'd; its trap only once the
     // shell has run that far (a SIGTERM before it kills it without a word).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !(dir.path().join("base.up").exists() && dir.path().join("top.up").exists()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the services never set their traps"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("both services' traps", Duration::from_secs(15), || {
+        (dir.path().join("base.up").exists() && dir.path().join("top.up").exists()).then_some(())
+    });
     let base = d.service("base").unwrap()["pid"].as_u64().unwrap() as u32;
     let top = d.service("top").unwrap()["pid"].as_u64().unwrap() as u32;
     d.signal(libc::SIGTERM);
