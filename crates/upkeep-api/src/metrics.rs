@@ -204,6 +204,7 @@ pub fn definitions() -> Vec<&'static Def> {
         .iter()
         .chain(PROCESS_DEFS.iter())
         .chain(crate::usage_metrics::DEFS.iter())
+        .chain(crate::usage_metrics::COLLECTOR_DEFS.iter())
         .copied()
         .collect()
 }

@@ -724,17 +724,17 @@ fn http_endpoints(o: &Opts, rep: &mut Report) {
             }
         }
     }
-    // Scrapes further apart than the usage metrics' sharing window: each
-    // reads every service's cgroup and /proc files (a Prometheus scrape).
-    for (stat, target) in [("p50", None), ("p99", Some("<= 5 ms"))] {
-        figs.push(Figure::new(
-            &format!("metrics_fresh_{stat}"),
-            &format!(
-                "GET /metrics, 100 svcs + 5 crash-looping, a fresh usage read each ({FRESH_GAP_MS} ms apart), {stat}"
-            ),
-            "ms",
-            target,
-        ));
+    // Requests further apart than the usage metrics' sharing window, so
+    // that each one gets usage read for it (see `Spaced`).
+    for sp in SPACED {
+        for (stat, target) in [("p50", None), ("p99", sp.target)] {
+            figs.push(Figure::new(
+                &format!("{}_{stat}", sp.id),
+                &format!("{}, {stat}", sp.label),
+                "ms",
+                target,
+            ));
+        }
     }
     for &peer in &sups {
         if peer != Peer::Upkeep {
@@ -761,10 +761,72 @@ fn http_endpoints(o: &Opts, rep: &mut Report) {
     rep.figures.extend(figs);
 }
 
-/// The gap between two fresh-read `/metrics` requests: longer than the
-/// 250 ms for which scrapes share one read of the usage files
-/// (`upkeep_api::usage_metrics::MAX_AGE`).
-const FRESH_GAP_MS: u64 = 300;
+/// A series of requests spaced further apart than the 250 ms for which
+/// scrapes share one read of the usage files
+/// (`upkeep_api::usage_metrics::MAX_AGE`), 10 per `--http-secs`.
+struct Spaced {
+    id: &'static str,
+    label: &'static str,
+    path: &'static str,
+    /// Gaps vary (never two alike within a quarter, so upkeep sees no
+    /// steady pace and reads at each scrape) or are all [`PACE_MS`].
+    irregular: bool,
+    target: Option<&'static str>,
+}
+
+/// The pace of the steady series (after each response).
+const PACE_MS: u64 = 300;
+
+const SPACED: [Spaced; 3] = [
+    Spaced {
+        id: "metrics_paced",
+        label: "GET /metrics, 100 svcs + 5 crash-looping, one every 300 ms like a Prometheus scrape (usage read ahead of each)",
+        path: "/metrics",
+        irregular: false,
+        target: Some("<= 5 ms"),
+    },
+    Spaced {
+        id: "metrics_fresh",
+        label: "GET /metrics, 100 svcs + 5 crash-looping, 300-700 ms apart at random (usage read at each scrape)",
+        path: "/metrics",
+        irregular: true,
+        target: Some("<= 5 ms"),
+    },
+    Spaced {
+        id: "health_paced",
+        label: "GET /health, 100 svcs + 5 crash-looping, one every 300 ms (this machine's floor for a spaced request)",
+        path: "/health",
+        irregular: false,
+        target: None,
+    },
+];
+
+/// The gap before request `i` of a series.
+fn spaced_gap(sp: &Spaced, i: u64) -> Duration {
+    if sp.irregular {
+        // Consecutive gaps differ by 189 or 211 ms within 300-699 ms: more
+        // than a quarter of the longer, so no two agree.
+        Duration::from_millis(300 + (i * 211) % 400)
+    } else {
+        Duration::from_millis(PACE_MS)
+    }
+}
+
+/// upkeep's `upkeep_usage_reads_total` samples: (at scrape, ahead).
+fn usage_reads(port: u16) -> Option<(u64, u64)> {
+    let body = http::get(port, "/metrics", Duration::from_secs(2))
+        .ok()?
+        .body;
+    let value = |trigger: &str| -> Option<u64> {
+        let key = format!("upkeep_usage_reads_total{{trigger=\"{trigger}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((value("scrape")?, value("ahead")?))
+}
 
 fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
     let dir = o.dir("http", peer)?;
@@ -855,39 +917,55 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
             }
         }
     }
-    // One request every FRESH_GAP_MS, so that each one reads the usage
-    // files rather than reuse the last read: 10 per --http-secs.
-    let n = usize::try_from(o.http_secs.saturating_mul(10))
-        .unwrap_or(usize::MAX)
-        .max(30);
-    let mut lat = Vec::with_capacity(n);
-    let mut errors = 0u64;
-    for _ in 0..n {
-        std::thread::sleep(Duration::from_millis(FRESH_GAP_MS));
-        let t = Instant::now();
-        match http::get(port, "/metrics", Duration::from_secs(2)) {
-            Ok(r) if r.status == 200 || r.status == 503 => {
-                lat.push(t.elapsed().as_secs_f64() * 1e3)
+    for sp in &SPACED {
+        let n = o.http_secs.saturating_mul(10).max(30);
+        let mut lat = Vec::new();
+        let mut errors = 0u64;
+        // A pause longer than any gap first: the series starts a pace of its own.
+        std::thread::sleep(Duration::from_secs(1));
+        let reads_before = usage_reads(port);
+        for i in 0..n {
+            std::thread::sleep(spaced_gap(sp, i));
+            let t = Instant::now();
+            match http::get(port, sp.path, Duration::from_secs(2)) {
+                Ok(r) if r.status == 200 || r.status == 503 => {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3)
+                }
+                _ => errors += 1,
             }
-            _ => errors += 1,
         }
+        run.alive()?;
+        let summary = summarize(&lat)
+            .ok_or_else(|| format!("no successful spaced GET {} ({errors} errors)", sp.path))?;
+        let reads = match (reads_before, usage_reads(port)) {
+            (Some((s0, a0)), Some((s1, a1))) if sp.path == "/metrics" => {
+                format!(
+                    ", usage read at {} scrapes and ahead of {}",
+                    s1 - s0,
+                    a1 - a0
+                )
+            }
+            _ => String::new(),
+        };
+        log(&format!(
+            "  {} {} {}: {} requests, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {errors} errors{reads}",
+            peer.name(),
+            sp.path,
+            if sp.irregular { "at random gaps" } else { "paced" },
+            summary.n,
+            summary.p50,
+            summary.p99,
+            summary.max
+        ));
+        let mut detail = summary.to_json();
+        detail["errors"] = json!(errors);
+        if !reads.is_empty() {
+            detail["usage_reads"] = json!(reads.trim_start_matches(", "));
+        }
+        let note = (errors > 0).then(|| format!("{errors} failed requests"));
+        cells.push(Cell::with_detail(summary.p50, detail.clone()).noted(note.clone()));
+        cells.push(Cell::with_detail(summary.p99, detail).noted(note));
     }
-    run.alive()?;
-    let summary = summarize(&lat)
-        .ok_or_else(|| format!("no successful fresh GET /metrics ({errors} errors)"))?;
-    log(&format!(
-        "  {} /metrics, fresh read each: {} requests, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {errors} errors",
-        peer.name(),
-        summary.n,
-        summary.p50,
-        summary.p99,
-        summary.max
-    ));
-    let mut detail = summary.to_json();
-    detail["errors"] = json!(errors);
-    let note = (errors > 0).then(|| format!("{errors} failed requests"));
-    cells.push(Cell::with_detail(summary.p50, detail.clone()).noted(note.clone()));
-    cells.push(Cell::with_detail(summary.p99, detail).noted(note));
     #[allow(clippy::cast_precision_loss)]
     let rate = (count_exits(&crashes) - exits_before) as f64 / t_start.elapsed().as_secs_f64();
     log(&format!(

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod cadence;
 pub mod control;
 pub mod crashlog;
 pub mod events;
