@@ -114,6 +114,15 @@ impl Text {
         }
     }
 
+    /// Appends whole families written into another body (each with its
+    /// header, as [`Text::as_str`] gives them): the next sample needs a
+    /// [`Text::family`] first.
+    pub fn append(&mut self, families: &str) {
+        self.pending = None;
+        self.current = None;
+        self.buf.push_str(families);
+    }
+
     /// One sample of the current family, `values` in the order of its
     /// `labels`. A sample written with no family started is a bug and is
     /// dropped (debug builds panic).

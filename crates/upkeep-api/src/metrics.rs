@@ -441,8 +441,13 @@ impl ProcessCollector {
 }
 
 fn read_proc(path: &str) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
+    use std::io::Read;
+    // procfs files report size 0, so `fs::read_to_string` would start with
+    // a 32-byte read and double it (eight reads for `status`); these files
+    // are a few KiB: one read and the one that returns 0.
+    let mut text = String::with_capacity(4096);
+    match std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)) {
+        Ok(_) => Some(text),
         Err(e) => {
             tracing::debug!("metrics: reading {path}: {e}");
             None

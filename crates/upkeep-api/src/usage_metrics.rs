@@ -209,9 +209,11 @@ pub fn write_usage(t: &mut Text, rows: &[Row]) {
     each(t, &IO_STALL, &|r| stalled(r.usage.pressure_io));
 }
 
-/// [`write_usage`] into a body of its own (tests, benchmarks).
+/// [`write_usage`] into a body of its own (what a read keeps for the
+/// scrapes it serves; tests, benchmarks).
 pub fn usage_text(rows: &[Row]) -> String {
-    let mut t = Text::default();
+    // About 110 bytes per sample, 13 families.
+    let mut t = Text::with_capacity(rows.len() * 13 * 112);
     write_usage(&mut t, rows);
     t.into_string()
 }
@@ -241,9 +243,10 @@ pub struct UsageCollector {
 /// What the collector shares with its read-ahead thread.
 struct Collector {
     shared: Arc<Shared>,
-    /// The last read and when it was made; held while reading, so that
-    /// concurrent scrapes (and a read ahead) wait for one read.
-    last: Mutex<Option<(Instant, Vec<Row>)>>,
+    /// When the last read was made and its `container_*` families, written
+    /// once per read (a scrape served from it copies them); held while
+    /// reading, so that concurrent scrapes (and a read ahead) wait for one.
+    last: Mutex<Option<(Instant, String)>>,
     ahead: Mutex<Ahead>,
     /// Wakes the read-ahead thread (a new due time, or the end).
     wake: Condvar,
@@ -295,12 +298,12 @@ impl UsageCollector {
         {
             let mut last = lock(&c.last);
             match last.as_ref() {
-                Some((at, rows)) if at.elapsed() < MAX_AGE => write_usage(t, rows),
+                Some((at, text)) if at.elapsed() < MAX_AGE => t.append(text),
                 _ => {
-                    let rows = c.read(reader.as_ref());
+                    let text = c.read(reader.as_ref());
                     c.reads_at_scrape.fetch_add(1, Ordering::Relaxed);
-                    write_usage(t, &rows);
-                    *last = Some((Instant::now(), rows));
+                    t.append(&text);
+                    *last = Some((Instant::now(), text));
                 }
             }
         }
@@ -326,13 +329,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Collector {
-    /// One read of every running service's usage (the caller holds `last`).
-    fn read(&self, reader: &dyn UsageReader) -> Vec<Row> {
+    /// One read of every running service's usage, as `container_*`
+    /// families (the caller holds `last`).
+    fn read(&self, reader: &dyn UsageReader) -> String {
         let targets = targets(&self.shared);
         let rows = read_rows(reader, &targets);
         let live: Vec<&str> = targets.iter().map(|t| t.service.as_str()).collect();
         reader.retain(&live);
-        rows
+        usage_text(&rows)
     }
 
     /// Records a scrape arriving at `now` and schedules a read ahead of the
@@ -394,9 +398,9 @@ impl Collector {
             drop(a);
             if let Some(reader) = self.shared.usage.get() {
                 let mut last = lock(&self.last);
-                let rows = self.read(reader.as_ref());
+                let text = self.read(reader.as_ref());
                 self.reads_ahead.fetch_add(1, Ordering::Relaxed);
-                *last = Some((Instant::now(), rows));
+                *last = Some((Instant::now(), text));
             }
             a = lock(&self.ahead);
         }
