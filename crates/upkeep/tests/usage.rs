@@ -335,3 +335,65 @@ fn a_tiny_open_files_limit_still_leaves_room_to_spawn_and_scrape() {
         d.stderr()
     );
 }
+
+/// `upkeep_usage_reads_total{trigger}`: (at scrape time, ahead).
+fn reads(body: &str) -> (f64, f64) {
+    let get = |t: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("upkeep_usage_reads_total{{trigger=\"{t}\"}} ")))
+            .unwrap_or_else(|| panic!("no upkeep_usage_reads_total{{trigger=\"{t}\"}}:\n{body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (get("scrape"), get("ahead"))
+}
+
+#[test]
+fn scrapes_at_a_steady_pace_get_usage_read_just_before_them() {
+    require_root();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: load\n  namespace: kube-system\nspec:\n  containers:\n  \
+               - name: burner\n    image: x/b:1\n    command: [\"/bin/sh\", \"-c\", \"while :; do :; done\"]\n";
+    let mut d = Daemon::start("", &[("load.yaml", pod)]);
+    let name = names(&mut d, 1).remove(0);
+    let pid = d.wait_pid(&name, Duration::from_secs(10), |_| true);
+    let labels = ["container=\"burner\"", "pod=\"load-test-node\""];
+    // Like Prometheus: one scrape every 700 ms (the gap after each one).
+    let scrapes = 10;
+    let mut last_cpu = -1.0;
+    let mut first = None;
+    let mut body = String::new();
+    for i in 0..scrapes {
+        std::thread::sleep(Duration::from_millis(700));
+        let (code, b) = http_get(d.port, "/metrics").unwrap();
+        let after = cpu_of(pid);
+        assert_eq!(code, 200);
+        let cpu = sample(&b, "container_cpu_usage_seconds_total", &labels)
+            .unwrap_or_else(|| panic!("scrape {i}: no cpu sample for the burner:\n{b}"));
+        // Each scrape gets a read of its own (the burner's CPU moved on),
+        // made before the scrape answered, never an older scrape's.
+        assert!(cpu > last_cpu, "scrape {i}: cpu {cpu} s after {last_cpu} s");
+        // (/proc counts in clock ticks, the cgroup in microseconds.)
+        assert!(
+            cpu <= after * 1.2 + 0.05,
+            "scrape {i}: cpu {cpu} s, /proc then {after} s"
+        );
+        last_cpu = cpu;
+        first.get_or_insert_with(|| reads(&b));
+        body = b;
+    }
+    let (s0, a0) = first.unwrap();
+    let (s1, a1) = reads(&body);
+    // The third scrape is the first after two gaps that agree; from the
+    // fourth on, reads are made ahead (a scrape late by more than 150 ms on
+    // a busy machine reads for itself: at least half must be ahead).
+    assert!(
+        a1 - a0 >= 3.0,
+        "reads ahead {a0} -> {a1}, at scrape {s0} -> {s1}"
+    );
+    // Never more reads than scrapes (plus the one planned for the 11th).
+    assert!(
+        (s1 - s0) + (a1 - a0) <= f64::from(scrapes),
+        "reads at scrape {s0} -> {s1}, ahead {a0} -> {a1} for {scrapes} scrapes"
+    );
+}
