@@ -1132,6 +1132,43 @@ pub fn set_thread_priority(nice: libc::c_int) {
     }
 }
 
+/// Best-effort nice value and scheduler slice of the calling thread
+/// (threads it starts afterwards inherit both), for a thread that must
+/// answer quickly while services keep the cores busy: the nice value gives
+/// it a larger share, the short slice lets it preempt a running service at
+/// once when it wakes (Linux 6.12 and later, `sched_attr.sched_runtime` of
+/// a fair-class thread; the kernel clamps it to 0.1-100 ms, and older
+/// kernels ignore it). Without the privilege for a negative nice value
+/// (`CAP_SYS_NICE` or `RLIMIT_NICE`) the thread keeps nice 0 and still gets
+/// the slice; where `sched_setattr` is refused altogether, only the nice
+/// value is tried ([`set_thread_priority`]).
+pub fn set_thread_latency(nice: libc::c_int, slice: std::time::Duration) {
+    let runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+    let attr = |nice: libc::c_int| libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: nice,
+        sched_priority: 0,
+        sched_runtime: runtime,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    let set = |a: &libc::sched_attr| {
+        // SAFETY: sched_setattr(2) on our own thread (pid 0) with a fully
+        // initialised struct whose `size` field is its size; the kernel
+        // only reads it.
+        unsafe { libc::syscall(libc::SYS_sched_setattr, 0, std::ptr::from_ref(a), 0) == 0 }
+    };
+    if set(&attr(nice)) {
+        return;
+    }
+    // Refused: the nice value without the privilege for it, or no
+    // sched_setattr (filtered). The slice alone, then the nice value alone.
+    let _ = set(&attr(0));
+    set_thread_priority(nice);
+}
+
 /// Sets the calling process's soft `RLIMIT_NOFILE` to `soft`, capped at
 /// its hard limit, which stays as it is: two raw `prlimit64` calls (read,
 /// then set) on stack memory, async-signal-safe and allocation-free, for a
