@@ -8,7 +8,7 @@ use crate::metrics::unix_seconds;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use upkeep_core::cadence::Cadence;
+use upkeep_core::cadence::{Cadence, LEAD};
 use upkeep_core::snapshot::Shared;
 use upkeep_core::usage::{PodLabels, Pressure, Usage, UsageReader};
 
@@ -398,9 +398,14 @@ impl Collector {
             drop(a);
             if let Some(reader) = self.shared.usage.get() {
                 let mut last = lock(&self.last);
-                let text = self.read(reader.as_ref());
-                self.reads_ahead.fetch_add(1, Ordering::Relaxed);
-                *last = Some((Instant::now(), text));
+                // A scrape that came early read for itself meanwhile (this
+                // thread waited for it): that read serves the next one.
+                let fresh = last.as_ref().is_some_and(|(at, _)| at.elapsed() < LEAD);
+                if !fresh {
+                    let text = self.read(reader.as_ref());
+                    self.reads_ahead.fetch_add(1, Ordering::Relaxed);
+                    *last = Some((Instant::now(), text));
+                }
             }
             a = lock(&self.ahead);
         }
