@@ -13,13 +13,13 @@ use upkeep_runtime::lock::StateLock;
 use upkeep_runtime::reaper::Reaper;
 use upkeep_runtime::supervisor::{Ended, Options, Supervisor};
 
+use crate::cli::Paths;
+use crate::load::{config_only, overrides};
+
 /// The HTTP thread's scheduler slice (`upkeep_runtime::spawn::
 /// set_thread_latency`): a /health answer takes about 0.1 ms of CPU, a
 /// /metrics one with 100 services about 0.5 ms.
 const HTTP_SLICE: Duration = Duration::from_micros(500);
-
-use crate::cli::Paths;
-use crate::load::{config_only, overrides};
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(paths: &Paths) -> anyhow::Result<()> {
