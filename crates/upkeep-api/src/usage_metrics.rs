@@ -341,15 +341,17 @@ impl Collector {
 
     /// Records a scrape arriving at `now` and schedules a read ahead of the
     /// next one when they come at a steady pace (starting the read-ahead
-    /// thread the first time). An unpredictable scrape cancels the read
-    /// ahead of it: that one reads for itself.
+    /// thread the first time). An arrival that predicts nothing leaves a
+    /// read still planned for later as it is, and drops one whose time has
+    /// come but that the thread has not taken yet (this scrape reads for
+    /// itself, if the last read is too old).
     fn expect_next(self: &Arc<Self>, now: Instant) {
         let mut a = lock(&self.ahead);
         let due = a.cadence.scraped(now);
         if due.is_none() && a.due.is_some_and(|d| d > now) {
-            // Part of the scrape the read was planned for, or a pace
-            // change: keep a read planned for a later arrival only if the
-            // pace still holds.
+            // Part of the scrape that planned it, or an arrival off the
+            // pace (an operator's curl): the planned read is still for the
+            // next scrape at the pace.
             return;
         }
         a.due = due;
