@@ -231,13 +231,41 @@ fn float_into(out: &mut String, v: f64) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-        // Most values are counts and bytes: integers print faster than
-        // floats, and the same (2^53 and beyond are left to the float path).
+        // Most values are counts, bytes and 0/1 gauges: integers print
+        // faster than floats, and the same (2^53 and beyond are left to the
+        // float path).
         #[allow(clippy::cast_possible_truncation)]
-        let _ = write!(out, "{}", v as i64);
+        int_into(out, v as i64);
     } else {
         // Writing to a String cannot fail.
         let _ = write!(out, "{v}");
+    }
+}
+
+/// Appends `n` in decimal: a sample is mostly a 0 or a 1 (state gauges),
+/// and a digit loop costs less than the formatting machinery per sample.
+fn int_into(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut v = n.unsigned_abs();
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `v % 10` is below 10: the cast keeps it.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            digits[i] = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always UTF-8.
+    if let Ok(d) = std::str::from_utf8(&digits[i..]) {
+        out.push_str(d);
     }
 }
 
@@ -329,7 +357,15 @@ mod tests {
             float_into(&mut s, v);
             assert_eq!(s.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{s}");
         }
+        for n in [0_i64, 1, 9, 10, 42, -7, 1_000_000, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            int_into(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
         let mut s = String::new();
+        float_into(&mut s, -0.0);
+        assert_eq!(s, "0", "as before: an integer");
+        s.clear();
         float_into(&mut s, f64::NAN);
         assert_eq!(s, "NaN");
         s.clear();

@@ -376,27 +376,11 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
-/// Reads a `kB` line such as `VmRSS:  1234 kB` from `/proc/<pid>/status`, in bytes.
-pub fn parse_status_bytes(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
-    let mut words = line.split(':').nth(1)?.split_whitespace();
-    let n: u64 = words.next()?.parse().ok()?;
-    match words.next() {
-        Some("kB") => n.checked_mul(1024),
-        None => Some(n),
-        Some(_) => None,
-    }
-}
-
-/// Reads the soft limit of `Max open files` from `/proc/<pid>/limits`
-/// (`None` when unlimited or unreadable).
-pub fn parse_max_open_files(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// Reads `/proc/<pid>/statm`: the virtual size and the resident set, in
+/// pages (its first two fields).
+pub fn parse_statm(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
 
 /// Reads the boot time (`btime`, unix seconds) from `/proc/stat`.
@@ -406,12 +390,16 @@ pub fn parse_btime(text: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Collects `process_*` for upkeep itself from `/proc/self`: CPU, memory,
-/// file descriptors and start time. A value that cannot be read is left out
-/// of the scrape (and logged at debug level), never an error.
+/// Collects `process_*` for upkeep itself: CPU, memory, file descriptors
+/// and start time. A scrape asks the kernel for what changes with as little
+/// printing as it can (`getrusage`, `/proc/self/statm`, the size of
+/// `/proc/self/fd`, `getrlimit`); the start time is read once. A value that
+/// cannot be read is left out of the scrape (and logged at debug level),
+/// never an error.
 pub struct ProcessCollector {
-    ticks_per_second: f64,
-    boot_time: Option<u64>,
+    page_size: u64,
+    /// Unix time upkeep started, from `/proc/self/stat` and `/proc/stat`.
+    start_time: Option<f64>,
 }
 
 impl Default for ProcessCollector {
@@ -423,19 +411,26 @@ impl Default for ProcessCollector {
 impl ProcessCollector {
     /// A collector for the calling process.
     pub fn new() -> Self {
+        use nix::unistd::{sysconf, SysconfVar};
         #[allow(clippy::cast_precision_loss)]
-        let ticks_per_second = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        let ticks_per_second = match sysconf(SysconfVar::CLK_TCK) {
             Ok(Some(t)) if t > 0 => t as f64,
             // USER_HZ has been 100 on every Linux architecture for decades.
             _ => 100.0,
         };
-        let boot_time = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .as_deref()
-            .and_then(parse_btime);
+        let page_size = match sysconf(SysconfVar::PAGE_SIZE) {
+            Ok(Some(p)) if p > 0 => p.unsigned_abs(),
+            _ => 4096,
+        };
+        let boot_time = read_proc("/proc/stat").as_deref().and_then(parse_btime);
+        let started = read_proc("/proc/self/stat").as_deref().and_then(parse_stat);
+        #[allow(clippy::cast_precision_loss)]
+        let start_time = boot_time
+            .zip(started)
+            .map(|(boot, stat)| boot as f64 + stat.starttime as f64 / ticks_per_second);
         ProcessCollector {
-            ticks_per_second,
-            boot_time,
+            page_size,
+            start_time,
         }
     }
 }
@@ -443,9 +438,9 @@ impl ProcessCollector {
 fn read_proc(path: &str) -> Option<String> {
     use std::io::Read;
     // procfs files report size 0, so `fs::read_to_string` would start with
-    // a 32-byte read and double it (eight reads for `status`); these files
-    // are a few KiB: one read and the one that returns 0.
-    let mut text = String::with_capacity(4096);
+    // a 32-byte read and double it; these files are small: one read and
+    // the one that returns 0.
+    let mut text = String::with_capacity(1024);
     match std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)) {
         Ok(_) => Some(text),
         Err(e) => {
@@ -459,25 +454,29 @@ impl ProcessCollector {
     /// Writes the `process_*` families of the calling process.
     #[allow(clippy::cast_precision_loss)]
     pub fn write(&self, t: &mut Text) {
-        if let Some(stat) = read_proc("/proc/self/stat").as_deref().and_then(parse_stat) {
-            let cpu = (stat.utime + stat.stime) as f64 / self.ticks_per_second;
-            t.family(&CPU_SECONDS);
-            t.sample(&[], cpu);
-            if let Some(boot) = self.boot_time {
-                let start = boot as f64 + stat.starttime as f64 / self.ticks_per_second;
-                t.family(&START_TIME);
-                t.sample(&[], start);
+        use nix::sys::resource::{getrlimit, getrusage, Resource, UsageWho, RLIM_INFINITY};
+        match getrusage(UsageWho::RUSAGE_SELF) {
+            Ok(u) => {
+                let seconds = |tv: nix::sys::time::TimeVal| {
+                    tv.tv_sec() as f64 + f64::from(u32::try_from(tv.tv_usec()).unwrap_or(0)) / 1e6
+                };
+                t.family(&CPU_SECONDS);
+                t.sample(&[], seconds(u.user_time()) + seconds(u.system_time()));
             }
+            Err(e) => tracing::debug!("metrics: getrusage: {e}"),
         }
-        if let Some(status) = read_proc("/proc/self/status") {
-            if let Some(rss) = parse_status_bytes(&status, "VmRSS") {
-                t.family(&RESIDENT_MEMORY);
-                t.sample(&[], rss as f64);
-            }
-            if let Some(vsz) = parse_status_bytes(&status, "VmSize") {
-                t.family(&VIRTUAL_MEMORY);
-                t.sample(&[], vsz as f64);
-            }
+        if let Some(start) = self.start_time {
+            t.family(&START_TIME);
+            t.sample(&[], start);
+        }
+        if let Some((size, resident)) = read_proc("/proc/self/statm")
+            .as_deref()
+            .and_then(parse_statm)
+        {
+            t.family(&RESIDENT_MEMORY);
+            t.sample(&[], resident.saturating_mul(self.page_size) as f64);
+            t.family(&VIRTUAL_MEMORY);
+            t.sample(&[], size.saturating_mul(self.page_size) as f64);
         }
         match open_fds() {
             Ok(n) => {
@@ -486,12 +485,13 @@ impl ProcessCollector {
             }
             Err(e) => tracing::debug!("metrics: listing /proc/self/fd: {e}"),
         }
-        if let Some(max) = read_proc("/proc/self/limits")
-            .as_deref()
-            .and_then(parse_max_open_files)
-        {
-            t.family(&MAX_FDS);
-            t.sample(&[], max as f64);
+        match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) if soft != RLIM_INFINITY => {
+                t.family(&MAX_FDS);
+                t.sample(&[], soft as f64);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("metrics: getrlimit: {e}"),
         }
     }
 }
@@ -603,21 +603,48 @@ mod tests {
     }
 
     #[test]
-    fn parse_status_limits_and_btime() {
-        let status = "Name:\tupkeep\nVmSize:\t  10240 kB\nVmRSS:\t    2048 kB\n";
-        assert_eq!(parse_status_bytes(status, "VmRSS"), Some(2048 * 1024));
-        assert_eq!(parse_status_bytes(status, "VmSize"), Some(10240 * 1024));
-        assert_eq!(parse_status_bytes(status, "VmSwap"), None);
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_max_open_files(limits), Some(1024));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files     \n";
-        assert_eq!(parse_max_open_files(unlimited), None);
+    fn parse_statm_and_btime() {
+        assert_eq!(parse_statm("2560 512 300 10 0 400 0\n"), Some((2560, 512)));
+        assert_eq!(parse_statm("2560"), None);
+        assert_eq!(parse_statm("x 1"), None);
         assert_eq!(
             parse_btime("cpu  1 2 3\nbtime 1795464715\nprocesses 5\n"),
             Some(1_795_464_715)
         );
+    }
+
+    #[test]
+    fn process_families_agree_with_proc() {
+        let mut t = Text::default();
+        ProcessCollector::new().write(&mut t);
+        let text = t.into_string();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb = |key: &str| -> f64 {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+            let n: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            n * 1024.0
+        };
+        let vsz = value(&text, "process_virtual_memory_bytes").unwrap();
+        // Threads of other tests map and unmap meanwhile: same order of size.
+        assert!((vsz - kb("VmSize:")).abs() < kb("VmSize:") / 2.0, "{text}");
+        assert!(value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .unwrap()
+            .0;
+        #[allow(clippy::cast_precision_loss)]
+        if soft != nix::sys::resource::RLIM_INFINITY {
+            assert_eq!(value(&text, "process_max_fds"), Some(soft as f64), "{text}");
+        }
+        let start = value(&text, "process_start_time_seconds").unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
+            "{start}"
+        );
+        assert!(value(&text, "process_cpu_seconds_total").unwrap() >= 0.0);
     }
 
     #[test]
