@@ -768,48 +768,87 @@ struct Spaced {
     id: &'static str,
     label: &'static str,
     path: &'static str,
-    /// Gaps vary (never two alike within a quarter, so upkeep sees no
-    /// steady pace and reads at each scrape) or are all [`PACE_MS`].
-    irregular: bool,
+    pace: Pace,
     target: Option<&'static str>,
+}
+
+/// How the requests of a [`Spaced`] series are spaced (the gap after each
+/// response).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// All [`PACE_MS`] apart: one Prometheus.
+    Steady,
+    /// 300 and 400 ms apart in turn: two Prometheus servers at one
+    /// interval from different offsets (an HA pair).
+    Pair,
+    /// 300-700 ms apart at random, never repeating the way scrapers do
+    /// (see [`random_gaps`]): upkeep sees no pace and reads at each scrape.
+    Random,
 }
 
 /// The pace of the steady series (after each response).
 const PACE_MS: u64 = 300;
 
-const SPACED: [Spaced; 3] = [
+const SPACED: [Spaced; 4] = [
     Spaced {
         id: "metrics_paced",
         label: "GET /metrics, 100 svcs + 5 crash-looping, one every 300 ms like a Prometheus scrape (usage read ahead of each)",
         path: "/metrics",
-        irregular: false,
+        pace: Pace::Steady,
+        target: Some("<= 5 ms"),
+    },
+    Spaced {
+        id: "metrics_pair",
+        label: "GET /metrics, 100 svcs + 5 crash-looping, 300 and 400 ms apart in turn like an HA pair of Prometheus servers (usage read ahead of each)",
+        path: "/metrics",
+        pace: Pace::Pair,
         target: Some("<= 5 ms"),
     },
     Spaced {
         id: "metrics_fresh",
         label: "GET /metrics, 100 svcs + 5 crash-looping, 300-700 ms apart at random (usage read at each scrape)",
         path: "/metrics",
-        irregular: true,
+        pace: Pace::Random,
         target: Some("<= 5 ms"),
     },
     Spaced {
         id: "health_paced",
         label: "GET /health, 100 svcs + 5 crash-looping, one every 300 ms (this machine's floor for a spaced request)",
         path: "/health",
-        irregular: false,
+        pace: Pace::Steady,
         target: None,
     },
 ];
 
-/// The gap before request `i` of a series.
-fn spaced_gap(sp: &Spaced, i: u64) -> Duration {
-    if sp.irregular {
-        // Consecutive gaps differ by 189 or 211 ms within 300-699 ms: more
-        // than a quarter of the longer, so no two agree.
-        Duration::from_millis(300 + (i * 211) % 400)
-    } else {
-        Duration::from_millis(PACE_MS)
+/// The gaps of a series of `n` requests.
+fn spaced_gaps(sp: &Spaced, n: u64) -> Vec<Duration> {
+    match sp.pace {
+        Pace::Steady => vec![Duration::from_millis(PACE_MS); n as usize],
+        Pace::Pair => (0..n)
+            .map(|i| Duration::from_millis(if i % 2 == 0 { 300 } else { 400 }))
+            .collect(),
+        Pace::Random => random_gaps(n),
     }
+}
+
+/// `n` gaps of 300-700 ms from a fixed xorshift sequence, each differing
+/// from each of the four before it by more than an eighth of the longer:
+/// upkeep follows gaps that repeat every 1-4 gaps within a sixteenth
+/// (`upkeep_core::cadence`), so these never look like scrapers.
+fn random_gaps(n: u64) -> Vec<Duration> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut gaps: Vec<u64> = Vec::new();
+    while (gaps.len() as u64) < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let g = 300 + x % 400;
+        let apart = |&h: &u64| g.abs_diff(h) > g.max(h) / 8;
+        if gaps.iter().rev().take(4).all(apart) {
+            gaps.push(g);
+        }
+    }
+    gaps.into_iter().map(Duration::from_millis).collect()
 }
 
 /// The calling thread's nice value and scheduler slice, set back to the
@@ -966,8 +1005,8 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
         // A pause longer than any gap first: the series starts a pace of its own.
         std::thread::sleep(Duration::from_secs(1));
         let reads_before = usage_reads(port);
-        for i in 0..n {
-            std::thread::sleep(spaced_gap(sp, i));
+        for gap in spaced_gaps(sp, n) {
+            std::thread::sleep(gap);
             let t = Instant::now();
             match http::get(port, sp.path, Duration::from_secs(2)) {
                 Ok(r) if r.status == 200 || r.status == 503 => {
@@ -993,7 +1032,11 @@ fn http_one(o: &Opts, peer: Peer) -> Result<Vec<Cell>, String> {
             "  {} {} {}: {} requests, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {errors} errors{reads}",
             peer.name(),
             sp.path,
-            if sp.irregular { "at random gaps" } else { "paced" },
+            match sp.pace {
+                Pace::Steady => "paced",
+                Pace::Pair => "paced as a pair",
+                Pace::Random => "at random gaps",
+            },
             summary.n,
             summary.p50,
             summary.p99,
@@ -1241,4 +1284,36 @@ fn idle_one(o: &Opts, peer: Peer, n: usize) -> Result<IdleResult, String> {
         procs: b.procs,
         window_s: window,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use upkeep_core::cadence::Cadence;
+
+    /// How many of the arrivals after `gaps` (each 1 ms longer, for the
+    /// response) upkeep's cadence predicts.
+    fn predicted(gaps: &[Duration]) -> usize {
+        let mut c = Cadence::new(Duration::from_millis(250));
+        let mut at = Instant::now();
+        gaps.iter()
+            .filter(|g| {
+                at += **g + Duration::from_millis(1);
+                c.scraped(at).is_some()
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_random_series_never_looks_like_scrapers_and_the_paced_ones_do() {
+        let spaced = |pace| SPACED.iter().find(|s| s.pace == pace).unwrap();
+        let random = spaced_gaps(spaced(Pace::Random), 300);
+        assert_eq!(random.len(), 300);
+        assert!(random.iter().all(|g| (300..700).contains(&g.as_millis())));
+        assert_eq!(predicted(&random), 0);
+        // One pace from the third arrival, a pair from the fifth.
+        assert_eq!(predicted(&spaced_gaps(spaced(Pace::Steady), 300)), 298);
+        assert_eq!(predicted(&spaced_gaps(spaced(Pace::Pair), 300)), 296);
+    }
 }

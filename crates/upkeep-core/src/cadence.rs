@@ -2,18 +2,23 @@
 //! so that the services' usage can be read just before it arrives instead
 //! of while it waits (docs/metrics.md, "When usage is read").
 //!
-//! Prometheus scrapes a target at a fixed interval (each target at its own
-//! fixed offset within it), so two gaps in a row that agree predict the
-//! next arrival well. A read made [`LEAD`] before that moment is younger
-//! than the age a scrape accepts (the collector's sharing window, larger
-//! than [`LEAD`]) when the scrape comes on time; a scrape that comes too
-//! early or too late reads afresh, as without a prediction. Irregular
-//! scrapes (an operator's `curl`, two scrapers at different offsets)
-//! predict nothing, so a read ahead is never made for a scrape that is
-//! not coming: at most one read per expected scrape, as before.
+//! Prometheus scrapes a target at a fixed interval, each target at its own
+//! fixed offset within it; an HA pair of Prometheus servers (or a server
+//! and an agent) scrapes at the same interval from two offsets. So the gaps
+//! between scrapes repeat: every gap is the one before it (one scraper),
+//! or the one `k` gaps before it (`k` scrapers at one interval, whatever
+//! their offsets). When the last gaps repeat with some `k` up to
+//! [`SCRAPERS`], the next gap is predicted to be the one `k` back. A read
+//! made [`LEAD`] before that moment is younger than the age a scrape
+//! accepts (the collector's sharing window, larger than [`LEAD`]) when the
+//! scrape comes on time; a scrape that comes too early or too late reads
+//! afresh, as without a prediction. Irregular scrapes (an operator's
+//! `curl`) predict nothing, so a read ahead is never made for a scrape
+//! that is not coming: at most one read ahead per scrape.
 //!
 //! Pure: time comes in as an argument.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How long before an expected scrape its usage is read: enough for a read
@@ -25,9 +30,15 @@ pub const LEAD: Duration = Duration::from_millis(100);
 /// a few minutes).
 pub const MAX_PACE: Duration = Duration::from_secs(600);
 
-/// Two gaps agree when they differ by at most this fraction (1/`AGREE`)
-/// of the longer one.
-const AGREE: u32 = 4;
+/// The most scrapers at one interval whose interleaved scrapes are
+/// followed (the gaps repeat every `SCRAPERS` gaps at most).
+pub const SCRAPERS: usize = 4;
+
+/// Two gaps agree when they differ by at most this fraction (1/`AGREE`) of
+/// the longer one: a scraper's own jitter is far smaller (Prometheus's
+/// interval is a timer; a client that sleeps after each response varies
+/// by its response time), and gaps at random agree this well seldom.
+const AGREE: u32 = 16;
 
 /// The pace of the scrapes seen so far.
 #[derive(Debug, Clone)]
@@ -37,8 +48,9 @@ pub struct Cadence {
     same_within: Duration,
     /// The last arrival counted.
     last: Option<Instant>,
-    /// The gap before it.
-    gap: Option<Duration>,
+    /// The gaps between the last arrivals counted, oldest first (at most
+    /// `2 × SCRAPERS`: a repeat of `k` gaps is seen in `2k`).
+    gaps: VecDeque<Duration>,
 }
 
 impl Cadence {
@@ -49,14 +61,14 @@ impl Cadence {
         Cadence {
             same_within,
             last: None,
-            gap: None,
+            gaps: VecDeque::with_capacity(2 * SCRAPERS),
         }
     }
 
     /// A scrape arrived at `now`. Returns when to read ahead of the next
-    /// one: `Some` once the last two gaps agree (within a quarter of the
-    /// longer) and are no longer than [`MAX_PACE`], `None` otherwise (also
-    /// for an arrival that is part of the last scrape).
+    /// one: `Some` once the last gaps repeat (see the module's text) and
+    /// the gap predicted is no longer than [`MAX_PACE`]; `None` otherwise
+    /// (also for an arrival that is part of the last scrape).
     pub fn scraped(&mut self, now: Instant) -> Option<Instant> {
         let Some(last) = self.last else {
             self.last = Some(now);
@@ -67,13 +79,42 @@ impl Cadence {
             return None;
         }
         self.last = Some(now);
-        let steady = self.gap.is_some_and(|g| agree(g, gap));
-        self.gap = Some(gap);
-        if !steady || gap > MAX_PACE || gap <= LEAD {
+        if self.gaps.len() == 2 * SCRAPERS {
+            self.gaps.pop_front();
+        }
+        self.gaps.push_back(gap);
+        let next = next_gap(&self.gaps)?;
+        if next > MAX_PACE || next <= LEAD {
             return None;
         }
-        Some(now + (gap - LEAD))
+        Some(now + (next - LEAD))
     }
+}
+
+/// The gap expected next, if the last `k` gaps repeat the `k` before them
+/// for some `k` in `1..=SCRAPERS` (each pair agreeing): the gap `k` back.
+/// Of several such `k`, the one whose pairs differ least (the fewest
+/// scrapers on a tie): one scraper's gaps also repeat every 2, but a pair
+/// whose gaps merely alternate closely (offsets near half the interval)
+/// repeats far better every 2 than every 1.
+fn next_gap(gaps: &VecDeque<Duration>) -> Option<Duration> {
+    let n = gaps.len();
+    let mut best: Option<(Duration, Duration)> = None;
+    for k in 1..=SCRAPERS {
+        if n < 2 * k {
+            break;
+        }
+        let mut worst = Duration::ZERO;
+        let repeats = (1..=k).all(|i| {
+            let (now, then) = (gaps[n - i], gaps[n - i - k]);
+            worst = worst.max(now.abs_diff(then));
+            agree(now, then)
+        });
+        if repeats && best.is_none_or(|(least, _)| worst < least) {
+            best = Some((worst, gaps[n - k]));
+        }
+    }
+    best.map(|(_, next)| next)
 }
 
 /// Whether two gaps are the same pace.
@@ -138,10 +179,89 @@ mod tests {
     }
 
     #[test]
-    fn gaps_agree_within_a_quarter_of_the_longer() {
-        assert!(agree(ms(400), ms(300)));
-        assert!(!agree(ms(401), ms(300)));
+    fn gaps_agree_within_a_sixteenth_of_the_longer() {
+        assert!(agree(ms(320), ms(300)));
+        assert!(!agree(ms(321), ms(300)));
         assert!(agree(ms(15_000), ms(15_000)));
+    }
+
+    /// Feeds arrivals at `at` (ms after `t0`) and returns the last answer.
+    fn feed(c: &mut Cadence, t0: Instant, at: &[u64]) -> Option<Instant> {
+        at.iter().map(|&a| c.scraped(t0 + ms(a))).last().flatten()
+    }
+
+    #[test]
+    fn two_scrapers_at_one_interval_are_followed() {
+        // An HA pair of Prometheus servers, every 15 s, 4 s apart.
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        assert_eq!(feed(&mut c, t0, &[0, 4_000, 15_000, 19_000]), None);
+        // Gaps 4, 11, 4, 11: the next is 4 s after this one.
+        assert_eq!(c.scraped(t0 + ms(30_000)), Some(t0 + ms(34_000) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(34_000)), Some(t0 + ms(45_000) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(45_000)), Some(t0 + ms(49_000) - LEAD));
+    }
+
+    #[test]
+    fn two_scrapers_nearly_half_an_interval_apart_are_not_taken_for_one() {
+        // Gaps 7.4 s and 7.6 s agree as one pace would (within 1/16), but
+        // repeat exactly every two gaps: the pair is what is followed.
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        let at = feed(&mut c, t0, &[0, 7_400, 15_000, 22_400, 30_000]);
+        assert_eq!(at, Some(t0 + ms(37_400) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(37_400)), Some(t0 + ms(45_000) - LEAD));
+    }
+
+    #[test]
+    fn three_scrapers_at_one_interval_are_followed() {
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        // Every 10 s at offsets 0, 2 and 7 s: gaps 2, 5, 3, 2, 5, 3.
+        let at = feed(
+            &mut c,
+            t0,
+            &[0, 2_000, 7_000, 10_000, 12_000, 17_000, 20_000],
+        );
+        assert_eq!(at, Some(t0 + ms(22_000) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(22_000)), Some(t0 + ms(27_000) - LEAD));
+    }
+
+    #[test]
+    fn one_scraper_with_jitter_predicts_its_interval() {
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        let mut at = 0;
+        for (i, jitter) in [0, 3, 0, 2, 1, 4, 0, 3, 2, 0, 1].into_iter().enumerate() {
+            at += 1_000 + jitter;
+            let next = c.scraped(t0 + ms(at));
+            if i >= 2 {
+                let next = next.unwrap_or_else(|| panic!("arrival {i} predicts nothing"));
+                let gap = next + LEAD - (t0 + ms(at));
+                assert!(gap >= ms(1_000) && gap <= ms(1_004), "arrival {i}: {gap:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_gaps_seldom_predict() {
+        // Gaps drawn evenly from 300-700 ms (a fixed xorshift sequence):
+        // the last gaps repeat within 1/16 by chance about one time in six.
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let (mut at, mut predicted) = (0, 0);
+        for _ in 0..1_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            at += 300 + x % 400;
+            predicted += usize::from(c.scraped(t0 + ms(at)).is_some());
+        }
+        assert!(
+            predicted < 250,
+            "{predicted} of 1000 random arrivals predicted"
+        );
     }
 
     #[test]
