@@ -378,7 +378,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 
 /// Reads `/proc/<pid>/statm`: the virtual size and the resident set, in
 /// pages (its first two fields).
-pub fn parse_statm(text: &str) -> Option<(u64, u64)> {
+pub fn statm_size_resident(text: &str) -> Option<(u64, u64)> {
     let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
     Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
@@ -471,7 +471,7 @@ impl ProcessCollector {
         }
         if let Some((size, resident)) = read_proc("/proc/self/statm")
             .as_deref()
-            .and_then(parse_statm)
+            .and_then(statm_size_resident)
         {
             t.family(&RESIDENT_MEMORY);
             t.sample(&[], resident.saturating_mul(self.page_size) as f64);
@@ -604,9 +604,12 @@ mod tests {
 
     #[test]
     fn parse_statm_and_btime() {
-        assert_eq!(parse_statm("2560 512 300 10 0 400 0\n"), Some((2560, 512)));
-        assert_eq!(parse_statm("2560"), None);
-        assert_eq!(parse_statm("x 1"), None);
+        assert_eq!(
+            statm_size_resident("2560 512 300 10 0 400 0\n"),
+            Some((2560, 512))
+        );
+        assert_eq!(statm_size_resident("2560"), None);
+        assert_eq!(statm_size_resident("x 1"), None);
         assert_eq!(
             parse_btime("cpu  1 2 3\nbtime 1795464715\nprocesses 5\n"),
             Some(1_795_464_715)
@@ -615,36 +618,62 @@ mod tests {
 
     #[test]
     fn process_families_agree_with_proc() {
-        let mut t = Text::default();
-        ProcessCollector::new().write(&mut t);
-        let text = t.into_string();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kb = |key: &str| -> f64 {
+        let status = || std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb = |status: &str, key: &str| -> f64 {
             let line = status.lines().find(|l| l.starts_with(key)).unwrap();
             let n: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
             n * 1024.0
         };
-        let vsz = value(&text, "process_virtual_memory_bytes").unwrap();
-        // Threads of other tests map and unmap meanwhile: same order of size.
-        assert!((vsz - kb("VmSize:")).abs() < kb("VmSize:") / 2.0, "{text}");
-        assert!(value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
-        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .unwrap()
-            .0;
         #[allow(clippy::cast_precision_loss)]
-        if soft != nix::sys::resource::RLIM_INFINITY {
-            assert_eq!(value(&text, "process_max_fds"), Some(soft as f64), "{text}");
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as f64;
+        #[allow(clippy::cast_precision_loss)]
+        let ticks = || {
+            let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+            (stat.utime + stat.stime) as f64 / hz
+        };
+        // Spend some CPU first, so that a unit mistake shows.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert_ne!(x, 1);
+        let (vsz_before, cpu_before) = (kb(&status(), "VmSize:"), ticks());
+        let mut t = Text::default();
+        ProcessCollector::new().write(&mut t);
+        let (vsz_after, cpu_after) = (kb(&status(), "VmSize:"), ticks());
+        let text = t.into_string();
+        // Other tests' threads map and unmap meanwhile (a new malloc arena
+        // is 64 MiB): between the two readings, with room for that.
+        let vsz = value(&text, "process_virtual_memory_bytes").unwrap();
+        let (lo, hi) = (vsz_before.min(vsz_after), vsz_before.max(vsz_after));
+        assert!(vsz >= lo / 1.5 && vsz <= hi * 1.5, "{vsz} vs {lo}..{hi}");
+        assert!(value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+        // /proc counts clock ticks, getrusage microseconds.
+        let cpu = value(&text, "process_cpu_seconds_total").unwrap();
+        assert!(
+            cpu >= cpu_before - 2.0 / hz && cpu <= cpu_after + 2.0 / hz,
+            "{cpu} vs /proc {cpu_before}..{cpu_after}"
+        );
+        assert!(cpu > 0.0, "{cpu}");
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let soft = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        match soft.parse::<f64>() {
+            Ok(n) => assert_eq!(value(&text, "process_max_fds"), Some(n), "{text}"),
+            Err(_) => assert!(!text.contains("process_max_fds "), "{text}"),
         }
         let start = value(&text, "process_start_time_seconds").unwrap();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!(
-            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
-            "{start}"
-        );
-        assert!(value(&text, "process_cpu_seconds_total").unwrap() >= 0.0);
+        // This test binary started within the last hour, not before boot.
+        assert!(start <= now + 1.0 && start > now - 3_600.0, "{start}");
     }
 
     #[test]

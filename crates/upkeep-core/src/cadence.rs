@@ -13,8 +13,11 @@
 //! accepts (the collector's sharing window, larger than [`LEAD`]) when the
 //! scrape comes on time; a scrape that comes too early or too late reads
 //! afresh, as without a prediction. Irregular scrapes (an operator's
-//! `curl`) predict nothing, so a read ahead is never made for a scrape
-//! that is not coming: at most one read ahead per scrape.
+//! `curl`) mostly predict nothing; gaps at random repeat within the
+//! tolerance now and then (about two times in five for gaps of 300-700
+//! ms), and such a read ahead serves the next scrape only if it happens to
+//! come on time. Each arrival plans at most one read: at most one read
+//! ahead per scrape.
 //!
 //! Pure: time comes in as an argument.
 
@@ -35,10 +38,10 @@ pub const MAX_PACE: Duration = Duration::from_secs(600);
 pub const SCRAPERS: usize = 4;
 
 /// Two gaps agree when they differ by at most this fraction (1/`AGREE`) of
-/// the longer one: a scraper's own jitter is far smaller (Prometheus's
-/// interval is a timer; a client that sleeps after each response varies
-/// by its response time), and gaps at random agree this well seldom.
-const AGREE: u32 = 16;
+/// the longer one: far more than Prometheus's own jitter (its interval is
+/// a timer), and room for a client that sleeps after each response on a
+/// busy machine (tens of ms late at a pace of a few hundred ms).
+const AGREE: u32 = 8;
 
 /// The pace of the scrapes seen so far.
 #[derive(Debug, Clone)]
@@ -93,10 +96,13 @@ impl Cadence {
 
 /// The gap expected next, if the last `k` gaps repeat the `k` before them
 /// for some `k` in `1..=SCRAPERS` (each pair agreeing): the gap `k` back.
-/// Of several such `k`, the one whose pairs differ least (the fewest
-/// scrapers on a tie): one scraper's gaps also repeat every 2, but a pair
-/// whose gaps merely alternate closely (offsets near half the interval)
-/// repeats far better every 2 than every 1.
+/// Of several such `k`, the one that fits all the gaps kept best (the
+/// largest difference between a gap and the one `k` before it, over every
+/// such pair kept; the fewest scrapers on a tie): one scraper's gaps also
+/// repeat every 2, a pair whose gaps merely alternate closely (offsets
+/// near half the interval) repeats far better every 2 than every 1, and
+/// three scrapers whose gaps run 4, 4, 7 s repeat every 1 only where the
+/// two 4 s gaps meet.
 fn next_gap(gaps: &VecDeque<Duration>) -> Option<Duration> {
     let n = gaps.len();
     let mut best: Option<(Duration, Duration)> = None;
@@ -104,14 +110,16 @@ fn next_gap(gaps: &VecDeque<Duration>) -> Option<Duration> {
         if n < 2 * k {
             break;
         }
-        let mut worst = Duration::ZERO;
-        let repeats = (1..=k).all(|i| {
-            let (now, then) = (gaps[n - i], gaps[n - i - k]);
-            worst = worst.max(now.abs_diff(then));
-            agree(now, then)
-        });
-        if repeats && best.is_none_or(|(least, _)| worst < least) {
-            best = Some((worst, gaps[n - k]));
+        let repeats = (1..=k).all(|i| agree(gaps[n - i], gaps[n - i - k]));
+        if !repeats {
+            continue;
+        }
+        let fit = (k..n)
+            .map(|i| gaps[i].abs_diff(gaps[i - k]))
+            .max()
+            .unwrap_or_default();
+        if best.is_none_or(|(least, _)| fit < least) {
+            best = Some((fit, gaps[n - k]));
         }
     }
     best.map(|(_, next)| next)
@@ -179,9 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn gaps_agree_within_a_sixteenth_of_the_longer() {
-        assert!(agree(ms(320), ms(300)));
-        assert!(!agree(ms(321), ms(300)));
+    fn gaps_agree_within_an_eighth_of_the_longer() {
+        assert!(agree(ms(320), ms(280)));
+        assert!(!agree(ms(321), ms(280)));
         assert!(agree(ms(15_000), ms(15_000)));
     }
 
@@ -204,7 +212,7 @@ mod tests {
 
     #[test]
     fn two_scrapers_nearly_half_an_interval_apart_are_not_taken_for_one() {
-        // Gaps 7.4 s and 7.6 s agree as one pace would (within 1/16), but
+        // Gaps 7.4 s and 7.6 s agree as one pace would (within 1/8), but
         // repeat exactly every two gaps: the pair is what is followed.
         let t0 = Instant::now();
         let mut c = Cadence::new(SAME);
@@ -228,6 +236,38 @@ mod tests {
     }
 
     #[test]
+    fn three_scrapers_with_two_equal_gaps_are_not_taken_for_one() {
+        // Every 15 s at offsets 0, 4 and 8 s: gaps 4, 4, 7. Where two 4 s
+        // gaps meet they repeat every 1, but over what is kept only every 3
+        // fits: after 4, 4 comes 7.
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        let at = feed(
+            &mut c,
+            t0,
+            &[
+                0, 4_000, 8_000, 15_000, 19_000, 23_000, 30_000, 34_000, 38_000,
+            ],
+        );
+        assert_eq!(at, Some(t0 + ms(45_000) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(45_000)), Some(t0 + ms(49_000) - LEAD));
+    }
+
+    #[test]
+    fn an_operators_curl_breaks_the_pace_for_a_while_only() {
+        let t0 = Instant::now();
+        let mut c = Cadence::new(SAME);
+        assert!(feed(&mut c, t0, &[0, 15_000, 30_000]).is_some());
+        // A curl at 37.2 s: nothing planned from it; the scrapes at 45 and
+        // 60 s leave gaps 7.8, 7.8 (taken for a pace: a read at 52.7 s that
+        // serves nobody), then 15, 15 pick the interval up again.
+        assert_eq!(c.scraped(t0 + ms(37_200)), None);
+        assert_eq!(c.scraped(t0 + ms(45_000)), Some(t0 + ms(52_800) - LEAD));
+        assert_eq!(c.scraped(t0 + ms(60_000)), None);
+        assert_eq!(c.scraped(t0 + ms(75_000)), Some(t0 + ms(90_000) - LEAD));
+    }
+
+    #[test]
     fn one_scraper_with_jitter_predicts_its_interval() {
         let t0 = Instant::now();
         let mut c = Cadence::new(SAME);
@@ -246,7 +286,7 @@ mod tests {
     #[test]
     fn random_gaps_seldom_predict() {
         // Gaps drawn evenly from 300-700 ms (a fixed xorshift sequence):
-        // the last gaps repeat within 1/16 by chance about one time in six.
+        // the last gaps repeat within 1/8 by chance about two times in five.
         let t0 = Instant::now();
         let mut c = Cadence::new(SAME);
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -259,7 +299,7 @@ mod tests {
             predicted += usize::from(c.scraped(t0 + ms(at)).is_some());
         }
         assert!(
-            predicted < 250,
+            predicted < 450,
             "{predicted} of 1000 random arrivals predicted"
         );
     }
