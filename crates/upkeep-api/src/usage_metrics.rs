@@ -5,7 +5,7 @@
 
 use crate::expo::{Def, Kind, Text};
 use crate::metrics::unix_seconds;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use upkeep_core::cadence::{Cadence, LEAD};
@@ -440,37 +440,52 @@ pub fn targets(shared: &Shared) -> Vec<Target> {
 /// cores or more (on one, the split costs one thread start, about 30 µs).
 const SPLIT_FROM: usize = 16;
 
-/// Reads the usage of every target with `reader`, in their order.
+/// Reads the usage of every target with `reader`, in their order. From
+/// [`SPLIT_FROM`] targets on, two threads share the work: each takes the
+/// next target nobody has taken, so neither waits for a fixed half of the
+/// other's when that one is slow to get a CPU (on a busy machine the
+/// second thread may start late; the calling thread then reads more).
 pub fn read_rows(reader: &dyn UsageReader, targets: &[Target]) -> Vec<Row> {
     let node = reader.node_name();
-    let read = |ts: &[Target]| -> Vec<Row> {
-        ts.iter()
-            .map(|t| Row::new(t, node, read_usage(reader, t)))
-            .collect()
-    };
     if targets.len() < SPLIT_FROM {
-        return read(targets);
+        return targets
+            .iter()
+            .map(|t| Row::new(t, node, read_usage(reader, t)))
+            .collect();
     }
-    let (first, second) = targets.split_at(targets.len() / 2);
-    std::thread::scope(|s| {
+    let next = AtomicUsize::new(0);
+    let take = || {
+        let mut rows = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(t) = targets.get(i) else {
+                return rows;
+            };
+            rows.push((i, Row::new(t, node, read_usage(reader, t))));
+        }
+    };
+    let mut rows = std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .name("upkeep-usage".into())
-            .spawn_scoped(s, || read(second));
-        let mut rows = read(first);
+            .spawn_scoped(s, take);
+        let mut rows = take();
         match other.map(|h| h.join()) {
             Ok(Ok(more)) => rows.extend(more),
             Ok(Err(_)) => {
-                // A reader bug: the panic was printed; the other half is
-                // left out of this scrape rather than failing it.
-                tracing::error!("usage: reading half of the services panicked");
+                // A reader bug: the panic was printed; the services that
+                // thread took are left out of this scrape rather than
+                // failing it.
+                tracing::error!("usage: a thread reading services' usage panicked");
             }
             Err(e) => {
-                tracing::debug!("usage: no second reading thread ({e}); reading on one");
-                rows.extend(read(second));
+                // This thread has taken every target meanwhile.
+                tracing::debug!("usage: no second reading thread ({e}); read on one");
             }
         }
         rows
-    })
+    });
+    rows.sort_unstable_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, row)| row).collect()
 }
 
 /// Reads the usage of `t` with `reader`.
@@ -640,5 +655,53 @@ mod tests {
         assert!(text.contains(
             "container_cpu_usage_seconds_total{container=\"a\",pod=\"\",namespace=\"\",service=\"a\"} 1.5\n"
         ));
+    }
+
+    /// A reader whose CPU figure is the pid, slow for every seventh.
+    #[derive(Debug)]
+    struct ByPid;
+
+    impl UsageReader for ByPid {
+        fn read(&self, _: &str, _: Option<&str>, pid: Option<u32>) -> Usage {
+            let pid = pid.unwrap_or(0);
+            if pid % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Usage {
+                cpu_seconds: Some(f64::from(pid)),
+                ..Usage::default()
+            }
+        }
+        fn oom_kills(&self, _: &str) -> Option<u64> {
+            None
+        }
+        fn node_name(&self) -> &str {
+            "n"
+        }
+    }
+
+    #[test]
+    fn rows_shared_between_two_threads_come_back_whole_and_in_order() {
+        for n in [SPLIT_FROM - 1, SPLIT_FROM, 101] {
+            let targets: Vec<Target> = (0..n)
+                .map(|i| Target {
+                    service: format!("s{i:03}"),
+                    pod: None,
+                    cgroup: None,
+                    pid: u32::try_from(i).unwrap(),
+                    start_time: None,
+                })
+                .collect();
+            let rows = read_rows(&ByPid, &targets);
+            let got: Vec<(String, Option<f64>)> = rows
+                .iter()
+                .map(|r| (r.labels[3].clone(), r.usage.cpu_seconds))
+                .collect();
+            let want: Vec<(String, Option<f64>)> = targets
+                .iter()
+                .map(|t| (t.service.clone(), Some(f64::from(t.pid))))
+                .collect();
+            assert_eq!(got, want, "{n} targets");
+        }
     }
 }
