@@ -447,12 +447,6 @@ const SPLIT_FROM: usize = 16;
 /// second thread may start late; the calling thread then reads more).
 pub fn read_rows(reader: &dyn UsageReader, targets: &[Target]) -> Vec<Row> {
     let node = reader.node_name();
-    if targets.len() < SPLIT_FROM {
-        return targets
-            .iter()
-            .map(|t| Row::new(t, node, read_usage(reader, t)))
-            .collect();
-    }
     let next = AtomicUsize::new(0);
     let take = || {
         let mut rows = Vec::new();
@@ -464,6 +458,10 @@ pub fn read_rows(reader: &dyn UsageReader, targets: &[Target]) -> Vec<Row> {
             rows.push((i, Row::new(t, node, read_usage(reader, t))));
         }
     };
+    if targets.len() < SPLIT_FROM {
+        // One thread takes them all, in order.
+        return take().into_iter().map(|(_, row)| row).collect();
+    }
     let mut rows = std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .name("upkeep-usage".into())
