@@ -24,8 +24,6 @@ pub struct Usage {
     pub memory_working_set_bytes: Option<u64>,
     /// Anonymous memory (cAdvisor's `rss`), bytes.
     pub memory_rss_bytes: Option<u64>,
-    /// The memory limit in force, bytes (`None`: unlimited or unknown).
-    pub memory_limit_bytes: Option<u64>,
     /// OOM kills in the service's memory cgroup since it was created.
     pub oom_events: Option<u64>,
     /// Bytes read from storage.
@@ -38,8 +36,6 @@ pub struct Usage {
     pub pressure_memory: Option<Pressure>,
     /// I/O pressure.
     pub pressure_io: Option<Pressure>,
-    /// Where the figures came from (`cgroup v2`, `cgroup v1 memory`, `/proc`...), for `describe`.
-    pub sources: Vec<String>,
 }
 
 /// Reads a service's usage from the host (cgroups, `/proc`). Installed once

@@ -175,12 +175,10 @@ enum File {
     IoPressure,
     MemoryCurrent,
     MemoryStat,
-    MemoryMax,
     MemoryEvents,
     IoStat,
     V1Usage,
     V1Stat,
-    V1Limit,
     V1OomControl,
     Stat,
     Statm,
@@ -188,7 +186,7 @@ enum File {
 }
 
 /// How many [`File`]s there are.
-const FILES: usize = 17;
+const FILES: usize = 15;
 
 impl File {
     fn dir(self) -> Dir {
@@ -198,12 +196,10 @@ impl File {
             | File::CpuPressure
             | File::MemoryPressure
             | File::IoPressure => Dir::Leaf,
-            File::MemoryCurrent
-            | File::MemoryStat
-            | File::MemoryMax
-            | File::MemoryEvents
-            | File::IoStat => Dir::Service,
-            File::V1Usage | File::V1Stat | File::V1Limit | File::V1OomControl => Dir::V1Memory,
+            File::MemoryCurrent | File::MemoryStat | File::MemoryEvents | File::IoStat => {
+                Dir::Service
+            }
+            File::V1Usage | File::V1Stat | File::V1OomControl => Dir::V1Memory,
             File::Stat | File::Statm | File::Io => Dir::Proc,
         }
     }
@@ -217,11 +213,9 @@ impl File {
             File::IoPressure => "io.pressure",
             File::MemoryCurrent => "memory.current",
             File::MemoryStat | File::V1Stat => "memory.stat",
-            File::MemoryMax => "memory.max",
             File::MemoryEvents => "memory.events",
             File::IoStat => "io.stat",
             File::V1Usage => "memory.usage_in_bytes",
-            File::V1Limit => "memory.limit_in_bytes",
             File::V1OomControl => "memory.oom_control",
             File::Stat => "stat",
             File::Statm => "statm",
@@ -541,12 +535,12 @@ impl HostUsage {
             try_open(&mut g, f);
         }
         let memory_cgroup = if try_open(&mut g, File::MemoryCurrent) {
-            for f in [File::MemoryStat, File::MemoryMax, File::MemoryEvents] {
+            for f in [File::MemoryStat, File::MemoryEvents] {
                 try_open(&mut g, f);
             }
             true
         } else if try_open(&mut g, File::V1Usage) {
-            for f in [File::V1Stat, File::V1Limit, File::V1OomControl] {
+            for f in [File::V1Stat, File::V1OomControl] {
                 try_open(&mut g, f);
             }
             true
@@ -655,11 +649,6 @@ pub fn proc_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// A v1 limit of "no limit" reads as a huge number (page-rounded `i64::MAX`).
-fn v1_limit(v: u64) -> Option<u64> {
-    (v < (1u64 << 62)).then_some(v)
-}
-
 /// The processes of the generation: its leaf's `cgroup.procs`, else the
 /// main process alone.
 fn procs(g: &Gen, stale: &mut bool, path: &mut String, buf: &mut Vec<u8>) -> Vec<u32> {
@@ -692,7 +681,6 @@ impl HostUsage {
             read_file(g, File::CpuStat, stale, path, buf).and_then(|t| flat_value(t, "usage_usec"))
         {
             u.cpu_seconds = Some(us as f64 / 1e6);
-            u.sources.push("cpu: cgroup v2 cpu.stat".into());
         } else {
             let ps = procs_read
                 .take()
@@ -706,8 +694,6 @@ impl HostUsage {
             procs_read = Some(ps);
             if pid.is_some() {
                 u.cpu_seconds = Some(ticks as f64 / self.ticks_per_second);
-                u.sources
-                    .push("cpu: /proc/PID/stat of its processes".into());
             }
         }
 
@@ -723,10 +709,8 @@ impl HostUsage {
                 });
             u.memory_working_set_bytes = current.map(|c: u64| c.saturating_sub(inactive));
             u.memory_rss_bytes = anon;
-            u.memory_limit_bytes = parsed(read_file(g, File::MemoryMax, stale, path, buf));
             u.oom_events = read_file(g, File::MemoryEvents, stale, path, buf)
                 .and_then(|t| flat_value(t, "oom_kill"));
-            u.sources.push("memory: cgroup v2 memory controller".into());
         } else if g.has(File::V1Usage) {
             let usage = parsed(read_file(g, File::V1Usage, stale, path, buf));
             let (inactive, rss) =
@@ -738,11 +722,8 @@ impl HostUsage {
                 });
             u.memory_working_set_bytes = usage.map(|c: u64| c.saturating_sub(inactive));
             u.memory_rss_bytes = rss;
-            u.memory_limit_bytes =
-                parsed(read_file(g, File::V1Limit, stale, path, buf)).and_then(v1_limit);
             u.oom_events = read_file(g, File::V1OomControl, stale, path, buf)
                 .and_then(|t| flat_value(t, "oom_kill"));
-            u.sources.push("memory: cgroup v1 memory controller".into());
         } else if pid.is_some() {
             let ps = procs_read
                 .take()
@@ -761,16 +742,12 @@ impl HostUsage {
             procs_read = Some(ps);
             u.memory_working_set_bytes = Some(ws);
             u.memory_rss_bytes = Some(rss);
-            u.sources.push(
-                "memory: /proc/PID/statm of its processes (resident, resident - shared)".into(),
-            );
         }
 
         // Storage I/O.
         if let Some((r, w)) = read_file(g, File::IoStat, stale, path, buf).map(parse_io_stat) {
             u.fs_read_bytes = Some(r);
             u.fs_write_bytes = Some(w);
-            u.sources.push("io: cgroup v2 io.stat".into());
         } else if pid.is_some() {
             let ps = procs_read
                 .take()
@@ -784,7 +761,6 @@ impl HostUsage {
             }
             u.fs_read_bytes = Some(r);
             u.fs_write_bytes = Some(w);
-            u.sources.push("io: /proc/PID/io of its processes".into());
         }
 
         // Pressure (PSI), where the kernel has it.
@@ -1008,7 +984,17 @@ mod tests {
         r.retain(&["svc"]);
         let kept = r.read("svc", None, Some(me));
         assert_eq!(r.kept_descriptors(), 3);
-        assert_eq!(kept.sources, by_path.sources);
+        // The same figures known either way.
+        let known = |u: &Usage| {
+            [
+                u.cpu_seconds.is_some(),
+                u.memory_working_set_bytes.is_some(),
+                u.memory_rss_bytes.is_some(),
+                u.fs_read_bytes.is_some(),
+                u.fs_write_bytes.is_some(),
+            ]
+        };
+        assert_eq!(known(&kept), known(&by_path));
         assert!(kept.memory_working_set_bytes.unwrap_or(0) > 0, "{kept:?}");
         // Read again through the kept files: fresh values.
         let again = r.read("svc", None, Some(me));
@@ -1033,11 +1019,5 @@ mod tests {
         assert_eq!(r.kept_descriptors(), 3);
         r.retain(&["svc"]);
         assert_eq!(r.kept_descriptors(), 0);
-    }
-
-    #[test]
-    fn v1_unlimited_is_none() {
-        assert_eq!(v1_limit(9_223_372_036_854_771_712), None);
-        assert_eq!(v1_limit(50 << 20), Some(50 << 20));
     }
 }
