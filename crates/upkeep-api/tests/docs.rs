@@ -71,7 +71,6 @@ fn metrics_doc_covers_every_emitted_metric() {
         pressure_cpu: Some(Default::default()),
         pressure_memory: Some(Default::default()),
         pressure_io: Some(Default::default()),
-        ..Default::default()
     };
     let target = upkeep_api::usage_metrics::Target {
         service: "a".into(),
