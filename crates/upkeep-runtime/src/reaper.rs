@@ -21,15 +21,23 @@
 //! process that can be correct), so [`Reaper::start`] is idempotent: it
 //! returns the one [`Reaper`] and (re)starts its task on the current runtime
 //! if the runtime that ran it before has gone away.
+//!
+//! `SIGCHLD` reaches the task through a socket of its own (signal-hook's
+//! pipe), not through tokio's signal handling: tokio wakes *every* runtime
+//! in the process on every signal it handles, and under a crash loop the
+//! HTTP thread's runtime would wake at each child's exit for nothing. The
+//! threads that only serve requests also block the signals the supervisor
+//! handles ([`block_supervisor_signals`]), so their waits are never
+//! interrupted by them either.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use upkeep_core::ExitStatus;
 
@@ -75,6 +83,63 @@ pub struct Pipes {
 
 static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
 
+/// The read end of the socket `SIGCHLD` writes a byte to. The signal
+/// handler is installed once per process, with the first
+/// [`Reaper::start`]; each start reads a duplicate on its own runtime.
+static SIGCHLD_SOCKET: Mutex<Option<UnixStream>> = Mutex::new(None);
+
+/// A duplicate of the read end of the `SIGCHLD` socket, installing the
+/// handler the first time. Registered before the reaper's first pass, so a
+/// child that exits in between leaves a byte behind.
+fn sigchld_socket() -> io::Result<UnixStream> {
+    let mut slot = SIGCHLD_SOCKET.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(read) = slot.as_ref() {
+        return read.try_clone();
+    }
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    // The handler sends a byte without blocking (a full socket already
+    // has one waiting, which is all the task needs).
+    signal_hook::low_level::pipe::register(libc::SIGCHLD, write)?;
+    let dup = read.try_clone()?;
+    *slot = Some(read);
+    Ok(dup)
+}
+
+/// Blocks, in the calling thread and the threads it starts afterwards, the
+/// signals the supervisor handles (`SIGCHLD`, `SIGTERM`, `SIGINT`,
+/// `SIGHUP`): the kernel hands each one to a thread that takes it, so a
+/// thread that only serves requests (the HTTP thread) is not interrupted
+/// at every child's exit. Never call it on the supervisor's own threads.
+pub fn block_supervisor_signals() -> io::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)
+}
+
+/// Reads every byte waiting on the `SIGCHLD` socket (one per signal, or
+/// fewer: signals coalesce), leaving it empty.
+fn empty(socket: &tokio::net::UnixStream) -> io::Result<()> {
+    let mut buf = [0u8; 256];
+    loop {
+        match socket.try_read(&mut buf) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Clears `task_alive` when the SIGCHLD task is dropped (its runtime shut down).
 struct AliveGuard(Arc<Reaper>);
 
@@ -86,7 +151,7 @@ impl Drop for AliveGuard {
 
 impl Reaper {
     /// Makes upkeep a child subreaper and starts the SIGCHLD task. Must be called
-    /// inside a tokio runtime (a `current_thread` one is fine) with the signal
+    /// inside a tokio runtime (a `current_thread` one is fine) with the I/O
     /// driver enabled.
     ///
     /// Idempotent: every call returns the same process-wide reaper. If the task
@@ -117,7 +182,7 @@ impl Reaper {
         {
             // Register for SIGCHLD before the first pass so nothing that exits
             // in between is missed.
-            let mut sigchld = match signal(SignalKind::child()) {
+            let sigchld = match sigchld_socket().and_then(tokio::net::UnixStream::from_std) {
                 Ok(s) => s,
                 Err(e) => {
                     reaper.task_alive.store(false, Ordering::SeqCst);
@@ -131,10 +196,18 @@ impl Reaper {
             reaper.drain();
             tokio::spawn(async move {
                 let guard = guard;
-                while sigchld.recv().await.is_some() {
-                    guard.0.drain();
-                }
-                tracing::error!("SIGCHLD stream ended; the reaper stopped");
+                let e = loop {
+                    if let Err(e) = sigchld.readable().await {
+                        break e;
+                    }
+                    // Take every byte first, then drain: a child that exits
+                    // during the pass leaves a byte for the next one.
+                    match empty(&sigchld) {
+                        Ok(()) => guard.0.drain(),
+                        Err(e) => break e,
+                    }
+                };
+                tracing::error!("SIGCHLD socket failed ({e}); the reaper stopped");
             });
         }
         Ok(reaper)

@@ -103,6 +103,12 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
                 // the running task finish its slice: waits of 3-4 ms were
                 // measured under the bench's crash loop).
                 upkeep_runtime::spawn::set_thread_latency(-5, HTTP_SLICE);
+                // Child exits and stop signals are the supervisor's: without
+                // this, a crash loop interrupts this thread's waits at
+                // random (the kernel picks any thread that takes a signal).
+                if let Err(e) = upkeep_runtime::reaper::block_supervisor_signals() {
+                    tracing::debug!("HTTP thread: signals not blocked ({e})");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {

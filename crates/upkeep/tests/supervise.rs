@@ -54,6 +54,57 @@ fn starts_services_and_pods_with_clean_env() {
     assert_eq!(h["status"], "ok");
 }
 
+/// Context switches of the daemon's thread named `name`.
+fn thread_switches(daemon: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        return status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+            .sum();
+    }
+    panic!("upkeep {daemon} has no thread named {name}");
+}
+
+/// Child exits are the supervisor's business: a crash loop does not wake
+/// the HTTP thread (tokio wakes every runtime of a process at each signal it
+/// handles, and the kernel hands SIGCHLD to any thread that takes it; the
+/// HTTP thread woke about once per exit before).
+#[test]
+fn a_crash_loop_does_not_wake_the_http_thread() {
+    let cfg = "[defaults.backoff]\ninitial = \"0s\"\nmax = \"0s\"\nfactor = 1.0\nreset_after = \"10m\"\njitter = 0.0\n\n[services.crasher]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.01; exit 3\"]\n";
+    let mut d = Daemon::start(cfg, &[]);
+    let restarts = |d: &mut Daemon| {
+        d.service("crasher")
+            .and_then(|s| s["restarts"].as_u64())
+            .unwrap_or(0)
+    };
+    d.wait_service("crasher", Duration::from_secs(15), "5 restarts", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 5
+    });
+    let before = restarts(&mut d);
+    // The request just answered may still be closing.
+    std::thread::sleep(Duration::from_millis(300));
+    let woken_before = thread_switches(d.pid(), "upkeep-http");
+    std::thread::sleep(Duration::from_secs(2));
+    let woken = thread_switches(d.pid(), "upkeep-http") - woken_before;
+    let exits = restarts(&mut d) - before;
+    assert!(
+        exits >= 20,
+        "the crash loop ran too slowly to tell: {exits} exits"
+    );
+    assert!(
+        woken <= 3,
+        "the HTTP thread was woken {woken} times while the crasher exited about {exits} times, with no request"
+    );
+}
+
 #[test]
 fn crash_loop_backs_off_and_never_gives_up() {
     let cfg = "[defaults.backoff]\ninitial = \"100ms\"\nmax = \"400ms\"\nfactor = 2.0\nreset_after = \"10m\"\njitter = 0.0\n\n[services.crasher]\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n";
