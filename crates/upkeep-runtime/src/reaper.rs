@@ -27,8 +27,9 @@
 //! in the process on every signal it handles, and under a crash loop the
 //! HTTP thread's runtime would wake at each child's exit for nothing. The
 //! threads that only serve requests also block the signals the supervisor
-//! handles ([`block_supervisor_signals`]), so their waits are never
-//! interrupted by them either.
+//! handles ([`block_supervisor_signals`]), so their handlers never run
+//! there. (tokio still wakes the HTTP runtime for the rare SIGTERM, SIGINT
+//! and SIGHUP, which the supervisor takes through it.)
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -98,10 +99,12 @@ fn sigchld_socket() -> io::Result<UnixStream> {
     }
     let (read, write) = UnixStream::pair()?;
     read.set_nonblocking(true)?;
+    // Everything that can fail first: the handler is installed once, and
+    // only with its reader kept.
+    let dup = read.try_clone()?;
     // The handler sends a byte without blocking (a full socket already
     // has one waiting, which is all the task needs).
     signal_hook::low_level::pipe::register(libc::SIGCHLD, write)?;
-    let dup = read.try_clone()?;
     *slot = Some(read);
     Ok(dup)
 }
@@ -180,19 +183,14 @@ impl Reaper {
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
+            // From here on, any way out (an error, a panic, the task's end)
+            // clears `task_alive`, so that the next start tries again.
+            let guard = AliveGuard(reaper.clone());
             // Register for SIGCHLD before the first pass so nothing that exits
             // in between is missed.
-            let sigchld = match sigchld_socket().and_then(tokio::net::UnixStream::from_std) {
-                Ok(s) => s,
-                Err(e) => {
-                    reaper.task_alive.store(false, Ordering::SeqCst);
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot listen for SIGCHLD: {e}"),
-                    ));
-                }
-            };
-            let guard = AliveGuard(reaper.clone());
+            let sigchld = sigchld_socket()
+                .and_then(tokio::net::UnixStream::from_std)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for SIGCHLD: {e}")))?;
             reaper.drain();
             tokio::spawn(async move {
                 let guard = guard;
@@ -213,8 +211,8 @@ impl Reaper {
         Ok(reaper)
     }
 
-    /// True while the reaping task runs. It ending (a panic, a closed SIGCHLD
-    /// stream) is a bug that must be noticed: see [`Reaper::start`], which
+    /// True while the reaping task runs. It ending (a panic, a failed SIGCHLD
+    /// socket) is a bug that must be noticed: see [`Reaper::start`], which
     /// restarts it.
     pub fn task_alive(&self) -> bool {
         self.task_alive.load(Ordering::SeqCst)

@@ -941,7 +941,7 @@ mod tests {
         assert!(b.fits(7));
 
         // The raised limit (systemd's default hard limit): every one of 100
-        // services keeps its files, even with a memory cgroup (11 each).
+        // services keeps its files, even with a memory cgroup (11 each, more than a generation keeps).
         let mut b = Budget::default();
         b.set_soft_limit(Some(524_288));
         for _ in 0..100 {
