@@ -583,23 +583,27 @@ fn remove_cgroups(state_dir: &Path) {
         // takes a while on a loaded machine.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let children: Vec<PathBuf> = std::fs::read_dir(&root)
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir())
-                        .collect()
-                })
-                .unwrap_or_default();
-            for c in &children {
-                let _ = std::fs::remove_dir(c);
-            }
-            if std::fs::remove_dir(&root).is_ok() {
+            if remove_tree(&root) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Removes the empty cgroup `dir` and every cgroup below it, deepest first
+/// (a service's generations sit two or three levels down); true if `dir`
+/// is gone.
+fn remove_tree(dir: &Path) -> bool {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_tree(&p);
+            }
+        }
+    }
+    std::fs::remove_dir(dir).is_ok() || !dir.exists()
 }
 
 /// True if the pid exists and is not a zombie.
